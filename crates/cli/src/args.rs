@@ -1,0 +1,157 @@
+//! The command line, as clap types. `settings` turns them into what the
+//! commands use; nothing else reads them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Hyperparameter sweeps for transfer-learning image classifiers: a frozen
+/// backbone's features are computed once, then every configuration trains
+/// only its head.
+#[derive(Debug, Parser)]
+#[command(name = "sweep", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The SQLite database that records sweeps, jobs and epochs.
+    #[arg(long, global = true, env = "SWEEP_DB", default_value = "sweep.db", value_name = "PATH")]
+    pub db: PathBuf,
+
+    /// More log detail on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr, no progress.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a sweep file and run its unfinished jobs, then print the table.
+    Run(RunArgs),
+    /// Continue an interrupted sweep from each job's last recorded epoch.
+    Resume(ResumeArgs),
+    /// Show the jobs a sweep file expands to, without running anything.
+    Plan(PlanArgs),
+    /// One row per job of a sweep: hyperparameters and best validation accuracy.
+    Table(TableArgs),
+    /// Every recorded epoch of one job.
+    Show(ShowArgs),
+    /// Each sweep with its job counts by status.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Jobs to train at once.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
+
+    /// Devices for training: cpu, cuda, cuda:N, or a comma-separated list that jobs share.
+    #[arg(long, default_value = "cpu", value_delimiter = ',', value_name = "DEVICE")]
+    pub device: Vec<String>,
+
+    /// Where backbone features are cached [default: sweep-cache/ beside the database].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Make failed jobs runnable again.
+    #[arg(long)]
+    pub retry_failed: bool,
+
+    /// Refuse sweeps that expand past this many jobs.
+    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N")]
+    pub max_jobs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The sweep file (.toml or .json).
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub exec: ExecArgs,
+
+    /// Output format of the final table.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// A sweep's name or id [default: the latest sweep].
+    pub sweep: Option<String>,
+
+    #[command(flatten)]
+    pub exec: ExecArgs,
+
+    /// Output format of the final table.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The sweep file (.toml or .json).
+    pub file: PathBuf,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Refuse sweeps that expand past this many jobs.
+    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N")]
+    pub max_jobs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    /// A sweep's name or id [default: the latest sweep].
+    pub sweep: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Sort by this column (accuracies best first, the rest ascending) [default: expansion order].
+    #[arg(long, value_name = "COLUMN")]
+    pub sort: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A job's id (or a unique prefix of it).
+    pub job: String,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// Comma-separated values with a header.
+    Csv,
+    /// A JSON array of objects with snake_case keys.
+    Json,
+    /// A Markdown table.
+    Markdown,
+}

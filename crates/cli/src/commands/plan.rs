@@ -1,0 +1,35 @@
+//! `sweep plan FILE`: the jobs a sweep file expands to.
+
+use std::io::Write;
+
+use sweep_scheduler::{SweepSpec, TrainKey};
+
+use crate::args::PlanArgs;
+use crate::output::{Cell, Column, Table};
+use crate::Outcome;
+
+pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
+    let spec = SweepSpec::load(&args.file)?;
+    let jobs = spec.jobs(args.max_jobs)?;
+    let mut columns = vec![Column { key: "job_id", heading: "Job", numeric: false }];
+    columns.extend(TrainKey::ALL.iter().map(|k| Column { key: k.name(), heading: k.name(), numeric: true }));
+    let rows = jobs
+        .iter()
+        .map(|job| {
+            let mut row = vec![Cell::text(&job.id)];
+            row.extend(TrainKey::ALL.iter().map(|k| match job.params.get(*k) {
+                sweep_scheduler::Param::Int(i) => Cell::int(i as i64),
+                sweep_scheduler::Param::Float(x) => Cell::float(x, x.to_string()),
+                sweep_scheduler::Param::Choice(s) => Cell::text(s),
+            }));
+            row
+        })
+        .collect();
+    let table = Table { columns, rows };
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", table.render(args.format))?;
+    if args.format == crate::args::Format::Table {
+        eprintln!("{}: {} jobs in sweep `{}` ({})", args.file.display(), jobs.len(), spec.name, spec.id());
+    }
+    Ok(Outcome::Success)
+}

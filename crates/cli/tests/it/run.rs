@@ -1,0 +1,93 @@
+//! `sweep run`, `table`, `show`, `status` on small generated data.
+
+use crate::{json, stderr, stdout, Env};
+
+/// Two jobs on 48 generated 32x32 images, random ResNet-18: a few seconds.
+pub const TINY: &str = r#"
+name = "tiny"
+
+[data]
+layout = "synthetic"
+classes = 3
+images = 48
+width = 40
+height = 32
+valid_fraction = 0.25
+
+[model]
+backbone = "resnet18"
+weights = "random"
+image_size = 32
+
+[train]
+batch_size = 8
+epochs = 3
+
+[grid]
+lr = [0.01, 0.05]
+"#;
+
+#[test]
+fn run_records_every_epoch_and_prints_the_table() {
+    let env = Env::new();
+    let file = env.write("tiny.toml", TINY);
+    let out = env.sweep(&["run", file.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = json(&out);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_eq!(row["status"], "done");
+        assert_eq!(row["epochs"], 3);
+        assert_eq!(row["batch_size"], 8);
+        let acc = row["best_valid_acc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{row}");
+        let best = row["best_epoch"].as_i64().unwrap();
+        assert!((1..=3).contains(&best), "{row}");
+    }
+    assert!(stderr(&out).contains("features: computed and cached"), "{}", stderr(&out));
+
+    // The store has every epoch.
+    let job = rows[0]["job_id"].as_str().unwrap();
+    let epochs = env.sweep(&["show", job, "--format", "json"]);
+    assert!(epochs.status.success(), "{}", stderr(&epochs));
+    let epochs = json(&epochs);
+    let epochs = epochs.as_array().unwrap();
+    assert_eq!(epochs.iter().map(|e| e["epoch"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    let best = epochs.iter().map(|e| e["valid_acc"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert_eq!(rows[0]["best_valid_acc"].as_f64().unwrap(), best);
+
+    // `sweep table` reads the same rows back; the paper's headings in table form.
+    let table = env.sweep(&["table"]);
+    assert!(table.status.success());
+    let text = stdout(&table);
+    for heading in ["Batch Size", "Workers", "LR", "Momentum", "Num Epoch", "Best Acc"] {
+        assert!(text.contains(heading), "{text}");
+    }
+    let csv = stdout(&env.sweep(&["table", "tiny", "--format", "csv", "--sort", "best_valid_acc"]));
+    assert!(csv.starts_with("job_id,batch_size,workers,lr,momentum,epochs,best_valid_acc,"), "{csv}");
+    assert_eq!(csv.lines().count(), 3);
+
+    // Running the same file again trains nothing and runs no backbone pass.
+    let again = env.sweep(&["run", file.to_str().unwrap(), "--format", "json"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(json(&again), serde_json::Value::Array(rows.clone()));
+    assert!(!stderr(&again).contains("features:"), "{}", stderr(&again));
+
+    let status = stdout(&env.sweep(&["status", "--format", "json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status[0]["done"], 2);
+}
+
+#[test]
+fn a_bad_sweep_file_exits_2_with_every_error() {
+    let env = Env::new();
+    let file = env
+        .write("bad.toml", "name = \"x\"\n[data]\nlayout = \"nope\"\n[model]\nweights = \"random\"\n[train]\nlr = 0\n");
+    let out = env.sweep(&["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml:3: data.layout: must be one of"), "{err}");
+    assert!(err.contains("bad.toml:7: train.lr: must be > 0, got 0"), "{err}");
+    assert!(!env.path("sweep.db").exists(), "a bad file writes nothing");
+}

@@ -1,0 +1,13 @@
+//! The scheduler: sweep files ([`spec`]), their expansion into jobs with
+//! stable ids, and the run loop ([`run`]) that joins the worker and the store.
+//!
+//! It is the only crate that knows both the worker (Candle) and the store
+//! (SQLite); the two never meet except through it.
+
+pub mod run;
+pub mod spec;
+
+pub use run::{lease_owner, resume, run, Error, JobEnd, Observer, RunOptions, RunSummary};
+pub use spec::{
+    Format, Job, Param, SpecError, SpecErrors, SweepSpec, TooManyJobs, TrainKey, TrainParams, DEFAULT_MAX_JOBS,
+};

@@ -1,0 +1,454 @@
+//! Running a sweep: register it, compute (or load) the features once, then
+//! train its jobs `parallel` at a time, each claimed from the store under a
+//! lease, every epoch recorded as it finishes. Ctrl-C (the cancellation token)
+//! stops jobs at their last recorded epoch and marks them interrupted.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sweep_store::{Finish, NewJob, NewSweep, Store};
+use sweep_worker::{
+    CacheOutcome, EpochReport, EpochSink, FeatureCache, Features, SinkError, Split, TrainOutcome, TrainState,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::spec::{Format, SpecErrors, SweepSpec, TooManyJobs, TrainParams};
+
+/// Everything that can stop a sweep as a whole (a job's own failure only
+/// fails that job).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The sweep file is invalid.
+    #[error("{0}")]
+    Spec(#[from] SpecErrors),
+    /// The sweep expands to too many jobs.
+    #[error("{0}")]
+    TooManyJobs(#[from] TooManyJobs),
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] sweep_store::Error),
+    /// The data, the weights or the backbone pass failed.
+    #[error("{0}")]
+    Worker(#[from] sweep_worker::Error),
+    /// A sweep recorded without its file cannot be resumed.
+    #[error("sweep {0} was recorded without its sweep file: run the file again with `sweep run FILE`")]
+    NoSource(String),
+    /// A background task died.
+    #[error("internal: {0}")]
+    Join(String),
+}
+
+/// How to run a sweep.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The database file.
+    pub db: PathBuf,
+    /// Where features are cached.
+    pub cache_dir: PathBuf,
+    /// Jobs trained at once.
+    pub parallel: usize,
+    /// Devices (`cpu`, `cuda:N`), handed to job slots in turn.
+    pub devices: Vec<String>,
+    /// The most jobs a sweep may expand to.
+    pub max_jobs: u64,
+    /// Make failed jobs runnable again first.
+    pub retry_failed: bool,
+    /// How long a claim lasts without renewal.
+    pub lease: Duration,
+    /// Images per backbone batch.
+    pub backbone_batch: usize,
+}
+
+impl RunOptions {
+    /// Defaults for a database: the cache beside it, one job at a time, CPU.
+    pub fn new(db: PathBuf) -> RunOptions {
+        let cache_dir = db.parent().map(|p| p.join("sweep-cache")).unwrap_or_else(|| PathBuf::from("sweep-cache"));
+        RunOptions {
+            db,
+            cache_dir,
+            parallel: 1,
+            devices: vec!["cpu".to_owned()],
+            max_jobs: crate::spec::DEFAULT_MAX_JOBS,
+            retry_failed: false,
+            lease: Duration::from_secs(60),
+            backbone_batch: 32,
+        }
+    }
+}
+
+/// How one job's run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEnd {
+    /// Every epoch done.
+    Done {
+        /// Best validation accuracy.
+        best_valid_acc: f64,
+        /// Its epoch.
+        best_epoch: usize,
+    },
+    /// Failed with this error.
+    Failed(String),
+    /// Stopped by the user after this many epochs.
+    Interrupted(usize),
+}
+
+/// Progress reports for the CLI; every method defaults to doing nothing.
+pub trait Observer: Send + Sync {
+    /// The sweep is registered: `jobs` in all, `runnable` of them not finished.
+    fn registered(&self, _sweep_id: &str, _jobs: usize, _runnable: usize) {}
+    /// The backbone pass starts over `images` images (or the cache is checked).
+    fn features_started(&self, _images: usize) {}
+    /// Images done in the backbone pass.
+    fn features_progress(&self, _done: usize) {}
+    /// Features are ready.
+    fn features_done(&self, _outcome: &CacheOutcome) {}
+    /// A job was claimed; `from_epoch` epochs were already recorded.
+    fn job_started(&self, _job_id: &str, _params: &TrainParams, _from_epoch: usize) {}
+    /// A job finished an epoch.
+    fn epoch(&self, _job_id: &str, _report: &EpochReport) {}
+    /// A job stopped.
+    fn job_finished(&self, _job_id: &str, _end: &JobEnd) {}
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// The sweep's id.
+    pub sweep_id: String,
+    /// Whether the backbone pass was skipped thanks to the cache (None: no job needed features).
+    pub features_reused: Option<bool>,
+    /// Jobs this run finished.
+    pub done: usize,
+    /// Jobs this run failed.
+    pub failed: usize,
+    /// Jobs this run interrupted.
+    pub interrupted: usize,
+    /// Whether the run was cancelled.
+    pub cancelled: bool,
+}
+
+/// This process's lease owner name: `host:pid:nonce`.
+pub fn lease_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    let nonce =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{host}:{}:{nonce:08x}", std::process::id())
+}
+
+/// Whether a lease owner is a process on this host that no longer exists.
+fn owner_is_dead(owner: &str, me: &str) -> bool {
+    let mut mine = me.split(':');
+    let mut theirs = owner.split(':');
+    let (Some(my_host), Some(host), Some(pid)) = (mine.next(), theirs.next(), theirs.next()) else {
+        return false;
+    };
+    if host != my_host || !Path::new("/proc/self").exists() {
+        return false;
+    }
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Submits a sweep file and runs its unfinished jobs.
+pub async fn run(
+    spec: SweepSpec,
+    source: Option<(String, PathBuf)>,
+    opts: RunOptions,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+) -> Result<RunSummary, Error> {
+    let jobs = spec.jobs(opts.max_jobs)?;
+    let sweep_id = spec.id();
+    let mut store = Store::open(&opts.db)?;
+    let new_jobs: Vec<(NewJob<'_>, String)> = jobs
+        .iter()
+        .map(|job| {
+            let p = &job.params;
+            let cfg = p.train_config();
+            (
+                NewJob {
+                    id: &job.id,
+                    config_json: "",
+                    batch_size: cfg.batch_size as i64,
+                    workers: p.workers() as i64,
+                    lr: cfg.lr,
+                    momentum: cfg.momentum,
+                    epochs: cfg.epochs as i64,
+                },
+                p.to_json().to_string(),
+            )
+        })
+        .collect();
+    let new_jobs: Vec<NewJob<'_>> = new_jobs.iter().map(|(j, cfg)| NewJob { config_json: cfg, ..j.clone() }).collect();
+    let spec_json = spec.canonical_json();
+    let source_path = source.as_ref().map(|(_, p)| p.display().to_string());
+    let registered = store.register_sweep(
+        &NewSweep {
+            id: &sweep_id,
+            name: &spec.name,
+            spec_json: &spec_json,
+            source: source.as_ref().map(|(s, _)| s.as_str()),
+            source_path: source_path.as_deref(),
+        },
+        &new_jobs,
+    )?;
+    tracing::info!(sweep = %sweep_id, name = %spec.name, jobs = jobs.len(), new_jobs = registered.new_jobs, "sweep registered");
+    if opts.retry_failed {
+        let n = store.retry_failed(&sweep_id)?;
+        tracing::info!(jobs = n, "failed jobs made runnable again");
+    }
+    let me = lease_owner();
+    let runnable = store.jobs(&sweep_id)?.iter().filter(|j| needs_work(j)).count();
+    observer.registered(&sweep_id, jobs.len(), runnable);
+    let mut summary = RunSummary {
+        sweep_id: sweep_id.clone(),
+        features_reused: None,
+        done: 0,
+        failed: 0,
+        interrupted: 0,
+        cancelled: false,
+    };
+    if runnable == 0 {
+        tracing::info!("every job is finished or held by another runner: nothing to train");
+        return Ok(summary);
+    }
+
+    // The backbone pass, once for the whole sweep.
+    let workers = jobs.iter().map(|j| j.params.workers()).max().unwrap_or(1);
+    let (data_cfg, model_cfg) = (spec.data.clone(), spec.model.clone());
+    let cache = FeatureCache::new(&opts.cache_dir);
+    let obs = observer.clone();
+    let backbone_batch = opts.backbone_batch;
+    let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
+    let (dataset, features) = tokio::task::spawn_blocking(move || -> Result<_, sweep_worker::Error> {
+        let dataset = sweep_worker::load_dataset(&data_cfg)?;
+        obs.features_started(dataset.items.len());
+        let device = sweep_worker::device(&backbone_device)?;
+        let progress = |done: usize| obs.features_progress(done);
+        let features =
+            sweep_worker::compute_features(&dataset, &model_cfg, &cache, workers, backbone_batch, &device, &progress)?;
+        obs.features_done(&features.outcome);
+        Ok((dataset, features))
+    })
+    .await
+    .map_err(|e| Error::Join(e.to_string()))??;
+    let split = sweep_worker::split(dataset.items.len(), spec.data.valid_fraction, spec.data.split_seed)?;
+    let split_json = serde_json::json!({
+        "seed": spec.data.split_seed,
+        "train": split.train.len(),
+        "valid": split.valid.len(),
+        "hash": blake3::hash(format!("{:?}", split.valid).as_bytes()).to_hex()[..16].to_string(),
+    });
+    let reused = features.outcome == CacheOutcome::Hit;
+    store.set_features(&sweep_id, &features.key, reused, &split_json.to_string())?;
+    summary.features_reused = Some(reused);
+    drop(store);
+
+    let shared = Arc::new(Shared {
+        features,
+        labels: dataset.items.iter().map(|i| i.label).collect(),
+        classes: dataset.classes.len(),
+        split,
+        params: jobs.iter().map(|j| (j.id.clone(), j.params.clone())).collect(),
+        sweep_id: sweep_id.clone(),
+        opts: opts.clone(),
+        owner: me,
+        observer,
+        cancel: cancel.clone(),
+    });
+    let mut slots = tokio::task::JoinSet::new();
+    for slot in 0..opts.parallel.max(1) {
+        let shared = shared.clone();
+        let device = opts.devices[slot % opts.devices.len()].clone();
+        slots.spawn_blocking(move || run_slot(&shared, &device));
+    }
+    while let Some(result) = slots.join_next().await {
+        let counts = result.map_err(|e| Error::Join(e.to_string()))??;
+        summary.done += counts.0;
+        summary.failed += counts.1;
+        summary.interrupted += counts.2;
+    }
+    summary.cancelled = cancel.is_cancelled();
+    Ok(summary)
+}
+
+/// Resumes a recorded sweep from its stored file.
+pub async fn resume(
+    which: Option<&str>,
+    opts: RunOptions,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+) -> Result<RunSummary, Error> {
+    let row = Store::open(&opts.db)?.find_sweep(which)?;
+    let (Some(source), Some(path)) = (row.source, row.source_path) else {
+        return Err(Error::NoSource(row.id));
+    };
+    let path = PathBuf::from(path);
+    let format = if path.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Toml };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let spec = SweepSpec::parse(&source, format, &path, base)?;
+    run(spec, Some((source, path)), opts, observer, cancel).await
+}
+
+fn needs_work(job: &sweep_store::JobRow) -> bool {
+    use sweep_store::Status;
+    matches!(job.status, Status::Pending | Status::Interrupted | Status::Running)
+}
+
+struct Shared {
+    features: Features,
+    labels: Vec<u32>,
+    classes: usize,
+    split: Split,
+    params: HashMap<String, TrainParams>,
+    sweep_id: String,
+    opts: RunOptions,
+    owner: String,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+}
+
+/// One job slot: claims and trains jobs until none is left or the run is
+/// cancelled. Returns (done, failed, interrupted).
+fn run_slot(shared: &Shared, device_name: &str) -> Result<(usize, usize, usize), Error> {
+    let mut store = Store::open(&shared.opts.db)?;
+    let mut counts = (0, 0, 0);
+    let device = sweep_worker::device(device_name)?;
+    loop {
+        if shared.cancel.is_cancelled() {
+            return Ok(counts);
+        }
+        for (job_id, owner) in store.leases(&shared.sweep_id)? {
+            if owner_is_dead(&owner, &shared.owner) && store.expire_lease(&job_id, &owner)? {
+                tracing::info!(job = %job_id, owner, "its runner is gone: the job can be resumed now");
+            }
+        }
+        let Some(claimed) = store.claim(&shared.sweep_id, &shared.owner, shared.opts.lease)? else {
+            return Ok(counts);
+        };
+        let end = run_job(shared, &mut store, &claimed.id, &device);
+        shared.observer.job_finished(&claimed.id, &end);
+        let finish = match &end {
+            JobEnd::Done { .. } => {
+                counts.0 += 1;
+                Finish::Done
+            }
+            JobEnd::Failed(msg) => {
+                counts.1 += 1;
+                tracing::error!(job = %claimed.id, error = %msg, "job failed");
+                Finish::Failed(msg)
+            }
+            JobEnd::Interrupted(_) => {
+                counts.2 += 1;
+                Finish::Interrupted
+            }
+        };
+        match store.finish(&claimed.id, &shared.owner, finish) {
+            Ok(()) => {}
+            Err(sweep_store::Error::LeaseLost { job_id }) => {
+                tracing::warn!(job = %job_id, "lease lost before the job could be closed; another runner holds it")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(job_id = %job_id))]
+fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_worker::Device) -> JobEnd {
+    let Some(params) = shared.params.get(job_id) else {
+        return JobEnd::Failed(format!("job {job_id} is not part of this sweep's file"));
+    };
+    let resume = match store.checkpoint(job_id, "last") {
+        Ok(Some((_, bytes))) => match TrainState::from_bytes(&bytes, device) {
+            Ok(state) => Some(state),
+            Err(e) => return JobEnd::Failed(format!("cannot resume: {e}")),
+        },
+        Ok(None) => None,
+        Err(e) => return JobEnd::Failed(e.to_string()),
+    };
+    let from_epoch = resume.as_ref().map_or(0, |s| s.epoch);
+    shared.observer.job_started(job_id, params, from_epoch);
+    tracing::info!(from_epoch, "job started");
+    let cfg = params.train_config();
+    let mut sink = StoreSink { store, job_id, shared, last_renew: Cell::new(Instant::now()), lost: Cell::new(false) };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sweep_worker::train(
+            &shared.features.data,
+            &shared.labels,
+            shared.classes,
+            &shared.split,
+            &cfg,
+            resume,
+            &mut sink,
+            device,
+        )
+    }));
+    match result {
+        Ok(Ok(TrainOutcome::Finished { best_valid_acc, best_epoch })) => JobEnd::Done { best_valid_acc, best_epoch },
+        Ok(Ok(TrainOutcome::Stopped { epoch })) => JobEnd::Interrupted(epoch),
+        Ok(Err(e)) => JobEnd::Failed(e.to_string()),
+        Err(panic) => {
+            let msg =
+                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            JobEnd::Failed(format!("the worker panicked: {}", msg.unwrap_or_default()))
+        }
+    }
+}
+
+/// Records each epoch and its state in one transaction, renews the lease
+/// while training, and stops at Ctrl-C.
+struct StoreSink<'a> {
+    store: &'a mut Store,
+    job_id: &'a str,
+    shared: &'a Shared,
+    last_renew: Cell<Instant>,
+    lost: Cell<bool>,
+}
+
+impl EpochSink for StoreSink<'_> {
+    fn epoch(&mut self, report: &EpochReport, state: &TrainState) -> Result<(), SinkError> {
+        let row = sweep_store::EpochRow {
+            epoch: report.epoch as i64,
+            train_loss: report.train_loss,
+            train_acc: report.train_acc,
+            valid_loss: report.valid_loss,
+            valid_acc: report.valid_acc,
+            lr: report.lr,
+            seconds: report.seconds,
+        };
+        let bytes = state.to_bytes()?;
+        self.store.record_epoch(
+            self.job_id,
+            &self.shared.owner,
+            &row,
+            &bytes,
+            report.is_best,
+            self.shared.opts.lease,
+        )?;
+        self.last_renew.set(Instant::now());
+        self.shared.observer.epoch(self.job_id, report);
+        Ok(())
+    }
+
+    fn should_stop(&self) -> bool {
+        if self.shared.cancel.is_cancelled() || self.lost.get() {
+            return true;
+        }
+        if self.last_renew.get().elapsed() > self.shared.opts.lease / 3 {
+            match self.store.renew(self.job_id, &self.shared.owner, self.shared.opts.lease) {
+                Ok(()) => self.last_renew.set(Instant::now()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "stopping the job");
+                    self.lost.set(true);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}

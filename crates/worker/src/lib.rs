@@ -1,0 +1,44 @@
+//! The worker trains one job: it turns images into frozen-backbone features
+//! (once, through a content-addressed cache) and trains a linear head on them
+//! with SGD + momentum, reporting every epoch through an [`EpochSink`].
+//!
+//! This is the only crate that uses Candle. It knows nothing of SQLite or
+//! tokio: results leave through the [`EpochSink`] trait the caller implements.
+
+mod backbone;
+mod data;
+mod error;
+mod features;
+mod preprocess;
+mod synthetic;
+mod train;
+
+pub use candle_core::Device;
+
+pub use backbone::{param_shapes, random_weights, Arch, Backbone, DType, ModelConfig, Weights};
+pub use data::{load_dataset, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig};
+pub use error::Error;
+pub use features::{compute_features, CacheOutcome, FeatureCache, Features, Progress};
+pub use preprocess::{preprocess, Transform};
+pub use synthetic::synthetic_image;
+pub use train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainOutcome, TrainState};
+
+/// Picks a Candle device from a name: `cpu`, `cuda` or `cuda:N`.
+pub fn device(name: &str) -> Result<candle_core::Device, Error> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let ordinal = match cuda.strip_prefix("cuda:") {
+                None => 0,
+                Some(n) => n.parse().map_err(|_| Error::Device(format!("bad device `{name}`: expected cuda:N")))?,
+            };
+            if !candle_core::utils::cuda_is_available() {
+                return Err(Error::Device(format!(
+                    "`{name}` asked for, but this binary was built without CUDA support (rebuild with --features cuda)"
+                )));
+            }
+            candle_core::Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("{name}: {e}")))
+        }
+        other => Err(Error::Device(format!("unknown device `{other}`: expected cpu, cuda or cuda:N"))),
+    }
+}
