@@ -3,7 +3,7 @@
 use crate::{json, stderr, stdout, Env};
 
 /// Two jobs on 48 generated 32x32 images, random ResNet-18: a few seconds.
-pub const TINY: &str = r#"
+pub(crate) const TINY: &str = r#"
 name = "tiny"
 
 [data]
