@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-pub use migrations::{latest_version, MIGRATIONS};
+pub use migrations::{latest_version, Migration, MIGRATIONS};
 
 /// `PRAGMA application_id` of a sweep database ("SWPE").
 pub const APPLICATION_ID: i32 = 0x5357_5045;
@@ -60,6 +60,16 @@ pub enum Error {
         /// The database file.
         path: PathBuf,
         /// Why.
+        reason: String,
+    },
+    /// A migration failed; the file keeps the schema it had.
+    #[error("{path}: migration {name} failed, the database is unchanged: {reason}")]
+    Migration {
+        /// The database file.
+        path: PathBuf,
+        /// The migration's folder name.
+        name: String,
+        /// SQLite's message.
         reason: String,
     },
     /// The job's lease was taken over by another runner.
@@ -244,6 +254,25 @@ pub struct Claimed {
     pub attempts: i64,
 }
 
+/// One feature pass of a sweep's run, as recorded by [`Store::record_feature_run`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRun {
+    /// Row id, increasing in recording order.
+    pub id: i64,
+    /// The sweep whose run it was.
+    pub sweep_id: String,
+    /// The feature-cache key.
+    pub cache_key: String,
+    /// Whether the features came from the cache (no backbone pass).
+    pub reused: bool,
+    /// Images the features cover.
+    pub images: i64,
+    /// Seconds the pass (or the cache read) took, when timed.
+    pub seconds: Option<f64>,
+    /// When it was recorded (UTC).
+    pub recorded_at: String,
+}
+
 /// How a job ended for its runner.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish<'a> {
@@ -271,21 +300,28 @@ impl Store {
     /// latest schema. A file that is not a sweep database, is damaged, or
     /// comes from a newer sweep is refused and left untouched.
     pub fn open(path: &Path) -> Result<Store, Error> {
-        inspect(path)?;
+        Store::open_with(path, &MIGRATIONS)
+    }
+
+    /// [`Store::open`] with a given list of migrations (tests use a list
+    /// that ends in a broken one).
+    fn open_with(path: &Path, migrations: &[Migration]) -> Result<Store, Error> {
+        let latest = migrations.last().map_or(0, |m| m.version);
+        inspect(path, latest)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::Open { path: path.to_owned(), reason: format!("cannot create its folder: {e}") })?;
         }
         let conn = Connection::open(path).map_err(|e| Error::Open { path: path.to_owned(), reason: e.to_string() })?;
-        Store::setup(conn, path)
+        Store::setup(conn, path, migrations)
     }
 
     /// A private in-memory database, for tests.
     pub fn open_in_memory() -> Result<Store, Error> {
-        Store::setup(Connection::open_in_memory()?, Path::new(":memory:"))
+        Store::setup(Connection::open_in_memory()?, Path::new(":memory:"), &MIGRATIONS)
     }
 
-    fn setup(conn: Connection, path: &Path) -> Result<Store, Error> {
+    fn setup(conn: Connection, path: &Path, migrations: &[Migration]) -> Result<Store, Error> {
         let corrupt = |e: rusqlite::Error| classify(path, e);
         conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
         // WAL lets readers (`sweep table`) run beside a writer; FULL makes each
@@ -294,22 +330,28 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL").map_err(corrupt)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(corrupt)?;
         let mut store = Store { conn, path: path.to_owned() };
-        store.migrate()?;
+        store.migrate(migrations)?;
         Ok(store)
     }
 
-    fn migrate(&mut self) -> Result<(), Error> {
+    /// Applies every migration past the file's version in one transaction:
+    /// the file ends at the latest version or, when one fails, at the one it had.
+    fn migrate(&mut self, migrations: &[Migration]) -> Result<(), Error> {
         let path = self.path.clone();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| classify(&path, e))?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let latest = latest_version();
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&path, e))?;
+        let latest = migrations.last().map_or(0, |m| m.version);
         if version > latest {
             return Err(Error::TooNew { path, found: version, supported: latest });
         }
-        for m in MIGRATIONS.iter().filter(|m| m.version > version) {
+        for m in migrations.iter().filter(|m| m.version > version) {
             tracing::info!(version = m.version, name = m.name, "applying migration");
-            tx.execute_batch(m.up)
-                .map_err(|e| Error::Open { path: path.clone(), reason: format!("migration {}: {e}", m.name) })?;
+            // Dropping `tx` on the error rolls back every migration of this open.
+            tx.execute_batch(m.up).map_err(|e| Error::Migration {
+                path: path.clone(),
+                name: m.name.to_owned(),
+                reason: e.to_string(),
+            })?;
         }
         if version < latest {
             tx.pragma_update(None, "user_version", latest)?;
@@ -369,6 +411,49 @@ impl Store {
             params![sweep_id, key, reused, split_json],
         )?;
         Ok(())
+    }
+
+    /// Records one feature pass of a sweep's run: `reused` when the features
+    /// came from the cache, `images` they cover, `seconds` it took. Returns
+    /// the row's id. The sweep must be registered.
+    pub fn record_feature_run(
+        &self,
+        sweep_id: &str,
+        key: &str,
+        reused: bool,
+        images: u64,
+        seconds: Option<f64>,
+    ) -> Result<i64, Error> {
+        let images = i64::try_from(images).unwrap_or(i64::MAX);
+        let id = self.conn.query_row(
+            "INSERT INTO feature_runs (sweep_id, cache_key, reused, images, seconds) VALUES (?1, ?2, ?3, ?4, ?5)
+             RETURNING id",
+            params![sweep_id, key, reused, images, seconds],
+            |r| r.get(0),
+        )?;
+        Ok(id)
+    }
+
+    /// Every feature pass recorded for a sweep, oldest first.
+    pub fn feature_runs(&self, sweep_id: &str) -> Result<Vec<FeatureRun>, Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, sweep_id, cache_key, reused, images, seconds, recorded_at
+             FROM feature_runs WHERE sweep_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([sweep_id], |r| {
+                Ok(FeatureRun {
+                    id: r.get(0)?,
+                    sweep_id: r.get(1)?,
+                    cache_key: r.get(2)?,
+                    reused: r.get(3)?,
+                    images: r.get(4)?,
+                    seconds: r.get(5)?,
+                    recorded_at: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// A sweep by id, id prefix or name (the latest of that name); without
@@ -661,9 +746,9 @@ impl Store {
     }
 }
 
-/// Checks, without writing a byte, that `path` is absent, empty, or a sweep
-/// database this build can open.
-fn inspect(path: &Path) -> Result<(), Error> {
+/// Checks, without writing a byte, that `path` is absent, empty, or an
+/// undamaged sweep database of at most schema version `latest`.
+fn inspect(path: &Path, latest: i64) -> Result<(), Error> {
     use std::io::Read;
     let len = match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
@@ -715,8 +800,21 @@ fn inspect(path: &Path) -> Result<(), Error> {
         return Err(Error::Foreign { path: path.to_owned(), reason });
     }
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(path, e))?;
-    if version > latest_version() {
-        return Err(Error::TooNew { path: path.to_owned(), found: version, supported: latest_version() });
+    if version > latest {
+        return Err(Error::TooNew { path: path.to_owned(), found: version, supported: latest });
+    }
+    // Damage inside the file (a torn write, bytes overwritten) is found here,
+    // before opening for writing could touch it. quick_check reads every page
+    // but skips the index-content checks of integrity_check.
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check(3)")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| classify(path, e))?;
+    if problems.first().map(String::as_str) != Some("ok") {
+        // The first line names the schema ("*** in database main ***"), not a problem.
+        let problems: Vec<&str> = problems.iter().map(String::as_str).filter(|p| !p.starts_with("***")).collect();
+        let reason = format!("integrity check failed: {}", problems.join("; "));
+        return Err(Error::Corrupt { path: path.to_owned(), reason });
     }
     Ok(())
 }
