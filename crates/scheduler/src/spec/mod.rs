@@ -157,6 +157,7 @@ impl TrainKey {
             match node.value {
                 Value::Int(i) if (min..=max).contains(&i) => Ok(Param::Int(i as u64)),
                 Value::Int(i) => Err(format!("must be between {min} and {max}, got {i}")),
+                Value::BigInt(ref i) => Err(format!("must be between {min} and {max}, got {i}")),
                 ref other => Err(format!("must be an integer, got {}", other.type_name())),
             }
         };
@@ -164,6 +165,7 @@ impl TrainKey {
             let x = match node.value {
                 Value::Float(x) => x,
                 Value::Int(i) => i as f64,
+                Value::BigInt(ref i) => big_float(i),
                 ref other => return Err(format!("must be a number, got {}", other.type_name())),
             };
             if x.is_finite() && check(x) {
@@ -196,6 +198,12 @@ impl TrainKey {
             TrainKey::Loss => choice(&["cross_entropy", "multi_margin"]),
         }
     }
+}
+
+/// A whole number past 64 bits as a float (infinite when not decimal).
+fn big_float(text: &str) -> f64 {
+    let sign = if text.starts_with('-') { -1.0 } else { 1.0 };
+    text.replace('_', "").parse().unwrap_or(sign * f64::INFINITY)
 }
 
 fn quoted(options: &[&str]) -> String {
@@ -352,6 +360,9 @@ impl SweepSpec {
         })?;
         let mut cx = Checker { file: file.to_owned(), errors: Vec::new() };
         let spec = cx.sweep(&root, base_dir);
+        // In file order (the TOML parser hands tables over sorted by key);
+        // problems of the whole file, without a line, first.
+        cx.errors.sort_by_key(|e| e.line);
         match spec {
             Some(spec) if cx.errors.is_empty() => Ok(spec),
             _ => Err(SpecErrors(cx.errors)),
@@ -550,6 +561,10 @@ impl Checker {
                 self.error(node.line, table.key(key), format!("must be between {min} and {max}, got {i}"));
                 None
             }
+            Value::BigInt(ref i) => {
+                self.error(node.line, table.key(key), format!("must be between {min} and {max}, got {i}"));
+                None
+            }
             ref other => {
                 self.error(node.line, table.key(key), format!("must be an integer, got {}", other.type_name()));
                 None
@@ -566,6 +581,7 @@ impl Checker {
         let x = match node.value {
             Value::Float(x) => x,
             Value::Int(i) => i as f64,
+            Value::BigInt(ref i) => big_float(i),
             ref other => {
                 self.error(node.line, key, format!("must be a number, got {}", other.type_name()));
                 return None;
@@ -688,7 +704,13 @@ impl Checker {
         let layout = match layout.as_deref() {
             Some(kind @ ("kaggle" | "folder")) => {
                 let Some(root) = root else {
-                    self.error(line, "data.root", format!("missing: the {kind} layout needs the folder of the images"));
+                    if !self.errors.iter().any(|e| e.key == "data.root") {
+                        self.error(
+                            line,
+                            "data.root",
+                            format!("missing: the {kind} layout needs the folder of the images"),
+                        );
+                    }
                     self.finish(t, &["layout", "root", "valid_fraction", "split_seed"]);
                     return None;
                 };

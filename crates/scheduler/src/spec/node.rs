@@ -14,6 +14,9 @@ pub(crate) struct Node {
 pub(crate) enum Value {
     Str(String),
     Int(i64),
+    /// A whole number past 64 bits, as written (always out of range, but
+    /// reported against its key like any other bad value).
+    BigInt(String),
     Float(f64),
     Bool,
     Array(Vec<Node>),
@@ -27,7 +30,7 @@ impl Value {
     pub(crate) fn type_name(&self) -> &'static str {
         match self {
             Value::Str(_) => "a string",
-            Value::Int(_) => "an integer",
+            Value::Int(_) | Value::BigInt(_) => "an integer",
             Value::Float(_) => "a float",
             Value::Bool => "a boolean",
             Value::Array(_) => "an array",
@@ -43,7 +46,12 @@ pub(crate) fn from_toml(src: &str) -> Result<Node, (String, Option<usize>)> {
     let lines = LineIndex::new(src);
     let doc = DeTable::parse(src).map_err(|err| {
         let line = err.span().map(|span| lines.line(span.start));
-        (err.message().trim().to_owned(), line)
+        let mut message = err.message().trim().to_owned();
+        // The parser's "duplicate key" does not say which; its span does.
+        if let Some(key) = err.span().and_then(|span| src.get(span)).filter(|_| message == "duplicate key") {
+            message = format!("duplicate key `{}`", key.trim());
+        }
+        (message, line)
     })?;
 
     fn convert(value: &DeValue<'_>, lines: &LineIndex) -> Result<Value, String> {
@@ -51,9 +59,10 @@ pub(crate) fn from_toml(src: &str) -> Result<Node, (String, Option<usize>)> {
             DeValue::String(s) => Value::Str(s.to_string()),
             DeValue::Integer(i) => {
                 let digits = i.as_str().replace('_', "");
-                let int =
-                    i64::from_str_radix(&digits, i.radix()).map_err(|e| format!("integer {}: {e}", i.as_str()))?;
-                Value::Int(int)
+                match i64::from_str_radix(&digits, i.radix()) {
+                    Ok(int) => Value::Int(int),
+                    Err(_) => Value::BigInt(i.as_str().to_owned()),
+                }
             }
             DeValue::Float(f) => {
                 let text = f.as_str().replace('_', "");
@@ -110,6 +119,7 @@ pub(crate) fn from_json(src: &str) -> Result<Node, (String, Option<usize>)> {
             serde_json::Value::Bool(_) => Value::Bool,
             serde_json::Value::Number(n) => match n.as_i64() {
                 Some(i) => Value::Int(i),
+                None if n.is_u64() => Value::BigInt(n.to_string()),
                 None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
             serde_json::Value::String(s) => Value::Str(s.clone()),

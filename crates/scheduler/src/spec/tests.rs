@@ -99,3 +99,302 @@ fn every_file_in_sweeps_parses() {
     let grid = SweepSpec::load(&dir.join("grid-example.toml")).unwrap();
     assert_eq!(grid.jobs(DEFAULT_MAX_JOBS).unwrap().len(), 96);
 }
+
+/// Asserts that TOML `src` is refused with exactly these error lines, in this order.
+#[track_caller]
+fn check(src: &str, expected: &[&str]) {
+    check_as(Format::Toml, src, expected);
+}
+
+/// [`check`] for JSON.
+#[track_caller]
+fn check_json(src: &str, expected: &[&str]) {
+    check_as(Format::Json, src, expected);
+}
+
+#[track_caller]
+fn check_as(format: Format, src: &str, expected: &[&str]) {
+    let file = if format == Format::Toml { "s.toml" } else { "s.json" };
+    let errs = match SweepSpec::parse(src, format, Path::new(file), Path::new("/data")) {
+        Ok(_) => panic!("accepted:\n{src}"),
+        Err(errs) => errs.to_string(),
+    };
+    assert_eq!(errs, expected.join("\n"), "\n--- got:\n{errs}\n--- for:\n{src}");
+}
+
+const HEAD: &str = "name = \"t\"\n[data]\nlayout = \"synthetic\"\n[model]\nweights = \"random\"\n";
+
+#[test]
+fn unknown_top_level_key_suggests_the_known_one() {
+    check(
+        "nmae = \"t\"\n[data]\nlayout = \"synthetic\"\n[model]\nweights = \"random\"\n",
+        &["s.toml: name: missing: every sweep needs a name", "s.toml:1: nmae: unknown key (did you mean `name`?)"],
+    );
+}
+
+#[test]
+fn wrong_types_name_the_expected_type() {
+    check(
+        "name = [\"t\"]\n[data]\nlayout = \"synthetic\"\n[model]\nweights = \"random\"\n[train]\nlr = \"0.1\"\nbatch_size = 16.0\n",
+        &[
+            "s.toml:1: name: must be a string, got an array",
+            "s.toml:7: train.lr: must be a number, got a string",
+            "s.toml:8: train.batch_size: must be an integer, got a float",
+        ],
+    );
+}
+
+#[test]
+fn out_of_range_values_say_the_range() {
+    check(
+        "name = \"t\"\n[data]\nlayout = \"synthetic\"\nvalid_fraction = 0\n[model]\nweights = \"random\"\n[train]\nmomentum = 1\n",
+        &["s.toml:4: data.valid_fraction: must be > 0 and < 1, got 0", "s.toml:8: train.momentum: must be >= 0 and < 1, got 1"],
+    );
+    check(
+        "name = \"t\"\n[data]\nlayout = \"synthetic\"\nvalid_fraction = 1.0\n[model]\nweights = \"random\"\n",
+        &["s.toml:4: data.valid_fraction: must be > 0 and < 1, got 1"],
+    );
+    // Past 64 bits is out of range like any other value, at its key and line.
+    check(
+        &format!("{HEAD}[train]\nbatch_size = 99999999999999999999\nlr = nan\ngamma = inf\n"),
+        &[
+            "s.toml:7: train.batch_size: must be between 1 and 1048576, got 99999999999999999999",
+            "s.toml:8: train.lr: must be > 0, got NaN",
+            "s.toml:9: train.gamma: must be > 0 and <= 1, got inf",
+        ],
+    );
+}
+
+#[test]
+fn grid_problems_point_at_the_value() {
+    check(
+        &format!("{HEAD}[grid]\nlr = []\nmomentum = [0.9, 0.5, 0.9]\nlearning_rate = [0.1]\nbatchsize = [1]\nepochs = [1,\n  true]\nseed = [1, 0x1]\n"),
+        &[
+            "s.toml:7: grid.lr: must not be an empty list",
+            "s.toml:8: grid.momentum[2]: repeats the value 0.9",
+            "s.toml:9: grid.learning_rate: unknown key",
+            "s.toml:10: grid.batchsize: unknown key (did you mean `batch_size`?)",
+            "s.toml:12: grid.epochs[1]: must be an integer, got a boolean",
+            "s.toml:13: grid.seed[1]: repeats the value 1",
+        ],
+    );
+}
+
+#[test]
+fn a_bad_config_is_named_by_its_index() {
+    check(
+        &format!("{HEAD}[[configs]]\nlr = 0.1\n[[configs]]\nlr = -1\nepoch = 3\n"),
+        &[
+            "s.toml:9: configs[1].lr: must be > 0, got -1",
+            "s.toml:10: configs[1].epoch: unknown key (did you mean `epochs`?)",
+        ],
+    );
+}
+
+#[test]
+fn missing_sections_are_each_reported() {
+    let missing = [
+        "s.toml: name: missing: every sweep needs a name",
+        "s.toml: data: missing: the [data] table says where the images are",
+        "s.toml: model: missing: the [model] table names the backbone and its weights",
+    ];
+    check("[train]\nlr = 0.1\n", &missing);
+    check("", &missing);
+    check(
+        "name = \"t\"\ndata = 3\nmodel = \"x\"\ntrain = []\nconfigs = {}\n",
+        &[
+            "s.toml:2: data: must be a table, got an integer",
+            "s.toml:3: model: must be a table, got a string",
+            "s.toml:4: train: must be a table, got an array",
+            "s.toml:5: configs: must be an array of tables ([[configs]]), got a table",
+        ],
+    );
+}
+
+#[test]
+fn syntax_errors_give_the_parsers_line() {
+    check("name = \"t\"\n[data\nlayout = \"synthetic\"\n", &["s.toml:2: unclosed table, expected `]`"]);
+    check(
+        "name = \"t\"\n[data]\nlayout = synthetic\n",
+        &["s.toml:3: string values must be quoted, expected literal string"],
+    );
+    check(&format!("{HEAD}[train]\nlr = 0.1\nlr = 0.2\n"), &["s.toml:8: duplicate key `lr`"]);
+    check_json(
+        "{\"name\": \"t\",\n \"data\": {\"layout\": \"synthetic\"},\n \"model\": {\"weights\": \"random\",}\n}",
+        &["s.json:3: trailing comma"],
+    );
+    check_json("[1, 2]", &["s.json: must be a table, got an array"]);
+}
+
+#[test]
+fn json_errors_have_keys_but_no_lines() {
+    check_json(
+        r#"{"name": "t", "data": {"layout": "synthetic", "root": "x"}, "model": {"weights": "random", "mean": [0.5, 0.5]},
+            "train": {"lr": "x", "seed": 18446744073709551615}}"#,
+        &[
+            "s.json: data.root: the synthetic layout generates its images and takes no root",
+            "s.json: model.mean: must have 3 values (R, G, B), got 2",
+            "s.json: train.lr: must be a number, got a string",
+            "s.json: train.seed: must be between 0 and 9223372036854775807, got 18446744073709551615",
+        ],
+    );
+}
+
+#[test]
+fn data_and_model_values_are_checked() {
+    check(
+        "name = \"t\"\n[data]\nlayout = \"synthetic\"\nroot = \"imgs\"\n[model]\nweights = \"random\"\nmean = [0.5, 0.5]\nstd = [1, 0, \"a\"]\n",
+        &[
+            "s.toml:2: data.root: the synthetic layout generates its images and takes no root",
+            "s.toml:7: model.mean: must have 3 values (R, G, B), got 2",
+            "s.toml:8: model.std[1]: must be > 0, got 0",
+            "s.toml:8: model.std[2]: must be a number, got a string",
+        ],
+    );
+    // An empty root is reported once, not also as missing.
+    check(
+        "name = \"t\"\n[data]\nlayout = \"kaggle\"\nroot = \"\"\n[model]\nweights = \"random:x\"\nbackbone = \"resnet51\"\n",
+        &[
+            "s.toml:4: data.root: must not be empty",
+            "s.toml:6: model.weights: \"random:x\": the seed after `random:` must be a whole number",
+            "s.toml:7: model.backbone: must be one of \"resnet18\", \"resnet34\", \"resnet50\", \"resnet50-v1\", got \"resnet51\"",
+        ],
+    );
+}
+
+#[test]
+fn load_picks_the_format_by_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("s.yaml");
+    std::fs::write(&yaml, "name: t\n").unwrap();
+    let err = SweepSpec::load(&yaml).unwrap_err().to_string();
+    assert_eq!(err, format!("{}: unknown sweep file extension: expected .toml or .json", yaml.display()));
+    let missing = dir.path().join("absent.toml");
+    let err = SweepSpec::load(&missing).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}: cannot read: ", missing.display())), "{err}");
+    let json = dir.path().join("s.json");
+    std::fs::write(&json, r#"{"name": "t", "data": {"layout": "synthetic"}, "model": {"weights": "random"}}"#).unwrap();
+    assert_eq!(SweepSpec::load(&json).unwrap().name, "t");
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// 1 to 3 distinct valid values of `key`.
+    fn axis(key: TrainKey) -> BoxedStrategy<Vec<Param>> {
+        fn ints(range: std::ops::RangeInclusive<u64>) -> BoxedStrategy<Vec<Param>> {
+            prop::collection::btree_set(range, 1..=3).prop_map(|s| s.into_iter().map(Param::Int).collect()).boxed()
+        }
+        fn floats(range: std::ops::Range<f64>) -> BoxedStrategy<Vec<Param>> {
+            prop::collection::vec(range, 1..=3)
+                .prop_map(|mut xs| {
+                    let mut seen = Vec::new();
+                    xs.retain(|x| {
+                        !seen.contains(x) && {
+                            seen.push(*x);
+                            true
+                        }
+                    });
+                    xs.into_iter().map(Param::Float).collect()
+                })
+                .boxed()
+        }
+        match key {
+            TrainKey::BatchSize => ints(1..=4096),
+            TrainKey::Workers => ints(0..=16),
+            TrainKey::Lr => floats(1e-6..2.0),
+            TrainKey::Momentum => floats(0.0..1.0),
+            TrainKey::Epochs | TrainKey::StepSize => ints(1..=100),
+            TrainKey::Optimizer => Just(vec![Param::Choice("sgd")]).boxed(),
+            TrainKey::WeightDecay => floats(0.0..0.1),
+            TrainKey::Gamma => floats(0.01..1.0),
+            TrainKey::Seed => ints(0..=u64::from(u32::MAX)),
+            TrainKey::Loss => prop::sample::subsequence(vec!["cross_entropy", "multi_margin"], 1..=2)
+                .prop_map(|v| v.into_iter().map(Param::Choice).collect())
+                .boxed(),
+        }
+    }
+
+    /// A grid of 1 to 4 axes in canonical order, and a shuffled order to write them in.
+    fn grid() -> impl Strategy<Value = (Vec<(TrainKey, Vec<Param>)>, Vec<usize>)> {
+        prop::sample::subsequence(TrainKey::ALL.to_vec(), 1..=4)
+            .prop_flat_map(|keys| keys.into_iter().map(|k| axis(k).prop_map(move |v| (k, v))).collect::<Vec<_>>())
+            .prop_flat_map(|axes| {
+                let order: Vec<usize> = (0..axes.len()).collect();
+                (Just(axes), Just(order).prop_shuffle())
+            })
+    }
+
+    /// A value as a sweep file writes it; `exp` spells floats with an exponent.
+    fn render(p: Param, exp: bool) -> String {
+        match p {
+            Param::Int(i) => i.to_string(),
+            Param::Float(x) if exp => format!("{x:e}"),
+            Param::Float(x) => format!("{x:?}"),
+            Param::Choice(s) => format!("\"{s}\""),
+        }
+    }
+
+    fn list(values: &[Param], exp: bool) -> String {
+        values.iter().map(|v| render(*v, exp)).collect::<Vec<_>>().join(", ")
+    }
+
+    fn toml(axes: &[(TrainKey, Vec<Param>)], order: &[usize], grid_first: bool) -> String {
+        let grid: String =
+            order.iter().map(|&i| format!("{} = [{}]\n", axes[i].0.name(), list(&axes[i].1, false))).collect();
+        let env = "[model]\nweights = \"random\"\nbackbone = \"resnet18\"\n[data]\nlayout = \"synthetic\"\n";
+        if grid_first {
+            format!("name = \"p\"\n[grid]\n{grid}{env}")
+        } else {
+            format!("name = \"p\"\n{env}[grid]\n{grid}")
+        }
+    }
+
+    fn json(axes: &[(TrainKey, Vec<Param>)], order: &[usize]) -> String {
+        let grid: Vec<String> =
+            order.iter().rev().map(|&i| format!("\"{}\": [{}]", axes[i].0.name(), list(&axes[i].1, true))).collect();
+        format!(
+            r#"{{"grid": {{{}}}, "data": {{"layout": "synthetic"}}, "name": "p", "model": {{"backbone": "resnet18", "weights": "random"}}}}"#,
+            grid.join(", ")
+        )
+    }
+
+    fn ids(src: &str, format: Format) -> Vec<String> {
+        let spec =
+            SweepSpec::parse(src, format, Path::new("p"), Path::new("/")).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        spec.jobs(u64::MAX).unwrap().into_iter().map(|j| j.id).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn a_grid_expands_to_its_cartesian_product((axes, order) in grid(), grid_first in any::<bool>()) {
+            let canonical: Vec<usize> = (0..axes.len()).collect();
+            let src = toml(&axes, &canonical, false);
+            let spec = SweepSpec::parse(&src, Format::Toml, Path::new("p"), Path::new("/")).unwrap();
+            let jobs = spec.jobs(u64::MAX).unwrap();
+            let product: usize = axes.iter().map(|(_, v)| v.len()).product();
+            prop_assert_eq!(jobs.len(), product);
+            prop_assert_eq!(spec.job_count_upper_bound(), product as u64);
+            let unique: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+            prop_assert_eq!(unique.len(), jobs.len());
+            // Every job takes each axis's values from that axis, the rest from the defaults:
+            // with the count and unique ids, that is every point of the product once.
+            let defaults = TrainParams::default();
+            for job in &jobs {
+                for key in TrainKey::ALL {
+                    match axes.iter().find(|(k, _)| *k == key) {
+                        Some((_, values)) => prop_assert!(values.contains(&job.params.get(key))),
+                        None => prop_assert_eq!(job.params.get(key), defaults.get(key)),
+                    }
+                }
+            }
+
+            // Key order, section order, format and float spelling change nothing, order included.
+            let expected: Vec<String> = jobs.into_iter().map(|j| j.id).collect();
+            prop_assert_eq!(&ids(&toml(&axes, &order, grid_first), Format::Toml), &expected);
+            prop_assert_eq!(&ids(&json(&axes, &order), Format::Json), &expected);
+        }
+    }
+}
