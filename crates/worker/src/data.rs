@@ -117,7 +117,8 @@ fn load_kaggle(root: &Path) -> Result<Dataset, Error> {
     let csv_path = root.join("labels.csv");
     let data_err = |line: Option<usize>, message: String| Error::Data { path: csv_path.clone(), line, message };
     let file = std::fs::File::open(&csv_path).map_err(|e| data_err(None, format!("cannot open: {e}")))?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(file);
+    // Flexible: a row with the wrong number of fields gets our message, not the parser's.
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(file);
     let headers = reader.headers().map_err(|e| data_err(Some(1), format!("cannot read the header: {e}")))?.clone();
     if headers.len() != 2 || &headers[0] != "id" || &headers[1] != "breed" {
         let got: Vec<&str> = headers.iter().collect();
@@ -260,6 +261,122 @@ mod tests {
         assert_ne!(s, split(10_222, 0.1, 1).unwrap());
     }
 
+    /// A kaggle-layout folder: `labels.csv` with `csv` and an empty file for each `train/<id>.jpg`.
+    fn kaggle(csv: &str, images: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("labels.csv"), csv).unwrap();
+        std::fs::create_dir(dir.path().join("train")).unwrap();
+        for id in images {
+            std::fs::write(dir.path().join("train").join(format!("{id}.jpg")), b"").unwrap();
+        }
+        dir
+    }
+
+    fn load(layout: Layout) -> Result<Dataset, Error> {
+        load_dataset(&DataConfig { layout, valid_fraction: 0.1, split_seed: 0 })
+    }
+
+    fn load_kaggle_dir(dir: &tempfile::TempDir) -> Result<Dataset, Error> {
+        load(Layout::Kaggle { root: dir.path().to_owned() })
+    }
+
+    /// The error's text, with the temp folder written `ROOT`.
+    fn message(err: Error, dir: &tempfile::TempDir) -> String {
+        err.to_string().replace(&dir.path().display().to_string(), "ROOT")
+    }
+
+    #[test]
+    fn kaggle_lists_rows_in_file_order_with_sorted_classes() {
+        let dir = kaggle("id,breed\nb2,pug\na1,beagle\r\nc3 , pug\n", &["a1", "b2", "c3"]);
+        let data = load_kaggle_dir(&dir).unwrap();
+        assert_eq!(data.classes, ["beagle", "pug"]);
+        let files: Vec<_> = data.items.iter().map(|i| (i.source.clone(), i.label)).collect();
+        let file = |id: &str| Source::File(dir.path().join("train").join(format!("{id}.jpg")));
+        assert_eq!(files, [(file("b2"), 1), (file("a1"), 0), (file("c3"), 1)]);
+        assert!(data.synthetic.is_none());
+        // A UTF-8 byte-order mark, as spreadsheets write, is not part of the header.
+        let dir = kaggle("\u{feff}id,breed\nx,pug\n", &["x"]);
+        assert_eq!(load_kaggle_dir(&dir).unwrap().items.len(), 1);
+    }
+
+    #[test]
+    fn kaggle_errors_name_the_file_and_line() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("name,breed\na,pug\n", &["a"], "ROOT/labels.csv:1: the header must be `id,breed`, got `name,breed`"),
+            (
+                "id,breed,extra\na,pug,1\n",
+                &["a"],
+                "ROOT/labels.csv:1: the header must be `id,breed`, got `id,breed,extra`",
+            ),
+            ("", &[], "ROOT/labels.csv:1: the header must be `id,breed`, got ``"),
+            ("id,breed\n", &[], "ROOT/labels.csv: no rows"),
+            (
+                "id,breed\na,pug\nb,pug\na,beagle\n",
+                &["a", "b"],
+                "ROOT/labels.csv:4: duplicate id `a` (first on line 2)",
+            ),
+            (
+                "id,breed\n../../etc/passwd,pug\n",
+                &[],
+                "ROOT/labels.csv:2: id `../../etc/passwd` is not a plain file name (it would leave train/)",
+            ),
+            ("id,breed\na,pug\n,pug\n", &["a"], "ROOT/labels.csv:3: empty id or breed"),
+            ("id,breed\na,pug,x\n", &["a"], "ROOT/labels.csv:2: expected 2 fields (id,breed), got 3"),
+            ("id,breed\na,pug\nb\n", &["a", "b"], "ROOT/labels.csv:3: expected 2 fields (id,breed), got 1"),
+            ("id,breed\na,pug\nb,pug\n", &["a"], "ROOT/train/b.jpg: missing image for id `b` (labels.csv line 3)"),
+        ];
+        for (csv, images, want) in cases {
+            let dir = kaggle(csv, images);
+            assert_eq!(message(load_kaggle_dir(&dir).unwrap_err(), &dir), *want, "{csv:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let err = message(load_kaggle_dir(&dir).unwrap_err(), &dir);
+        assert!(err.starts_with("ROOT/labels.csv: cannot open: "), "{err}");
+    }
+
+    #[test]
+    fn folder_sorts_classes_and_files_and_keeps_only_images() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, files) in [("zebra", &["b.PNG", "a.jpg", "notes.txt"][..]), ("ant", &["x.jpeg"][..])] {
+            std::fs::create_dir(dir.path().join(class)).unwrap();
+            for f in files {
+                std::fs::write(dir.path().join(class).join(f), b"").unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("README.md"), b"").unwrap();
+        let data = load(Layout::Folder { root: dir.path().to_owned() }).unwrap();
+        assert_eq!(data.classes, ["ant", "zebra"]);
+        let names: Vec<_> = data
+            .items
+            .iter()
+            .map(|i| match &i.source {
+                Source::File(p) => (p.strip_prefix(dir.path()).unwrap().display().to_string(), i.label),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, [("ant/x.jpeg".to_owned(), 0), ("zebra/a.jpg".to_owned(), 1), ("zebra/b.PNG".to_owned(), 1)]);
+
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        let err = message(load(Layout::Folder { root: dir.path().to_owned() }).unwrap_err(), &dir);
+        assert_eq!(err, "ROOT/empty: class folder holds no .jpg, .jpeg or .png image");
+        let none = tempfile::tempdir().unwrap();
+        let err = message(load(Layout::Folder { root: none.path().to_owned() }).unwrap_err(), &none);
+        assert_eq!(err, "ROOT: no class folders");
+        let err = message(load(Layout::Folder { root: none.path().join("nope") }).unwrap_err(), &none);
+        assert!(err.starts_with("ROOT/nope: cannot list: "), "{err}");
+    }
+
+    #[test]
+    fn synthetic_spreads_images_over_classes() {
+        let cfg = SyntheticConfig { classes: 3, images: 7, width: 8, height: 8, seed: 0 };
+        let data = load(Layout::Synthetic(cfg)).unwrap();
+        assert_eq!(data.classes, ["class000", "class001", "class002"]);
+        let labels: Vec<u32> = data.items.iter().map(|i| i.label).collect();
+        assert_eq!(labels, [0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(data.items[5].source, Source::Synthetic { index: 5 });
+        assert_eq!(data.synthetic, Some(cfg));
+    }
+
     #[test]
     fn plain_names() {
         assert!(is_plain_name("000bec180eb18c7604dcecc8fe0dba07"));
@@ -267,5 +384,75 @@ mod tests {
         assert!(!is_plain_name("a/b"));
         assert!(!is_plain_name(".."));
         assert!(!is_plain_name("/abs"));
+    }
+}
+
+/// K-fold cross-validation (the paper's section 2.4): `k` splits of `n`
+/// images, each holding out one fold as its valid set. The folds come from
+/// one seeded shuffle, so every image is in exactly one valid fold; their
+/// sizes differ by at most one (the first `n % k` folds have the extra image,
+/// as scikit-learn's `KFold`). Both parts of each split are ascending.
+pub fn kfold(n: usize, k: usize, seed: u64) -> Result<Vec<Split>, Error> {
+    if k < 2 || k > n {
+        return Err(Error::Data {
+            path: PathBuf::new(),
+            line: None,
+            message: format!("{n} images cannot be split into {k} folds: need 2 <= folds <= images"),
+        });
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut start = 0;
+    let splits = (0..k)
+        .map(|fold| {
+            let len = n / k + usize::from(fold < n % k);
+            let mut valid = order[start..start + len].to_vec();
+            let mut train: Vec<usize> = order[..start].iter().chain(&order[start + len..]).copied().collect();
+            start += len;
+            valid.sort_unstable();
+            train.sort_unstable();
+            Split { train, valid }
+        })
+        .collect();
+    Ok(splits)
+}
+
+#[cfg(test)]
+mod kfold_tests {
+    use super::*;
+
+    #[test]
+    fn every_image_is_in_exactly_one_valid_fold() {
+        for (n, k) in [(10, 2), (10, 3), (11, 5), (7, 7), (10_222, 10)] {
+            let folds = kfold(n, k, 3).unwrap();
+            assert_eq!(folds.len(), k);
+            let mut seen = vec![0; n];
+            for fold in &folds {
+                assert!(fold.valid.windows(2).all(|w| w[0] < w[1]) && fold.train.windows(2).all(|w| w[0] < w[1]));
+                assert_eq!(fold.train.len() + fold.valid.len(), n);
+                assert!(fold.train.iter().all(|i| fold.valid.binary_search(i).is_err()), "train and valid overlap");
+                for &i in &fold.valid {
+                    seen[i] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&c| c == 1), "n={n} k={k}: {seen:?}");
+            let sizes: Vec<usize> = folds.iter().map(|f| f.valid.len()).collect();
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn folds_follow_the_seed() {
+        assert_eq!(kfold(50, 5, 1).unwrap(), kfold(50, 5, 1).unwrap());
+        assert_ne!(kfold(50, 5, 1).unwrap(), kfold(50, 5, 2).unwrap());
+        // The folds are a shuffle, not consecutive runs of indices.
+        assert_ne!(kfold(50, 5, 1).unwrap()[0].valid, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn too_few_or_too_many_folds_are_refused() {
+        assert!(kfold(10, 1, 0).is_err());
+        assert!(kfold(3, 4, 0).is_err());
+        assert!(kfold(0, 2, 0).is_err());
     }
 }

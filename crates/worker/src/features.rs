@@ -3,10 +3,10 @@
 //! a content-addressed cache that every job of every sweep on the same images,
 //! transform and weights reads instead of running the backbone again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use candle_core::{Device, Tensor};
@@ -18,7 +18,7 @@ use crate::synthetic::synthetic_image;
 use crate::Error;
 
 /// Bumped whenever what a cache entry holds, or how it is computed, changes.
-const CACHE_FORMAT: &str = "sweep-features-v1";
+const CACHE_FORMAT: &str = "sweep-features-v2";
 
 /// A folder of feature files named by the hash of everything they depend on.
 #[derive(Debug, Clone)]
@@ -166,16 +166,23 @@ fn hash_file(path: &Path) -> Result<blake3::Hash, String> {
     }
 }
 
+/// Reads and decodes an image file (JPEG or PNG, told by its bytes, not its
+/// name) to 8-bit RGB, as torchvision's loader does (`Image.open(f).convert("RGB")`):
+/// grey is repeated, alpha dropped.
+pub fn decode_image(path: &Path) -> Result<image::RgbImage, Error> {
+    let err = |message: String| Error::Image { path: path.to_owned(), message };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let img = image::load_from_memory(&bytes).map_err(|e| err(e.to_string()))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(err("the image has no pixels".to_owned()));
+    }
+    Ok(img.into_rgb8())
+}
+
 /// Decodes one image to RGB.
 fn decode(dataset: &Dataset, source: &Source) -> Result<image::RgbImage, Error> {
     match source {
-        Source::File(path) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| Error::Image { path: path.clone(), message: format!("cannot read: {e}") })?;
-            let img = image::load_from_memory(&bytes)
-                .map_err(|e| Error::Image { path: path.clone(), message: e.to_string() })?;
-            Ok(img.to_rgb8())
-        }
+        Source::File(path) => decode_image(path),
         Source::Synthetic { index } => {
             let cfg = dataset.synthetic.as_ref().expect("synthetic items come from a synthetic data set");
             Ok(synthetic_image(cfg, *index))
@@ -230,54 +237,172 @@ fn run_backbone(
     let dim = backbone.arch().feature_dim();
     let batch_size = batch_size.max(1);
     let batches = n.div_ceil(batch_size);
-    let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let threads = workers.max(1);
+    let threads = workers.max(1).min(batches.max(1));
     let mut out = vec![0f32; n * dim];
     std::thread::scope(|scope| -> Result<(), Error> {
-        // Bounded: at most `threads` decoded batches wait, so memory stays flat.
-        let (tx, rx) = mpsc::sync_channel::<Result<(usize, Vec<f32>), Error>>(threads);
-        for _ in 0..threads {
-            let tx = tx.clone();
-            let (next, stop, transform) = (&next, &stop, &transform);
-            scope.spawn(move || loop {
-                let b = next.fetch_add(1, Ordering::Relaxed);
-                if b >= batches || stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let items = &dataset.items[b * batch_size..((b + 1) * batch_size).min(n)];
-                let mut pixels = vec![0f32; items.len() * transform.len()];
-                let result = items.iter().zip(pixels.chunks_mut(transform.len())).try_for_each(|(item, out)| {
-                    decode(dataset, &item.source).map(|img| preprocess(&img, transform, out))
-                });
-                let failed = result.is_err();
-                if tx.send(result.map(|()| (b, pixels))).is_err() || failed {
-                    return;
+        // Decoder `t` prepares batches t, t + threads, t + 2 * threads, ... and
+        // hands each over a channel of capacity 1; the forward pass takes them
+        // round-robin, so in data order with no reorder buffer. Memory stays
+        // flat: at most 2 batches a decoder (one waiting, one being built)
+        // plus the one in the backbone. The first error in data order is the
+        // one reported, whatever the threads' timing.
+        let mut receivers = Vec::with_capacity(threads);
+        for t in 0..threads {
+            let (tx, rx) = mpsc::sync_channel::<Result<Vec<f32>, Error>>(1);
+            receivers.push(rx);
+            let (stop, transform) = (&stop, &transform);
+            scope.spawn(move || {
+                for b in (t..batches).step_by(threads) {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let items = &dataset.items[b * batch_size..((b + 1) * batch_size).min(n)];
+                    let mut pixels = vec![0f32; items.len() * transform.len()];
+                    let result = items.iter().zip(pixels.chunks_mut(transform.len())).try_for_each(|(item, out)| {
+                        decode(dataset, &item.source).map(|img| preprocess(&img, transform, out))
+                    });
+                    let failed = result.is_err();
+                    // A closed channel means the pass stopped: nothing more is wanted.
+                    if tx.send(result.map(|()| pixels)).is_err() || failed {
+                        return;
+                    }
                 }
             });
         }
-        drop(tx);
-        let mut pending: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
-        let mut done = 0;
-        for _ in 0..batches {
-            let (b, pixels) = match rx.recv().expect("a decoder sends before it stops") {
-                Ok(batch) => batch,
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            };
-            pending.insert(b, pixels);
-            while let Some(pixels) = pending.remove(&done) {
-                let count = pixels.len() / transform.len();
-                let xs = Tensor::from_vec(pixels, (count, 3, transform.size, transform.size), device)?;
-                let feats: Vec<f32> = backbone.forward(&xs)?.flatten_all()?.to_vec1()?;
-                out[done * batch_size * dim..][..count * dim].copy_from_slice(&feats);
-                done += 1;
-                progress((done * batch_size).min(n));
+        let mut forward = |b: usize, pixels: Vec<f32>| -> Result<(), Error> {
+            let count = pixels.len() / transform.len();
+            let xs = Tensor::from_vec(pixels, (count, 3, transform.size, transform.size), device)?;
+            let feats: Vec<f32> = backbone.forward(&xs)?.flatten_all()?.to_vec1()?;
+            out[b * batch_size * dim..][..count * dim].copy_from_slice(&feats);
+            progress(((b + 1) * batch_size).min(n));
+            Ok(())
+        };
+        let mut result = Ok(());
+        for b in 0..batches {
+            let batch = receivers[b % threads].recv().expect("a decoder sends each of its batches or an error");
+            result = batch.and_then(|pixels| forward(b, pixels));
+            if result.is_err() {
+                // Decoders finish the batch in hand, then find the flag or a closed channel and stop.
+                stop.store(true, Ordering::Relaxed);
+                break;
             }
         }
-        Ok(())
+        drop(receivers);
+        result
     })?;
     Ok(Tensor::from_vec(out, (n, dim), &Device::Cpu)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::{Arch, DType};
+    use crate::data::{Item, SyntheticConfig};
+
+    fn model() -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Resnet18,
+            weights: Weights::Random { seed: 0 },
+            image_size: 32,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            dtype: DType::F32,
+        }
+    }
+
+    fn no_progress(_: usize) {}
+
+    /// `n` generated images written as PNG files, and the data set listing them.
+    fn files(dir: &Path, n: usize) -> Dataset {
+        let cfg = SyntheticConfig { classes: 2, images: n, width: 40, height: 36, seed: 3 };
+        let items = (0..n)
+            .map(|i| {
+                let path = dir.join(format!("{i}.png"));
+                synthetic_image(&cfg, i).save(&path).expect("write a png");
+                Item { source: Source::File(path), label: (i % 2) as u32 }
+            })
+            .collect();
+        Dataset { classes: vec!["a".into(), "b".into()], items, synthetic: None }
+    }
+
+    #[test]
+    fn workers_change_speed_not_results() {
+        let cfg = SyntheticConfig { classes: 3, images: 7, width: 40, height: 36, seed: 1 };
+        let dataset = crate::load_dataset(&crate::DataConfig {
+            layout: crate::Layout::Synthetic(cfg),
+            valid_fraction: 0.2,
+            split_seed: 0,
+        })
+        .unwrap();
+        let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();
+        let one = run_backbone(&dataset, &model(), &backbone, 1, 2, &Device::Cpu, &no_progress).unwrap();
+        let three = run_backbone(&dataset, &model(), &backbone, 3, 2, &Device::Cpu, &no_progress).unwrap();
+        assert_eq!(one.dims(), [7, 512]);
+        let (one, three): (Vec<f32>, Vec<f32>) =
+            (one.flatten_all().unwrap().to_vec1().unwrap(), three.flatten_all().unwrap().to_vec1().unwrap());
+        assert_eq!(one, three);
+        // Each image's features land in its own row: the last image alone gives the last row.
+        let last = Dataset { items: dataset.items[6..].to_vec(), ..dataset.clone() };
+        let alone: Vec<f32> = run_backbone(&last, &model(), &backbone, 1, 2, &Device::Cpu, &no_progress)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let row = &one[6 * 512..];
+        assert!(row.iter().zip(&alone).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + a.abs())));
+    }
+
+    #[test]
+    fn the_first_bad_image_in_data_order_is_reported_and_nothing_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = files(dir.path(), 9);
+        // Item 7 is corrupt and item 4 truncated: with 3 decoders and batches of 2,
+        // batch 3 (item 7) is a different decoder's than batch 2 (item 4).
+        std::fs::write(dir.path().join("7.png"), b"not an image").unwrap();
+        let bytes = std::fs::read(dir.path().join("4.png")).unwrap();
+        std::fs::write(dir.path().join("4.png"), &bytes[..bytes.len() / 2]).unwrap();
+        let cache = FeatureCache::new(dir.path().join("cache"));
+        for workers in [1, 3] {
+            let err = compute_features(&dataset, &model(), &cache, workers, 2, &Device::Cpu, &no_progress).unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(&err, Error::Image { path, .. } if path.ends_with("4.png")), "{message}");
+            assert!(message.starts_with(&format!("{}: cannot decode image: ", dir.path().join("4.png").display())));
+            assert!(!message.contains('\n'), "{message}");
+        }
+        assert!(!cache.dir().exists(), "a failed pass writes no cache entry");
+    }
+
+    #[test]
+    fn an_image_removed_after_listing_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = files(dir.path(), 3);
+        std::fs::remove_file(dir.path().join("2.png")).unwrap();
+        let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();
+        let err = run_backbone(&dataset, &model(), &backbone, 2, 1, &Device::Cpu, &no_progress).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("{}: cannot decode image: cannot read: ", dir.path().join("2.png").display()))
+        );
+    }
+
+    #[test]
+    fn decode_image_reads_by_content_and_drops_alpha() {
+        let dir = tempfile::tempdir().unwrap();
+        // A PNG named .jpg decodes by its bytes, as PIL does.
+        let rgba = image::RgbaImage::from_fn(5, 4, |x, y| image::Rgba([x as u8 * 50, y as u8 * 60, 7, 3]));
+        let path = dir.path().join("x.jpg");
+        rgba.save_with_format(&path, image::ImageFormat::Png).unwrap();
+        let rgb = decode_image(&path).unwrap();
+        assert_eq!(rgb.dimensions(), (5, 4));
+        assert_eq!(rgb.get_pixel(3, 2).0, [150, 120, 7]);
+        let grey = image::GrayImage::from_fn(3, 3, |x, _| image::Luma([x as u8 * 100]));
+        let path = dir.path().join("g.png");
+        grey.save(&path).unwrap();
+        assert_eq!(decode_image(&path).unwrap().get_pixel(2, 0).0, [200, 200, 200]);
+        let empty = dir.path().join("empty.jpg");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(decode_image(&empty).unwrap_err().to_string().starts_with(&empty.display().to_string()));
+    }
 }
