@@ -6,6 +6,7 @@
 //! tokio: results leave through the [`EpochSink`] trait the caller implements.
 
 mod backbone;
+pub mod bench;
 mod data;
 mod error;
 mod features;
@@ -16,12 +17,14 @@ mod train;
 pub use candle_core::Device;
 
 pub use backbone::{param_shapes, random_weights, Arch, Backbone, DType, ModelConfig, Weights};
-pub use data::{load_dataset, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig};
+pub use data::{kfold, load_dataset, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig};
 pub use error::Error;
-pub use features::{compute_features, CacheOutcome, FeatureCache, Features, Progress};
+pub use features::{compute_features, decode_image, CacheOutcome, FeatureCache, Features, Progress};
 pub use preprocess::{preprocess, Transform};
 pub use synthetic::synthetic_image;
 pub use train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainOutcome, TrainState};
+#[doc(hidden)]
+pub use train::{train_with, Hooks};
 
 /// Picks a Candle device from a name: `cpu`, `cuda` or `cuda:N`.
 pub fn device(name: &str) -> Result<candle_core::Device, Error> {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Tensor, D};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -189,6 +189,24 @@ pub enum TrainOutcome {
     },
 }
 
+/// Receives an epoch's 0-based index and its per-step losses.
+#[doc(hidden)]
+pub type StepLosses<'a> = dyn FnMut(usize, &[f32]) + 'a;
+
+/// Test hooks of [`train_with`]: what [`train`] draws itself, made injectable
+/// so that a golden test can replay a reference run through the production
+/// path. Not part of the API.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// The order in which 0-based epoch `e` visits the training samples, as
+    /// positions in `split.train`; `None`: the seeded shuffle.
+    pub order: Option<&'a dyn Fn(usize) -> Vec<u32>>,
+    /// Called with each finished epoch's 0-based index and the loss of each
+    /// of its steps, before the epoch is checked and reported.
+    pub step_losses: Option<&'a mut StepLosses<'a>>,
+}
+
 /// The head's initial weights, as `torch.nn.Linear` draws them: weight and bias
 /// uniform in ±1/sqrt(fan_in), from the job's seed.
 fn init_head(dim: usize, classes: usize, seed: u64, device: &Device) -> Result<(Tensor, Tensor), Error> {
@@ -210,24 +228,316 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     order
 }
 
-fn loss_fn(loss: Loss, logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+/// Samples on the training device: features `[n, D]`, labels `[n]` (u32) and
+/// the labels one-hot `[n, classes]` (f32), gathered once per job.
+struct Samples {
+    x: Tensor,
+    y: Tensor,
+    onehot: Tensor,
+}
+
+impl Samples {
+    fn gather(
+        features: &Tensor,
+        labels: &[u32],
+        idx: &[usize],
+        classes: usize,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), features.device())?;
+        let x = features.index_select(&ids, 0)?.to_device(device)?;
+        let mut y = Vec::with_capacity(idx.len());
+        let mut onehot = vec![0f32; idx.len() * classes];
+        for (row, &i) in idx.iter().enumerate() {
+            let label = labels[i];
+            if label as usize >= classes {
+                return Err(Error::Data {
+                    path: Default::default(),
+                    line: None,
+                    message: format!("sample {i} has label {label}, but there are {classes} classes"),
+                });
+            }
+            y.push(label);
+            onehot[row * classes + label as usize] = 1.0;
+        }
+        Ok(Samples {
+            x,
+            y: Tensor::from_vec(y, idx.len(), device)?,
+            onehot: Tensor::from_vec(onehot, (idx.len(), classes), device)?,
+        })
+    }
+}
+
+/// `x · Wᵀ + b`, as `torch.nn.Linear`.
+fn forward(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    x.matmul(&weight.t()?)?.broadcast_add(bias)
+}
+
+/// A batch's loss (a scalar, mean over the batch as PyTorch's default
+/// reduction) and, with `grad`, its gradient with respect to the logits
+/// (`[B, C]`), written out rather than taken through autograd.
+fn loss_and_grad(
+    loss: Loss,
+    logits: &Tensor,
+    y: &Tensor,
+    onehot: &Tensor,
+    grad: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    let (batch, classes) = logits.dims2()?;
     match loss {
-        Loss::CrossEntropy => candle_nn::loss::cross_entropy(logits, labels),
+        Loss::CrossEntropy => {
+            // log_softmax as torch computes it: (x - max) - log(sum(exp(x - max))).
+            let shifted = logits.broadcast_sub(&logits.max_keepdim(1)?)?;
+            let exp = shifted.exp()?;
+            let sum = exp.sum_keepdim(1)?;
+            let log_probs = shifted.broadcast_sub(&sum.log()?)?;
+            let value = log_probs.gather(&y.unsqueeze(1)?, 1)?.neg()?.mean_all()?;
+            // d mean(-log_softmax(x)[y]) / dx = (softmax(x) - onehot(y)) / B.
+            let grad = if grad { Some(((exp.broadcast_div(&sum)? - onehot)? / batch as f64)?) } else { None };
+            Ok((value, grad))
+        }
         Loss::MultiMargin => {
             // sum over j != y of max(0, 1 - x[y] + x[j]), divided by the class count.
-            let classes = logits.dim(1)?;
-            let target = logits.gather(&labels.unsqueeze(1)?, 1)?;
-            let margins = (logits.broadcast_sub(&target)? + 1.0)?.relu()?;
-            let onehot = candle_nn::encoding::one_hot(labels.clone(), classes, 1f32, 0f32)?;
-            let margins = (margins * (1.0 - onehot)?)?;
-            (margins.sum(1)? / classes as f64)?.mean_all()
+            let target = logits.gather(&y.unsqueeze(1)?, 1)?;
+            let margins = (logits.broadcast_sub(&target)? + 1.0)?;
+            let others = (1.0 - onehot)?;
+            let value = ((margins.relu()? * &others)?.sum(1)? / classes as f64)?.mean_all()?;
+            // Each active margin (> 0) adds 1/(B C) to x[j] and takes 1/(B C) from x[y].
+            let grad = if grad {
+                let active = (margins.gt(0f32)?.to_dtype(DType::F32)? * &others)?;
+                let taken = onehot.broadcast_mul(&active.sum_keepdim(1)?)?;
+                Some(((active - taken)? / (batch * classes) as f64)?)
+            } else {
+                None
+            };
+            Ok((value, grad))
         }
     }
 }
 
+/// Predictions equal to the labels, counted on the device (a u32 scalar).
+fn count_correct(logits: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    logits.argmax(D::Minus1)?.eq(y)?.to_dtype(DType::U32)?.sum_all()
+}
+
+/// `torch.optim.SGD`'s step for one parameter: `d = g + wd * p`; `buf = d` on
+/// the first step, else `momentum * buf + d`; `p -= lr * buf` (without
+/// momentum, `p -= lr * d`).
+///
+/// On the CPU it updates `param` and `buf` in place, in one pass each
+/// ([`MomentumStep`], [`ParamStep`]); elsewhere it chains Candle ops into new
+/// tensors. Both round the same float32 operations in the same order.
+#[derive(Debug, Clone, Copy)]
+struct Sgd {
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+}
+
+impl Sgd {
+    fn new(cfg: &TrainConfig, lr: f64) -> Self {
+        Sgd { lr: lr as f32, momentum: cfg.momentum as f32, weight_decay: cfg.weight_decay as f32 }
+    }
+
+    /// One step: `buf` is `None` before the first (and always without
+    /// momentum). Returns the new parameter and buffer; on the CPU they are
+    /// `param` and `buf` themselves, written in place, so neither may be
+    /// shared with a tensor that must keep its value.
+    fn step(&self, param: Tensor, grad: &Tensor, buf: Option<Tensor>) -> candle_core::Result<(Tensor, Tensor)> {
+        if param.device().is_cpu() {
+            let first = buf.is_none() || self.momentum == 0.0;
+            let buf = match buf {
+                Some(buf) => buf,
+                None => param.zeros_like()?,
+            };
+            buf.inplace_op3(grad, &param, &MomentumStep { sgd: *self, first })?;
+            param.inplace_op2(&buf, &ParamStep { lr: self.lr })?;
+            return Ok((param, buf));
+        }
+        let d =
+            if self.weight_decay != 0.0 { (grad + (&param * f64::from(self.weight_decay))?)? } else { grad.clone() };
+        let buf = match buf {
+            Some(buf) if self.momentum != 0.0 => ((buf * f64::from(self.momentum))? + d)?,
+            _ => d,
+        };
+        let param = (param - (&buf * f64::from(self.lr))?)?;
+        Ok((param, buf))
+    }
+}
+
+/// The contiguous f32 elements of a CPU tensor's storage.
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => candle_core::bail!("the head's SGD step needs contiguous f32 tensors"),
+    }
+}
+
+/// In place on `buf`, with sources `grad` and `param`: `d = g + wd * p`, then
+/// `buf = d` (first step) or `buf = buf * momentum + d` (torch's
+/// `buf.mul_(momentum).add_(d)`).
+struct MomentumStep {
+    sgd: Sgd,
+    first: bool,
+}
+
+impl InplaceOp3 for MomentumStep {
+    fn name(&self) -> &'static str {
+        "sgd-momentum"
+    }
+
+    fn cpu_fwd(
+        &self,
+        buf: &mut CpuStorage,
+        buf_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+        param: &CpuStorage,
+        param_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        let (grad, param) = (f32_slice(grad, grad_layout)?, f32_slice(param, param_layout)?);
+        let buf = match (buf, buf_layout.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((start, end))) => &mut v[start..end],
+            _ => candle_core::bail!("the head's SGD step needs contiguous f32 tensors"),
+        };
+        if buf.len() != grad.len() || buf.len() != param.len() {
+            candle_core::bail!(
+                "sgd-momentum: {} buffer, {} gradient, {} parameter elements",
+                buf.len(),
+                grad.len(),
+                param.len()
+            );
+        }
+        let Sgd { momentum, weight_decay, .. } = self.sgd;
+        for ((b, &g), &p) in buf.iter_mut().zip(grad).zip(param) {
+            let d = if weight_decay != 0.0 { g + p * weight_decay } else { g };
+            *b = if self.first { d } else { *b * momentum + d };
+        }
+        Ok(())
+    }
+}
+
+/// In place on `param`, with source `buf`: `param -= lr * buf` (torch's
+/// `param.add_(buf, alpha=-lr)`).
+struct ParamStep {
+    lr: f32,
+}
+
+impl InplaceOp2 for ParamStep {
+    fn name(&self) -> &'static str {
+        "sgd-param"
+    }
+
+    fn cpu_fwd(
+        &self,
+        param: &mut CpuStorage,
+        param_layout: &Layout,
+        buf: &CpuStorage,
+        buf_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        let buf = f32_slice(buf, buf_layout)?;
+        let param = match (param, param_layout.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((start, end))) => &mut v[start..end],
+            _ => candle_core::bail!("the head's SGD step needs contiguous f32 tensors"),
+        };
+        if buf.len() != param.len() {
+            candle_core::bail!("sgd-param: {} parameter, {} buffer elements", param.len(), buf.len());
+        }
+        for (p, &b) in param.iter_mut().zip(buf) {
+            *p -= b * self.lr;
+        }
+        Ok(())
+    }
+}
+
+/// What one epoch of SGD measured: each step's loss, and the correct predictions.
+struct EpochSteps {
+    losses: Vec<f32>,
+    correct: u64,
+}
+
+/// One epoch of SGD over the training samples in `order` (positions in
+/// `set`), updating `state`'s head and momentum buffers. The losses and
+/// counts stay on the device until the epoch ends. `None` when the sink asked
+/// to stop (the state is then mid-epoch and must be dropped).
+fn sgd_epoch(
+    state: &mut TrainState,
+    set: &Samples,
+    order: &[u32],
+    cfg: &TrainConfig,
+    lr: f64,
+    sink: &dyn EpochSink,
+) -> Result<Option<EpochSteps>, Error> {
+    let device = set.x.device();
+    let sgd = Sgd::new(cfg, lr);
+    let order_t = Tensor::from_slice(order, order.len(), device)?;
+    let mut losses = Vec::with_capacity(order.len().div_ceil(cfg.batch_size));
+    let mut correct = Tensor::zeros((), DType::U32, device)?;
+    // Private copies: the CPU step writes in place, and the state's tensors
+    // may be held by the sink (or the caller that resumed from them).
+    let mut weight = state.weight.copy()?;
+    let mut bias = state.bias.copy()?;
+    let (mut buf_weight, mut buf_bias) = match &state.momentum {
+        Some((w, b)) => (Some(w.copy()?), Some(b.copy()?)),
+        None => (None, None),
+    };
+    for start in (0..order.len()).step_by(cfg.batch_size) {
+        if sink.should_stop() {
+            return Ok(None);
+        }
+        let idx = order_t.narrow(0, start, cfg.batch_size.min(order.len() - start))?;
+        let xb = set.x.index_select(&idx, 0)?;
+        let yb = set.y.index_select(&idx, 0)?;
+        let onehot = set.onehot.index_select(&idx, 0)?;
+        let logits = forward(&xb, &weight, &bias)?;
+        let (loss, grad) = loss_and_grad(cfg.loss, &logits, &yb, &onehot, true)?;
+        let grad = grad.ok_or_else(|| Error::State("no gradient for the head".to_owned()))?;
+        losses.push(loss);
+        correct = (correct + count_correct(&logits, &yb)?)?;
+        // Linear's backward: dW = gᵀ · x, db = the sum of g over the batch.
+        let grad_weight = grad.t()?.matmul(&xb)?;
+        let grad_bias = grad.sum(0)?;
+        let (w, bw) = sgd.step(weight, &grad_weight, buf_weight.take())?;
+        let (b, bb) = sgd.step(bias, &grad_bias, buf_bias.take())?;
+        (weight, bias) = (w, b);
+        if cfg.momentum != 0.0 {
+            (buf_weight, buf_bias) = (Some(bw), Some(bb));
+        }
+    }
+    state.weight = weight;
+    state.bias = bias;
+    if let (Some(w), Some(b)) = (buf_weight, buf_bias) {
+        state.momentum = Some((w, b));
+    }
+    let losses = if losses.is_empty() { Vec::new() } else { Tensor::stack(&losses, 0)?.to_vec1::<f32>()? };
+    Ok(Some(EpochSteps { losses, correct: u64::from(correct.to_scalar::<u32>()?) }))
+}
+
+/// Mean loss and number correct over a set, without gradients.
+fn evaluate(set: &Samples, state: &TrainState, loss: Loss) -> Result<(f64, u64), Error> {
+    let n = set.x.dim(0)?;
+    let (mut loss_sum, mut correct) = (0f64, 0u64);
+    let chunk = 4096;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let logits = forward(&set.x.narrow(0, start, len)?, &state.weight, &state.bias)?;
+        let y = set.y.narrow(0, start, len)?;
+        let (value, _) = loss_and_grad(loss, &logits, &y, &set.onehot.narrow(0, start, len)?, false)?;
+        loss_sum += f64::from(value.to_scalar::<f32>()?) * len as f64;
+        correct += u64::from(count_correct(&logits, &y)?.to_scalar::<u32>()?);
+    }
+    Ok((loss_sum / n as f64, correct))
+}
+
 /// Trains a head on `features` (`[N, D]`), with `labels` (`N` class indices),
 /// over `split`, reporting each epoch to `sink`. With `resume`, continues from
-/// that state: the later epochs equal those of an uninterrupted run.
+/// that state: the later epochs equal those of an uninterrupted run, bit for bit.
+///
+/// Each epoch is PyTorch's: shuffled mini-batches, the mean loss of each, its
+/// gradient, one `torch.optim.SGD` step (weight decay, momentum), the
+/// learning rate of StepLR; then a pass over the valid samples. A loss that is
+/// not finite fails the job with [`Error::NonFinite`]; that epoch is never
+/// reported.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     features: &Tensor,
@@ -239,15 +549,27 @@ pub fn train(
     sink: &mut dyn EpochSink,
     device: &Device,
 ) -> Result<TrainOutcome, Error> {
+    train_with(features, labels, classes, split, cfg, resume, sink, device, Hooks::default())
+}
+
+/// [`train`] with its test hooks. Not part of the API.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn train_with(
+    features: &Tensor,
+    labels: &[u32],
+    classes: usize,
+    split: &Split,
+    cfg: &TrainConfig,
+    resume: Option<TrainState>,
+    sink: &mut dyn EpochSink,
+    device: &Device,
+    mut hooks: Hooks<'_>,
+) -> Result<TrainOutcome, Error> {
     let dim = features.dim(1)?;
-    let gather = |idx: &[usize]| -> Result<(Tensor, Tensor), Error> {
-        let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), features.device())?;
-        let x = features.index_select(&ids, 0)?.to_device(device)?;
-        let y = Tensor::from_vec(idx.iter().map(|&i| labels[i]).collect::<Vec<_>>(), idx.len(), device)?;
-        Ok((x, y))
-    };
-    let (x_train, y_train) = gather(&split.train)?;
-    let (x_valid, y_valid) = gather(&split.valid)?;
+    let train_set = Samples::gather(features, labels, &split.train, classes, device)?;
+    let valid_set = Samples::gather(features, labels, &split.valid, classes, device)?;
+    let n_train = split.train.len();
 
     let mut state = match resume {
         Some(state) => {
@@ -272,60 +594,41 @@ pub fn train(
             TrainState { epoch: 0, weight, bias, momentum: None, best_valid_acc: f64::NEG_INFINITY, best_epoch: 0 }
         }
     };
-    let w = Var::from_tensor(&state.weight)?;
-    let b = Var::from_tensor(&state.bias)?;
-    let n_train = split.train.len();
 
     while state.epoch < cfg.epochs {
         let epoch = state.epoch; // 0-based index of the epoch being run
         let started = Instant::now();
         let lr = cfg.lr_at(epoch);
-        let order = epoch_order(n_train, cfg.seed, epoch);
-        let mut loss_sum = 0f64;
-        let mut correct = 0u64;
-        for chunk in order.chunks(cfg.batch_size) {
-            if sink.should_stop() {
-                return Ok(TrainOutcome::Stopped { epoch });
-            }
-            let idx = Tensor::from_slice(chunk, chunk.len(), device)?;
-            let xb = x_train.index_select(&idx, 0)?;
-            let yb = y_train.index_select(&idx, 0)?;
-            let logits = xb.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
-            let loss = loss_fn(cfg.loss, &logits, &yb)?;
-            let grads = loss.backward()?;
-            let batch_loss = loss.to_scalar::<f32>()? as f64;
-            if !batch_loss.is_finite() {
-                return Err(Error::NonFinite { epoch: epoch + 1, phase: "train", value: batch_loss });
-            }
-            loss_sum += batch_loss * chunk.len() as f64;
-            correct += count_correct(&logits, &yb)?;
-
-            // torch.optim.SGD: d = g + wd * p; buf = d (first step) or momentum * buf + d; p -= lr * buf.
-            let step = |var: &Var, buf: Option<&Tensor>| -> Result<Tensor, Error> {
-                let g = grads.get(var).ok_or_else(|| Error::State("no gradient for the head".to_owned()))?;
-                let d = if cfg.weight_decay != 0.0 { (g + (var.as_tensor() * cfg.weight_decay)?)? } else { g.clone() };
-                let buf = match buf {
-                    Some(buf) if cfg.momentum != 0.0 => ((buf * cfg.momentum)? + d)?,
-                    _ => d,
-                };
-                var.set(&(var.as_tensor() - (&buf * lr)?)?)?;
-                Ok(buf)
-            };
-            let bw = step(&w, state.momentum.as_ref().map(|m| &m.0))?;
-            let bb = step(&b, state.momentum.as_ref().map(|m| &m.1))?;
-            if cfg.momentum != 0.0 {
-                state.momentum = Some((bw, bb));
-            }
+        let order = match hooks.order {
+            Some(order) => order(epoch),
+            None => epoch_order(n_train, cfg.seed, epoch),
+        };
+        if order.len() != n_train {
+            return Err(Error::State(format!("an epoch order of {} samples for {n_train}", order.len())));
         }
-        let (valid_loss, valid_correct) = evaluate(&x_valid, &y_valid, &w, &b, cfg.loss)?;
+        let Some(steps) = sgd_epoch(&mut state, &train_set, &order, cfg, lr, sink)? else {
+            return Ok(TrainOutcome::Stopped { epoch });
+        };
+        if let Some(step_losses) = hooks.step_losses.as_mut() {
+            step_losses(epoch, &steps.losses);
+        }
+        if let Some(&bad) = steps.losses.iter().find(|loss| !loss.is_finite()) {
+            return Err(Error::NonFinite { epoch: epoch + 1, phase: "train", value: f64::from(bad) });
+        }
+        let loss_sum: f64 = steps
+            .losses
+            .iter()
+            .zip(order.chunks(cfg.batch_size))
+            .map(|(&loss, batch)| f64::from(loss) * batch.len() as f64)
+            .sum();
+        let (valid_loss, valid_correct) = evaluate(&valid_set, &state, cfg.loss)?;
         if !valid_loss.is_finite() {
             return Err(Error::NonFinite { epoch: epoch + 1, phase: "valid", value: valid_loss });
         }
         let valid_acc = valid_correct as f64 / split.valid.len() as f64;
+        // The paper's `if epoch_acc > best_acc`: the first of equal accuracies stays best.
         let is_best = valid_acc > state.best_valid_acc;
         state.epoch = epoch + 1;
-        state.weight = w.as_tensor().copy()?;
-        state.bias = b.as_tensor().copy()?;
         if is_best {
             state.best_valid_acc = valid_acc;
             state.best_epoch = epoch + 1;
@@ -333,7 +636,7 @@ pub fn train(
         let report = EpochReport {
             epoch: epoch + 1,
             train_loss: loss_sum / n_train as f64,
-            train_acc: correct as f64 / n_train as f64,
+            train_acc: steps.correct as f64 / n_train as f64,
             valid_loss,
             valid_acc,
             lr,
@@ -344,25 +647,4 @@ pub fn train(
         sink.epoch(&report, &state).map_err(Error::Sink)?;
     }
     Ok(TrainOutcome::Finished { best_valid_acc: state.best_valid_acc, best_epoch: state.best_epoch })
-}
-
-fn count_correct(logits: &Tensor, labels: &Tensor) -> candle_core::Result<u64> {
-    let predicted = logits.argmax(D::Minus1)?;
-    predicted.eq(labels)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>().map(u64::from)
-}
-
-/// Mean loss and number correct over a set, without gradients.
-fn evaluate(x: &Tensor, y: &Tensor, w: &Var, b: &Var, loss: Loss) -> Result<(f64, u64), Error> {
-    let n = x.dim(0)?;
-    let (mut loss_sum, mut correct) = (0f64, 0u64);
-    let chunk = 4096;
-    for start in (0..n).step_by(chunk) {
-        let len = chunk.min(n - start);
-        let xb = x.narrow(0, start, len)?;
-        let yb = y.narrow(0, start, len)?;
-        let logits = xb.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?.detach();
-        loss_sum += loss_fn(loss, &logits, &yb)?.to_scalar::<f32>()? as f64 * len as f64;
-        correct += count_correct(&logits, &yb)?;
-    }
-    Ok((loss_sum / n as f64, correct))
 }

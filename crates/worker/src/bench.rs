@@ -1,0 +1,116 @@
+//! Throughput measurements of the worker's three stages, shared by
+//! `sweep bench` and the bench binaries: decode + preprocess, the backbone
+//! pass, and one epoch of head training.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use crate::backbone::{Arch, Backbone, DType, ModelConfig, Weights};
+use crate::data::Split;
+use crate::features::decode_image;
+use crate::preprocess::{preprocess, Transform};
+use crate::train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainState};
+use crate::Error;
+
+/// Images per second that `threads` threads decode and preprocess `paths` at.
+pub fn decode_throughput(paths: &[PathBuf], transform: &Transform, threads: usize) -> Result<f64, Error> {
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|scope| -> Result<(), Error> {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<(), Error> {
+                    let mut out = vec![0f32; transform.len()];
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else { return Ok(()) };
+                        preprocess(&decode_image(path)?, transform, &mut out);
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("decode threads do not panic")?;
+        }
+        Ok(())
+    })?;
+    Ok(paths.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Images per second of the backbone's forward pass on random weights, over
+/// `batches` batches after one warm-up batch.
+pub fn backbone_throughput(
+    arch: Arch,
+    dtype: DType,
+    image_size: usize,
+    batch: usize,
+    batches: usize,
+    device: &Device,
+) -> Result<f64, Error> {
+    let cfg = ModelConfig {
+        arch,
+        weights: Weights::Random { seed: 0 },
+        image_size,
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+        dtype,
+    };
+    let backbone = Backbone::load(&cfg, device)?;
+    let xs = Tensor::randn(0f32, 1f32, (batch, 3, image_size, image_size), device)?;
+    backbone.forward(&xs)?;
+    device.synchronize()?;
+    let start = Instant::now();
+    for _ in 0..batches {
+        backbone.forward(&xs)?;
+    }
+    device.synchronize()?;
+    Ok((batch * batches) as f64 / start.elapsed().as_secs_f64())
+}
+
+struct Discard;
+
+impl EpochSink for Discard {
+    fn epoch(&mut self, _: &EpochReport, _: &TrainState) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Median seconds of one head-training epoch on random features (`n` samples
+/// of `dim`, `classes` classes, 10% held out), over `epochs` epochs.
+pub fn head_seconds_per_epoch(
+    n: usize,
+    dim: usize,
+    classes: usize,
+    batch_size: usize,
+    epochs: usize,
+    device: &Device,
+) -> Result<f64, Error> {
+    let features = Tensor::rand(0f32, 1f32, (n, dim), &Device::Cpu)?;
+    let labels: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
+    let n_train = n * 9 / 10;
+    let split = Split { train: (0..n_train).collect(), valid: (n_train..n).collect() };
+    let cfg = TrainConfig {
+        batch_size,
+        lr: 0.01,
+        momentum: 0.9,
+        epochs: 1,
+        weight_decay: 0.0,
+        step_size: 15,
+        gamma: 0.1,
+        seed: 0,
+        loss: Loss::CrossEntropy,
+    };
+    let mut seconds = Vec::with_capacity(epochs);
+    for _ in 0..epochs {
+        device.synchronize()?;
+        let start = Instant::now();
+        train(&features, &labels, classes, &split, &cfg, None, &mut Discard, device)?;
+        device.synchronize()?;
+        seconds.push(start.elapsed().as_secs_f64());
+    }
+    seconds.sort_by(f64::total_cmp);
+    Ok(seconds[seconds.len() / 2])
+}
