@@ -31,6 +31,10 @@ fn main() -> ExitCode {
         Command::Table(args) => commands::table::table(&cli.global, args),
         Command::Show(args) => commands::table::show(&cli.global, args),
         Command::Status(args) => commands::table::status(&cli.global, args),
+        Command::Plot(args) => commands::plot::plot(&cli.global, args),
+        Command::Export(args) => commands::export::export(&cli.global, args),
+        Command::Synth(args) => commands::synth::synth(args),
+        Command::Bench(args) => commands::bench::bench(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
@@ -82,5 +86,12 @@ fn init_tracing(verbose: u8, quiet: bool) {
         (false, _) => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colours only on a terminal; lines go above any progress bars.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(progress::LogWriter)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
 }

@@ -1,15 +1,18 @@
-//! Progress on stderr: bars on a terminal (the sweep's jobs, the backbone
-//! pass, one bar per running job with its epoch and latest accuracy), plain
-//! lines otherwise.
+//! Progress on stderr: bars on a terminal (the sweep's jobs and epochs with an
+//! ETA, the backbone pass, one bar per running job with its epoch and latest
+//! accuracy), plain lines otherwise. Log lines pass above the bars.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sweep_scheduler::{JobEnd, Observer, TrainKey, TrainParams};
 use sweep_worker::{CacheOutcome, EpochReport};
+
+/// The bars on screen, if any: log lines are printed above them.
+static ACTIVE_BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
 
 pub struct Progress {
     quiet: bool,
@@ -19,24 +22,43 @@ pub struct Progress {
 
 #[derive(Default)]
 struct State {
+    sweep_id: Option<String>,
+    /// Counts the epochs of this run (its ETA), with the jobs in its message.
     sweep: Option<ProgressBar>,
+    jobs_total: usize,
+    jobs_ended: usize,
     features: Option<ProgressBar>,
-    jobs: HashMap<String, ProgressBar>,
+    jobs: HashMap<String, JobBar>,
+}
+
+struct JobBar {
+    bar: ProgressBar,
+    params: String,
 }
 
 fn describe(params: &TrainParams) -> String {
-    [TrainKey::BatchSize, TrainKey::Lr, TrainKey::Momentum, TrainKey::Epochs]
-        .iter()
-        .map(|k| format!("{}={}", k.name(), params.get(*k)))
-        .collect::<Vec<_>>()
-        .join(" ")
+    describe_keys(params, &[TrainKey::BatchSize, TrainKey::Lr, TrainKey::Momentum, TrainKey::Epochs])
+}
+
+fn describe_keys(params: &TrainParams, keys: &[TrainKey]) -> String {
+    keys.iter().map(|k| format!("{}={}", k.name(), params.get(*k))).collect::<Vec<_>>().join(" ")
 }
 
 impl Progress {
     pub fn new(quiet: bool) -> Progress {
         let bars = (!quiet && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)));
+        *ACTIVE_BARS.lock().unwrap_or_else(|e| e.into_inner()) = bars.clone();
         Progress { quiet, bars, state: Mutex::new(State::default()) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sweep being run, once registered.
+    pub fn sweep_id(&self) -> Option<String> {
+        self.state().sweep_id.clone()
     }
 
     /// A line for people, above the bars.
@@ -55,14 +77,16 @@ impl Progress {
         }
     }
 
+    /// Clears every bar (the final table follows).
     pub fn finish(&self) {
-        let mut state = self.state.lock().expect("progress lock");
-        if let Some(bar) = state.sweep.take() {
+        let mut state = self.state();
+        for bar in [state.sweep.take(), state.features.take()].into_iter().flatten() {
             bar.finish_and_clear();
         }
-        for (_, bar) in state.jobs.drain() {
-            bar.finish_and_clear();
+        for (_, job) in state.jobs.drain() {
+            job.bar.finish_and_clear();
         }
+        *ACTIVE_BARS.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     fn bar(&self, len: u64, template: &str) -> Option<ProgressBar> {
@@ -72,33 +96,54 @@ impl Progress {
         bar.enable_steady_tick(Duration::from_millis(250));
         Some(bar)
     }
+
+    fn update_jobs(state: &State) {
+        if let Some(sweep) = &state.sweep {
+            sweep.set_message(format!("{}/{} jobs", state.jobs_ended, state.jobs_total));
+        }
+    }
 }
 
 impl Observer for Progress {
-    fn registered(&self, sweep_id: &str, jobs: usize, runnable: usize) {
-        self.line(format!("sweep {sweep_id}: {jobs} jobs, {runnable} to run"));
-        let bar = self.bar(runnable as u64, "jobs     [{bar:30}] {pos}/{len} elapsed {elapsed} eta {eta}");
-        self.state.lock().expect("progress lock").sweep = bar;
+    fn registered(&self, sweep_id: &str, jobs: usize, runnable: usize, epochs_left: usize) {
+        self.line(format!("sweep {sweep_id}: {jobs} jobs, {runnable} to run ({epochs_left} epochs)"));
+        let mut state = self.state();
+        state.sweep_id = Some(sweep_id.to_owned());
+        state.jobs_total = runnable;
+        if runnable > 0 {
+            state.sweep = self.bar(
+                epochs_left as u64,
+                "sweep            [{bar:30}] {msg}, epoch {pos}/{len}, elapsed {elapsed}, eta {eta} ",
+            );
+            Progress::update_jobs(&state);
+        }
     }
 
     fn features_started(&self, images: usize) {
-        let bar = self.bar(images as u64, "features [{bar:30}] {pos}/{len} images {per_sec} eta {eta}");
+        let bar =
+            self.bar(images as u64, "features         [{bar:30}] {pos}/{len} images, elapsed {elapsed}, eta {eta}");
         if bar.is_none() {
             self.line(format!("features: {images} images"));
         }
-        self.state.lock().expect("progress lock").features = bar;
+        self.state().features = bar;
     }
 
     fn features_progress(&self, done: usize) {
-        if let Some(bar) = &self.state.lock().expect("progress lock").features {
+        if let Some(bar) = &self.state().features {
             bar.set_position(done as u64);
         }
     }
 
     fn features_done(&self, outcome: &CacheOutcome) {
-        if let Some(bar) = self.state.lock().expect("progress lock").features.take() {
+        let mut state = self.state();
+        if let Some(bar) = state.features.take() {
             bar.finish_and_clear();
         }
+        // The sweep's ETA counts training only.
+        if let Some(sweep) = &state.sweep {
+            sweep.reset_eta();
+        }
+        drop(state);
         self.line(match outcome {
             CacheOutcome::Hit => "features: reused from the cache (no backbone pass)".to_owned(),
             CacheOutcome::Built => "features: computed and cached".to_owned(),
@@ -109,25 +154,30 @@ impl Observer for Progress {
     fn job_started(&self, job_id: &str, params: &TrainParams, from_epoch: usize) {
         let epochs = params.train_config().epochs as u64;
         let from = if from_epoch > 0 { format!(" (resuming after epoch {from_epoch})") } else { String::new() };
-        let template = format!("{job_id} [{{bar:20}}] epoch {{pos}}/{{len}} {{msg}}");
+        // `wide_msg` is cut to the terminal's width: a wrapped line would break the redraw.
+        let template = format!("{job_id} [{{bar:30}}] epoch {{pos:>3}}/{{len}} {{wide_msg}}");
         match self.bar(epochs, &template) {
             Some(bar) => {
+                let params = describe_keys(params, &[TrainKey::BatchSize, TrainKey::Lr, TrainKey::Momentum]);
                 bar.set_position(from_epoch as u64);
-                bar.set_message(describe(params));
-                self.state.lock().expect("progress lock").jobs.insert(job_id.to_owned(), bar);
+                bar.set_message(format!("{params}{from}"));
+                self.state().jobs.insert(job_id.to_owned(), JobBar { bar, params });
             }
             None => self.line(format!("job {job_id} started: {}{from}", describe(params))),
         }
     }
 
     fn epoch(&self, job_id: &str, r: &EpochReport) {
-        let state = self.state.lock().expect("progress lock");
+        let state = self.state();
+        if let Some(sweep) = &state.sweep {
+            sweep.inc(1);
+        }
         match state.jobs.get(job_id) {
-            Some(bar) => {
-                bar.set_position(r.epoch as u64);
-                bar.set_message(format!(
-                    "valid acc {:.4} (train {:.4}, loss {:.4})",
-                    r.valid_acc, r.train_acc, r.train_loss
+            Some(job) => {
+                job.bar.set_position(r.epoch as u64);
+                job.bar.set_message(format!(
+                    "{}: valid acc {:.4} (train acc {:.4}, loss {:.4})",
+                    job.params, r.valid_acc, r.train_acc, r.train_loss
                 ));
             }
             None => {
@@ -141,13 +191,18 @@ impl Observer for Progress {
     }
 
     fn job_finished(&self, job_id: &str, end: &JobEnd) {
-        let mut state = self.state.lock().expect("progress lock");
-        if let Some(bar) = state.jobs.remove(job_id) {
-            bar.finish_and_clear();
+        let mut state = self.state();
+        if let Some(job) = state.jobs.remove(job_id) {
+            // A failed job's remaining epochs will not run: the ETA drops them.
+            if let (Some(sweep), JobEnd::Failed(_)) = (&state.sweep, end) {
+                sweep.inc(job.bar.length().unwrap_or(0).saturating_sub(job.bar.position()));
+            }
+            job.bar.finish_and_clear();
         }
-        if let Some(sweep) = &state.sweep {
-            sweep.inc(1);
+        if !matches!(end, JobEnd::Interrupted(_)) {
+            state.jobs_ended += 1;
         }
+        Progress::update_jobs(&state);
         drop(state);
         self.line(match end {
             JobEnd::Done { best_valid_acc, best_epoch } => {
@@ -156,5 +211,31 @@ impl Observer for Progress {
             JobEnd::Failed(e) => format!("job {job_id} failed: {e}"),
             JobEnd::Interrupted(epoch) => format!("job {job_id} interrupted after epoch {epoch}"),
         });
+    }
+}
+
+/// Where tracing writes: stderr, above the bars when they are shown.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bars = ACTIVE_BARS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bars {
+            Some(bars) => bars.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
     }
 }

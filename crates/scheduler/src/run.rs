@@ -97,8 +97,9 @@ pub enum JobEnd {
 
 /// Progress reports for the CLI; every method defaults to doing nothing.
 pub trait Observer: Send + Sync {
-    /// The sweep is registered: `jobs` in all, `runnable` of them not finished.
-    fn registered(&self, _sweep_id: &str, _jobs: usize, _runnable: usize) {}
+    /// The sweep is registered: `jobs` in all, `runnable` of them not finished,
+    /// with `epochs_left` epochs to train between them.
+    fn registered(&self, _sweep_id: &str, _jobs: usize, _runnable: usize, _epochs_left: usize) {}
     /// The backbone pass starts over `images` images (or the cache is checked).
     fn features_started(&self, _images: usize) {}
     /// Images done in the backbone pass.
@@ -130,8 +131,14 @@ pub struct RunSummary {
     pub cancelled: bool,
 }
 
-/// This process's lease owner name: `host:pid:nonce`.
+/// This process's lease owner name: `host:pid:nonce`, the same for every run
+/// in the process (a pid alone could be an earlier process's).
 pub fn lease_owner() -> String {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(new_lease_owner).clone()
+}
+
+fn new_lease_owner() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_owned())
@@ -141,17 +148,20 @@ pub fn lease_owner() -> String {
     format!("{host}:{}:{nonce:08x}", std::process::id())
 }
 
-/// Whether a lease owner is a process on this host that no longer exists.
+/// Whether a lease owner is a process on this host that no longer exists:
+/// its pid is gone, or is this process's own under another name (an earlier
+/// run that had the same pid, as after a container restart).
 fn owner_is_dead(owner: &str, me: &str) -> bool {
     let mut mine = me.split(':');
     let mut theirs = owner.split(':');
-    let (Some(my_host), Some(host), Some(pid)) = (mine.next(), theirs.next(), theirs.next()) else {
+    let (Some(my_host), Some(my_pid), Some(host), Some(pid)) = (mine.next(), mine.next(), theirs.next(), theirs.next())
+    else {
         return false;
     };
-    if host != my_host || !Path::new("/proc/self").exists() {
+    if host != my_host || owner == me || !Path::new("/proc/self").exists() {
         return false;
     }
-    !Path::new(&format!("/proc/{pid}")).exists()
+    pid == my_pid || !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Submits a sweep file and runs its unfinished jobs.
@@ -203,8 +213,10 @@ pub async fn run(
         tracing::info!(jobs = n, "failed jobs made runnable again");
     }
     let me = lease_owner();
-    let runnable = store.jobs(&sweep_id)?.iter().filter(|j| needs_work(j)).count();
-    observer.registered(&sweep_id, jobs.len(), runnable);
+    let unfinished: Vec<_> = store.jobs(&sweep_id)?.into_iter().filter(needs_work).collect();
+    let runnable = unfinished.len();
+    let epochs_left = unfinished.iter().map(|j| (j.epochs - j.epochs_done).max(0) as usize).sum();
+    observer.registered(&sweep_id, jobs.len(), runnable, epochs_left);
     let mut summary = RunSummary {
         sweep_id: sweep_id.clone(),
         features_reused: None,
@@ -225,18 +237,29 @@ pub async fn run(
     let obs = observer.clone();
     let backbone_batch = opts.backbone_batch;
     let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
-    let (dataset, features) = tokio::task::spawn_blocking(move || -> Result<_, sweep_worker::Error> {
+    let pass = tokio::task::spawn_blocking(move || -> Result<_, sweep_worker::Error> {
         let dataset = sweep_worker::load_dataset(&data_cfg)?;
         obs.features_started(dataset.items.len());
         let device = sweep_worker::device(&backbone_device)?;
         let progress = |done: usize| obs.features_progress(done);
+        let started = std::time::Instant::now();
         let features =
             sweep_worker::compute_features(&dataset, &model_cfg, &cache, workers, backbone_batch, &device, &progress)?;
         obs.features_done(&features.outcome);
-        Ok((dataset, features))
-    })
-    .await
-    .map_err(|e| Error::Join(e.to_string()))??;
+        Ok((dataset, features, started.elapsed().as_secs_f64()))
+    });
+    // The backbone pass cannot stop half way; at Ctrl-C it is abandoned (its
+    // thread ends with the process) and no job is claimed. The cache is
+    // written by rename, so nothing half-written is ever read.
+    let (dataset, features, feature_seconds) = tokio::select! {
+        biased;
+        () = cancel.cancelled() => {
+            tracing::info!("stopped during the backbone pass: no job was started");
+            summary.cancelled = true;
+            return Ok(summary);
+        }
+        pass = pass => pass.map_err(|e| Error::Join(e.to_string()))??,
+    };
     let split = sweep_worker::split(dataset.items.len(), spec.data.valid_fraction, spec.data.split_seed)?;
     let split_json = serde_json::json!({
         "seed": spec.data.split_seed,
@@ -246,6 +269,7 @@ pub async fn run(
     });
     let reused = features.outcome == CacheOutcome::Hit;
     store.set_features(&sweep_id, &features.key, reused, &split_json.to_string())?;
+    store.record_feature_run(&sweep_id, &features.key, reused, dataset.items.len() as u64, Some(feature_seconds))?;
     summary.features_reused = Some(reused);
     drop(store);
 
@@ -259,7 +283,9 @@ pub async fn run(
         opts: opts.clone(),
         owner: me,
         observer,
-        cancel: cancel.clone(),
+        // Ctrl-C, or a slot's store failure: either stops every slot at its
+        // last recorded epoch.
+        cancel: cancel.child_token(),
     });
     let mut slots = tokio::task::JoinSet::new();
     for slot in 0..opts.parallel.max(1) {
@@ -267,11 +293,24 @@ pub async fn run(
         let device = opts.devices[slot % opts.devices.len()].clone();
         slots.spawn_blocking(move || run_slot(&shared, &device));
     }
+    let mut first_error = None;
     while let Some(result) = slots.join_next().await {
-        let counts = result.map_err(|e| Error::Join(e.to_string()))??;
-        summary.done += counts.0;
-        summary.failed += counts.1;
-        summary.interrupted += counts.2;
+        match result.map_err(|e| Error::Join(e.to_string())).and_then(|r| r) {
+            Ok((done, failed, interrupted)) => {
+                summary.done += done;
+                summary.failed += failed;
+                summary.interrupted += interrupted;
+            }
+            Err(e) => {
+                // Let the other slots close their jobs before reporting it.
+                tracing::error!(error = %e, "a job slot failed: stopping the others");
+                shared.cancel.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     summary.cancelled = cancel.is_cancelled();
     Ok(summary)
@@ -313,24 +352,55 @@ struct Shared {
     cancel: CancellationToken,
 }
 
+/// How often a slot with nothing to claim looks again while other runners
+/// hold jobs of the sweep.
+const POLL: Duration = Duration::from_millis(500);
+
 /// One job slot: claims and trains jobs until none is left or the run is
 /// cancelled. Returns (done, failed, interrupted).
+///
+/// When nothing is claimable but other runners hold jobs of the sweep, the
+/// slot waits: for them to finish, or for a job to come free (its runner
+/// interrupted, or its lease expired because the runner died elsewhere), so
+/// that a run ends only when the sweep does.
 fn run_slot(shared: &Shared, device_name: &str) -> Result<(usize, usize, usize), Error> {
     let mut store = Store::open(&shared.opts.db)?;
     let mut counts = (0, 0, 0);
     let device = sweep_worker::device(device_name)?;
+    let mut waiting = false;
     loop {
         if shared.cancel.is_cancelled() {
             return Ok(counts);
         }
+        let mut held_by_others = 0;
         for (job_id, owner) in store.leases(&shared.sweep_id)? {
             if owner_is_dead(&owner, &shared.owner) && store.expire_lease(&job_id, &owner)? {
                 tracing::info!(job = %job_id, owner, "its runner is gone: the job can be resumed now");
+            } else if owner != shared.owner {
+                held_by_others += 1;
             }
         }
         let Some(claimed) = store.claim(&shared.sweep_id, &shared.owner, shared.opts.lease)? else {
-            return Ok(counts);
+            if held_by_others == 0 {
+                return Ok(counts);
+            }
+            if !waiting {
+                tracing::info!(jobs = held_by_others, "waiting for jobs that other runners hold");
+                waiting = true;
+            }
+            let until = Instant::now() + POLL;
+            while Instant::now() < until && !shared.cancel.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            continue;
         };
+        waiting = false;
+        if shared.cancel.is_cancelled() {
+            // Ctrl-C came between the check above and the claim: give the job
+            // back untouched rather than start it.
+            release(&store, &claimed.id, &shared.owner)?;
+            return Ok(counts);
+        }
         let end = run_job(shared, &mut store, &claimed.id, &device);
         shared.observer.job_finished(&claimed.id, &end);
         let finish = match &end {
@@ -340,7 +410,8 @@ fn run_slot(shared: &Shared, device_name: &str) -> Result<(usize, usize, usize),
             }
             JobEnd::Failed(msg) => {
                 counts.1 += 1;
-                tracing::error!(job = %claimed.id, error = %msg, "job failed");
+                // The observer shows it; the log keeps it for -v.
+                tracing::info!(job = %claimed.id, error = %msg, "job failed");
                 Finish::Failed(msg)
             }
             JobEnd::Interrupted(_) => {
@@ -355,6 +426,14 @@ fn run_slot(shared: &Shared, device_name: &str) -> Result<(usize, usize, usize),
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Ends a claim that never trained, leaving the job resumable.
+fn release(store: &Store, job_id: &str, owner: &str) -> Result<(), Error> {
+    match store.finish(job_id, owner, Finish::Interrupted) {
+        Ok(()) | Err(sweep_store::Error::LeaseLost { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -450,5 +529,25 @@ impl EpochSink for StoreSink<'_> {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_is_dead;
+
+    #[test]
+    fn a_lease_owner_is_dead_when_its_process_is_gone_from_this_host() {
+        let me = format!("box:{}:0000abcd", std::process::id());
+        // Ourselves, and a live process (pid 1), are alive.
+        assert!(!owner_is_dead(&me, &me));
+        assert!(!owner_is_dead("box:1:00000001", &me));
+        // An earlier run with our pid (a restarted container) is not.
+        assert!(owner_is_dead(&format!("box:{}:00000002", std::process::id()), &me));
+        // A pid that cannot exist.
+        assert!(owner_is_dead("box:4294967295:00000001", &me));
+        // Another host's runner is never judged from here.
+        assert!(!owner_is_dead("elsewhere:4294967295:00000001", &me));
+        assert!(!owner_is_dead("garbage", &me));
     }
 }

@@ -50,26 +50,28 @@ where
     let cancel = CancellationToken::new();
     let progress = Arc::new(Progress::new(global.quiet));
     let summary = runtime.block_on(async {
+        // Listening starts before any work, so no Ctrl-C is missed.
+        let mut interrupts = Interrupts::new()?;
         let watcher = {
             let (cancel, progress) = (cancel.clone(), progress.clone());
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    progress.message(
-                        "stopping: running jobs end at their last recorded epoch (Ctrl-C again quits at once)",
-                    );
-                    cancel.cancel();
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        // Every write is a transaction: quitting here loses nothing recorded.
-                        eprintln!("quit");
-                        std::process::exit(130);
-                    }
-                }
+                interrupts.next().await;
+                progress
+                    .message("stopping: running jobs end at their last recorded epoch (Ctrl-C again quits at once)");
+                cancel.cancel();
+                interrupts.next().await;
+                // Every write is a transaction: quitting here loses nothing recorded.
+                progress.finish();
+                eprintln!("quit: every recorded epoch is kept; continue with `{}`", resume_command(&progress));
+                std::process::exit(130);
             })
         };
         let result = start(progress.clone(), cancel.clone()).await;
         watcher.abort();
-        result
-    });
+        anyhow::Ok(result)
+    })?;
+    // A backbone pass abandoned at Ctrl-C may still be running: do not wait for it.
+    runtime.shutdown_background();
     progress.finish();
     let summary = summary?;
     let store = sweep_store::Store::open(&global.db)?;
@@ -82,10 +84,52 @@ where
         );
         return Ok(Outcome::Interrupted);
     }
-    let failed = sweep.counts.iter().find(|(s, _)| *s == sweep_store::Status::Failed).map_or(0, |c| c.1);
-    if failed > 0 {
-        eprintln!("{failed} job(s) failed: their errors are in `sweep table --format json`; retry with `sweep resume --retry-failed`");
+    let failed: Vec<_> =
+        store.jobs(&sweep.id)?.into_iter().filter(|j| j.status == sweep_store::Status::Failed).collect();
+    if !failed.is_empty() {
+        for job in &failed {
+            eprintln!("job {} failed: {}", job.id, job.error.as_deref().unwrap_or("no error recorded"));
+        }
+        eprintln!("{} job(s) failed; retry them with `sweep resume {} --retry-failed`", failed.len(), summary.sweep_id);
         return Ok(Outcome::Failure);
     }
     Ok(Outcome::Success)
+}
+
+/// `sweep resume ID` for the sweep being run, once it is known.
+fn resume_command(progress: &Progress) -> String {
+    match progress.sweep_id() {
+        Some(id) => format!("sweep resume {id}"),
+        None => "sweep resume".to_owned(),
+    }
+}
+
+/// Ctrl-C (SIGINT) as a stream, so that a second one is seen even when it
+/// comes while the first is being handled.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new() -> anyhow::Result<Interrupts> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Interrupts { signal: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")? })
+        }
+        #[cfg(not(unix))]
+        Ok(Interrupts {})
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await;
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

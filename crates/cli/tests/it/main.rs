@@ -1,5 +1,9 @@
 //! End-to-end tests: the `sweep` binary, run as a user runs it.
 
+mod data;
+mod plan;
+mod results;
+mod resume;
 mod run;
 
 use std::path::PathBuf;
