@@ -47,6 +47,14 @@ pub enum Command {
     Show(ShowArgs),
     /// Each sweep with its job counts by status.
     Status(StatusArgs),
+    /// Learning curves of a sweep's jobs, or best accuracy by one hyperparameter, as a PNG.
+    Plot(PlotArgs),
+    /// Write a sweep's jobs, epochs, sweep file and best heads to a folder.
+    Export(ExportArgs),
+    /// Write generated labelled images as JPEG files in the Kaggle layout (for benchmarks).
+    Synth(SynthArgs),
+    /// Measure decode, backbone and head speed and the seed table end to end, as JSON.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +149,116 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A sweep's name or id [default: the latest sweep].
+    pub sweep: Option<String>,
+
+    /// The PNG to write.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+
+    /// Plot best valid accuracy against this hyperparameter instead of learning curves.
+    #[arg(long, value_name = "KEY", value_parser = ["batch_size", "workers", "lr", "momentum", "epochs"])]
+    pub by: Option<String>,
+
+    /// With --by: one line per value of this hyperparameter [default: the first other one that varies].
+    #[arg(long, value_name = "KEY", requires = "by", value_parser = ["batch_size", "workers", "lr", "momentum", "epochs"])]
+    pub series: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A sweep's name or id [default: the latest sweep].
+    pub sweep: Option<String>,
+
+    /// The folder to write (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// The folder to write `labels.csv` and `train/` into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Number of classes.
+    #[arg(long, default_value_t = 120)]
+    pub classes: usize,
+
+    /// Number of images (the paper's data set has 10,222).
+    #[arg(long, default_value_t = 10_222)]
+    pub images: usize,
+
+    /// Image width.
+    #[arg(long, default_value_t = 500)]
+    pub width: u32,
+
+    /// Image height.
+    #[arg(long, default_value_t = 375)]
+    pub height: u32,
+
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// JPEG quality.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: u8,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+
+    /// A Kaggle-layout data set to use [default: generated in the work folder].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Where the generated data, database and cache go [default: a new temporary folder].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// Images to generate (the paper's data set has 10,222).
+    #[arg(long, default_value_t = 10_222)]
+    pub images: usize,
+
+    /// Classes to generate.
+    #[arg(long, default_value_t = 120)]
+    pub classes: usize,
+
+    /// Width of generated images.
+    #[arg(long, default_value_t = 500)]
+    pub width: u32,
+
+    /// Height of generated images.
+    #[arg(long, default_value_t = 375)]
+    pub height: u32,
+
+    /// Images timed for decode + preprocess.
+    #[arg(long, default_value_t = 400)]
+    pub decode_images: usize,
+
+    /// Backbone precisions to time; the first is used end to end.
+    #[arg(long, default_value = "f32", value_delimiter = ',')]
+    pub dtypes: Vec<String>,
+
+    /// Images per backbone batch.
+    #[arg(long, default_value_t = 32)]
+    pub backbone_batch: usize,
+
+    /// Backbone batches timed (after one warm-up batch).
+    #[arg(long, default_value_t = 4)]
+    pub backbone_batches: usize,
+
+    /// Skip the seed table end to end.
+    #[arg(long)]
+    pub skip_end_to_end: bool,
 }
 
 /// How results are printed.

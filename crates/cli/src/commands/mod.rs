@@ -1,5 +1,9 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod export;
 pub mod plan;
+pub mod plot;
 pub mod run;
+pub mod synth;
 pub mod table;

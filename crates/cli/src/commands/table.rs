@@ -14,7 +14,9 @@ const fn col(key: &'static str, heading: &'static str, numeric: bool) -> Column 
 }
 
 /// The paper's table (Batch Size, Workers, LR, Momentum, Num Epoch, Best Acc), and more.
-const JOB_COLUMNS: [Column; 11] = [
+/// `same_as` names the first job whose results-affecting settings are the same
+/// (they differ only in `workers`, which changes speed, never results).
+const JOB_COLUMNS: [Column; 12] = [
     col("job_id", "Job", false),
     col("batch_size", "Batch Size", true),
     col("workers", "Workers", true),
@@ -26,6 +28,7 @@ const JOB_COLUMNS: [Column; 11] = [
     col("final_train_acc", "Train Acc", true),
     col("status", "Status", false),
     col("seconds", "Seconds", true),
+    col("same_as", "Same As", false),
 ];
 
 fn acc(x: f64) -> String {
@@ -55,10 +58,32 @@ fn job_row(job: &JobRow) -> Vec<Cell> {
     ]
 }
 
-/// Prints a sweep's jobs, sorted by `sort` (accuracies best first).
-pub fn print_jobs(store: &Store, sweep: &SweepRow, format: Format, sort: Option<&str>) -> anyhow::Result<()> {
+/// The job's settings without those that change only speed.
+fn results_key(job: &JobRow) -> String {
+    match serde_json::from_str::<serde_json::Value>(&job.config_json) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            for key in sweep_scheduler::TrainKey::ALL.iter().filter(|k| k.speed_only()) {
+                map.remove(key.name());
+            }
+            serde_json::Value::Object(map).to_string()
+        }
+        _ => job.id.clone(),
+    }
+}
+
+/// A sweep's jobs as a table, sorted by `sort` (accuracies best first).
+pub fn jobs_table(store: &Store, sweep: &SweepRow, sort: Option<&str>) -> anyhow::Result<Table> {
     let jobs = store.jobs(&sweep.id)?;
-    let mut rows: Vec<Vec<Cell>> = jobs.iter().map(job_row).collect();
+    let mut first_of: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    let mut rows: Vec<Vec<Cell>> = jobs
+        .iter()
+        .map(|job| {
+            let mut row = job_row(job);
+            let first = *first_of.entry(results_key(job)).or_insert(&job.id);
+            row.push(if first == job.id { Cell::none() } else { Cell::text(first) });
+            row
+        })
+        .collect();
     if let Some(key) = sort {
         let Some(i) = JOB_COLUMNS.iter().position(|c| c.key == key) else {
             let keys: Vec<&str> = JOB_COLUMNS.iter().map(|c| c.key).collect();
@@ -74,12 +99,25 @@ pub fn print_jobs(store: &Store, sweep: &SweepRow, format: Format, sort: Option<
             }
         });
     }
-    let table = Table { columns: JOB_COLUMNS.to_vec(), rows };
+    Ok(Table { columns: JOB_COLUMNS.to_vec(), rows })
+}
+
+/// Prints a sweep's jobs, sorted by `sort` (accuracies best first).
+pub fn print_jobs(store: &Store, sweep: &SweepRow, format: Format, sort: Option<&str>) -> anyhow::Result<()> {
+    let table = jobs_table(store, sweep, sort)?;
+    let same = table.rows.iter().filter(|r| !r[11].json.is_null()).count();
     let mut out = std::io::stdout().lock();
     if format == Format::Table {
         writeln!(out, "sweep {} ({})", sweep.name, sweep.id)?;
     }
     write!(out, "{}", table.render(format))?;
+    if format == Format::Table && same > 0 {
+        writeln!(
+            out,
+            "{same} job(s) differ from the job in `Same As` only in workers, which sets the decode threads of the \
+             one backbone pass: same accuracy, their times side by side"
+        )?;
+    }
     Ok(())
 }
 
