@@ -91,3 +91,33 @@ fn a_bad_sweep_file_exits_2_with_every_error() {
     assert!(err.contains("bad.toml:7: train.lr: must be > 0, got 0"), "{err}");
     assert!(!env.path("sweep.db").exists(), "a bad file writes nothing");
 }
+
+#[test]
+fn a_second_sweep_on_the_same_data_runs_no_backbone_pass() {
+    let env = Env::new();
+    let first = env.write("first.toml", TINY);
+    let out = env.sweep(&["run", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("features: computed and cached"), "{}", stderr(&out));
+
+    // Another sweep (other name, other grid) on the same images, transform and weights.
+    let second =
+        env.write("second.toml", &TINY.replace("name = \"tiny\"", "name = \"other\"").replace("[0.01, 0.05]", "[0.1]"));
+    let out = env.sweep(&["run", second.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("features: reused from the cache (no backbone pass)"), "{}", stderr(&out));
+    assert_eq!(json(&out).as_array().unwrap().len(), 1);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&env.sweep(&["status", "--format", "json"]))).unwrap();
+    assert_eq!(status[0]["features"], "computed");
+    assert_eq!(status[1]["features"], "cached");
+}
+
+#[test]
+fn cuda_without_cuda_support_says_so() {
+    let env = Env::new();
+    let file = env.write("tiny.toml", TINY);
+    let out = env.sweep(&["run", file.to_str().unwrap(), "--device", "cuda"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("`cuda` asked for, but this binary was built without CUDA support"), "{err}");
+}
