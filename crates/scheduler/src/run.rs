@@ -260,12 +260,20 @@ pub async fn run(
         }
         pass = pass => pass.map_err(|e| Error::Join(e.to_string()))??,
     };
-    let split = sweep_worker::split(dataset.items.len(), spec.data.valid_fraction, spec.data.split_seed)?;
+    // One split, or one per fold: the same for every job, recorded so a
+    // resumed sweep can be checked against it.
+    let n = dataset.items.len();
+    let splits = match spec.folds {
+        Some(k) => sweep_worker::kfold(n, k, spec.data.split_seed)?,
+        None => vec![sweep_worker::split(n, spec.data.valid_fraction, spec.data.split_seed)?],
+    };
+    let valid_lists: Vec<&[usize]> = splits.iter().map(|s| s.valid.as_slice()).collect();
     let split_json = serde_json::json!({
         "seed": spec.data.split_seed,
-        "train": split.train.len(),
-        "valid": split.valid.len(),
-        "hash": blake3::hash(format!("{:?}", split.valid).as_bytes()).to_hex()[..16].to_string(),
+        "folds": spec.folds,
+        "train": splits[0].train.len(),
+        "valid": splits[0].valid.len(),
+        "hash": blake3::hash(format!("{valid_lists:?}").as_bytes()).to_hex()[..16].to_string(),
     });
     let reused = features.outcome == CacheOutcome::Hit;
     store.set_features(&sweep_id, &features.key, reused, &split_json.to_string())?;
@@ -277,7 +285,7 @@ pub async fn run(
         features,
         labels: dataset.items.iter().map(|i| i.label).collect(),
         classes: dataset.classes.len(),
-        split,
+        splits,
         params: jobs.iter().map(|j| (j.id.clone(), j.params.clone())).collect(),
         sweep_id: sweep_id.clone(),
         opts: opts.clone(),
@@ -343,7 +351,8 @@ struct Shared {
     features: Features,
     labels: Vec<u32>,
     classes: usize,
-    split: Split,
+    /// The train/valid split, or one per fold (indexed by the job's fold).
+    splits: Vec<Split>,
     params: HashMap<String, TrainParams>,
     sweep_id: String,
     opts: RunOptions,
@@ -460,7 +469,7 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
             &shared.features.data,
             &shared.labels,
             shared.classes,
-            &shared.split,
+            &shared.splits[params.fold().unwrap_or(0)],
             &cfg,
             resume,
             &mut sink,

@@ -102,8 +102,93 @@ pub fn jobs_table(store: &Store, sweep: &SweepRow, sort: Option<&str>) -> anyhow
     Ok(Table { columns: JOB_COLUMNS.to_vec(), rows })
 }
 
-/// Prints a sweep's jobs, sorted by `sort` (accuracies best first).
+/// The fold of a k-fold job.
+fn fold_of(job: &JobRow) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(&job.config_json).ok()?.get("fold")?.as_i64()
+}
+
+/// A k-fold sweep's table: one row per configuration, with the mean and the
+/// sample standard deviation of the best valid accuracy over its folds.
+fn folds_table(jobs: &[JobRow]) -> Table {
+    let mut groups: Vec<(String, Vec<&JobRow>)> = Vec::new();
+    for job in jobs {
+        let key = match serde_json::from_str::<serde_json::Value>(&job.config_json) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.remove("fold");
+                serde_json::Value::Object(map).to_string()
+            }
+            _ => job.id.clone(),
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(job),
+            None => groups.push((key, vec![job])),
+        }
+    }
+    let columns = vec![
+        col("job_id", "Job (fold 0)", false),
+        col("batch_size", "Batch Size", true),
+        col("workers", "Workers", true),
+        col("lr", "LR", true),
+        col("momentum", "Momentum", true),
+        col("epochs", "Num Epoch", true),
+        col("folds", "Folds Done", true),
+        col("best_valid_acc", "Best Acc (mean)", true),
+        col("best_valid_acc_std", "Std", true),
+        col("status", "Status", false),
+        col("seconds", "Seconds", true),
+    ];
+    let rows = groups
+        .iter()
+        .map(|(_, members)| {
+            let first = members[0];
+            let accs: Vec<f64> =
+                members.iter().filter(|j| j.status == Status::Done).filter_map(|j| j.best_valid_acc).collect();
+            let n = accs.len() as f64;
+            let mean = (n > 0.0).then(|| accs.iter().sum::<f64>() / n);
+            let std = mean
+                .filter(|_| n > 1.0)
+                .map(|m| (accs.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+            let status = members.iter().map(|j| j.status).max_by_key(|s| match s {
+                Status::Failed => 4,
+                Status::Running => 3,
+                Status::Interrupted => 2,
+                Status::Pending => 1,
+                Status::Done => 0,
+            });
+            vec![
+                Cell::text(&first.id),
+                Cell::int(first.batch_size),
+                Cell::int(first.workers),
+                Cell::float(first.lr, first.lr.to_string()),
+                Cell::float(first.momentum, first.momentum.to_string()),
+                Cell::int(first.epochs),
+                Cell { text: format!("{}/{}", accs.len(), members.len()), json: accs.len().into() },
+                Cell::opt_float(mean, acc),
+                Cell::opt_float(std, acc),
+                Cell::text(status.map_or("pending", Status::as_str)),
+                Cell::float(
+                    members.iter().map(|j| j.seconds).sum(),
+                    format!("{:.1}", members.iter().map(|j| j.seconds).sum::<f64>()),
+                ),
+            ]
+        })
+        .collect();
+    Table { columns, rows }
+}
+
+/// Prints a sweep's jobs, sorted by `sort` (accuracies best first); a k-fold
+/// sweep prints one row per configuration over its folds.
 pub fn print_jobs(store: &Store, sweep: &SweepRow, format: Format, sort: Option<&str>) -> anyhow::Result<()> {
+    let jobs = store.jobs(&sweep.id)?;
+    if jobs.iter().any(|j| fold_of(j).is_some()) {
+        let table = folds_table(&jobs);
+        let mut out = std::io::stdout().lock();
+        if format == Format::Table {
+            writeln!(out, "sweep {} ({}), k-fold: mean and standard deviation over the folds", sweep.name, sweep.id)?;
+        }
+        write!(out, "{}", table.render(format))?;
+        return Ok(());
+    }
     let table = jobs_table(store, sweep, sort)?;
     let same = table.rows.iter().filter(|r| !r[11].json.is_null()).count();
     let mut out = std::io::stdout().lock();

@@ -121,3 +121,29 @@ fn cuda_without_cuda_support_says_so() {
     let err = stderr(&out);
     assert!(err.contains("`cuda` asked for, but this binary was built without CUDA support"), "{err}");
 }
+
+#[test]
+fn k_fold_sweeps_report_mean_and_deviation_over_folds() {
+    let env = Env::new();
+    let file = env.write(
+        "folds.toml",
+        &TINY.replace("valid_fraction = 0.25", "folds = 3").replace("[0.01, 0.05]", "[0.01, 0.1]"),
+    );
+    let out = env.sweep(&["run", file.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = json(&out);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "one row per configuration");
+    for row in rows {
+        assert_eq!(row["folds"], 3);
+        assert_eq!(row["status"], "done");
+        let mean = row["best_valid_acc"].as_f64().unwrap();
+        let std = row["best_valid_acc_std"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&mean) && std >= 0.0, "{row}");
+    }
+    // Six jobs (2 configurations x 3 folds) were trained, each on its own fold.
+    let status: serde_json::Value = serde_json::from_str(&stdout(&env.sweep(&["status", "--format", "json"]))).unwrap();
+    assert_eq!(status[0]["done"], 6);
+    let text = stdout(&env.sweep(&["table"]));
+    assert!(text.contains("k-fold: mean and standard deviation over the folds"), "{text}");
+}

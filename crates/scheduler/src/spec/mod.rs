@@ -25,6 +25,9 @@ pub struct SweepSpec {
     pub data: DataConfig,
     /// `[model]`, with a weights path resolved against the sweep file's folder.
     pub model: ModelConfig,
+    /// `[data] folds`: k-fold cross-validation, each configuration trained
+    /// once per fold (a job per fold), instead of one train/valid split.
+    pub folds: Option<usize>,
     /// The canonical JSON of `data` and `model` as written (paths unresolved):
     /// part of every job id.
     canonical_env: serde_json::Value,
@@ -245,6 +248,8 @@ impl fmt::Display for Param {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainParams {
     values: [Param; TrainKey::ALL.len()],
+    /// The fold this job validates on, in a k-fold sweep.
+    fold: Option<u32>,
 }
 
 impl Default for TrainParams {
@@ -264,6 +269,7 @@ impl Default for TrainParams {
                 Param::Int(0),
                 Param::Choice("cross_entropy"),
             ],
+            fold: None,
         }
     }
 }
@@ -292,6 +298,11 @@ impl TrainParams {
         }
     }
 
+    /// The fold this job validates on (0-based), in a k-fold sweep.
+    pub fn fold(&self) -> Option<usize> {
+        self.fold.map(|f| f as usize)
+    }
+
     /// Decode threads for the backbone pass.
     pub fn workers(&self) -> usize {
         self.int(TrainKey::Workers) as usize
@@ -299,8 +310,11 @@ impl TrainParams {
 
     /// The canonical JSON object: every key, sorted.
     pub fn to_json(&self) -> serde_json::Value {
-        let map: BTreeMap<&str, serde_json::Value> =
+        let mut map: BTreeMap<&str, serde_json::Value> =
             TrainKey::ALL.iter().map(|k| (k.name(), self.get(*k).to_json())).collect();
+        if let Some(fold) = self.fold {
+            map.insert("fold", json!(fold));
+        }
         json!(map)
     }
 
@@ -387,16 +401,14 @@ impl SweepSpec {
             self.grid.iter().fold(1u64, |acc, (_, values)| acc.saturating_mul(values.len() as u64))
         };
         let configs = self.configs.len() as u64;
-        if grid == 0 && configs == 0 {
-            1
-        } else {
-            grid.saturating_add(configs)
-        }
+        let points = if grid == 0 && configs == 0 { 1 } else { grid.saturating_add(configs) };
+        points.saturating_mul(self.folds.unwrap_or(1) as u64)
     }
 
     /// Expands the sweep into jobs: the grid's cartesian product (last axis
     /// fastest, axes in [`TrainKey::ALL`] order), then the listed configs,
-    /// without duplicates. Refused past `max_jobs`.
+    /// without duplicates; with `folds = k`, each of them k times, one job per
+    /// fold. Refused past `max_jobs`.
     pub fn jobs(&self, max_jobs: u64) -> Result<Vec<Job>, TooManyJobs> {
         let count = self.job_count_upper_bound();
         if count > max_jobs {
@@ -405,9 +417,12 @@ impl SweepSpec {
         let mut jobs: Vec<Job> = Vec::with_capacity(count as usize);
         let mut seen = std::collections::HashSet::new();
         let mut push = |params: TrainParams| {
-            let id = self.job_id(&params);
-            if seen.insert(id.clone()) {
-                jobs.push(Job { id, params });
+            for fold in 0..self.folds.unwrap_or(1) {
+                let params = TrainParams { fold: self.folds.map(|_| fold as u32), ..params.clone() };
+                let id = self.job_id(&params);
+                if seen.insert(id.clone()) {
+                    jobs.push(Job { id, params });
+                }
             }
         };
         if !self.grid.is_empty() {
@@ -670,7 +685,7 @@ impl Checker {
         }
         self.finish(top, &["name", "data", "model", "train", "grid", "configs"]);
 
-        let (name, (data, data_json), (model, model_json)) = (name?, data?, model?);
+        let (name, (data, data_json, folds), (model, model_json)) = (name?, data?, model?);
         let canonical_env = json!({ "data": data_json, "model": model_json });
         let grid_json: BTreeMap<&str, Vec<serde_json::Value>> =
             grid.iter().map(|(k, vs)| (k.name(), vs.iter().map(|v| v.to_json()).collect())).collect();
@@ -689,14 +704,24 @@ impl Checker {
             "grid": grid_json,
             "configs": configs_json,
         });
-        Some(SweepSpec { name, data, model, canonical_env, canonical, base, grid, configs })
+        Some(SweepSpec { name, data, model, folds, canonical_env, canonical, base, grid, configs })
     }
 
-    fn data(&mut self, node: &Node, base_dir: &Path) -> Option<(DataConfig, serde_json::Value)> {
+    fn data(&mut self, node: &Node, base_dir: &Path) -> Option<(DataConfig, serde_json::Value, Option<usize>)> {
         let mut t = self.table("data", node)?;
         let layout_line = t.line_of("layout");
         let layout = self.string(&mut t, "layout");
         let root = self.string(&mut t, "root");
+        let folds_line = t.line_of("folds");
+        let fraction_given = t.entries.iter().any(|e| e.0 == "valid_fraction");
+        let folds = self.int(&mut t, "folds", 2, 1000).map(|k| k as usize);
+        if folds.is_some() && fraction_given {
+            self.error(
+                folds_line,
+                "data.folds",
+                "valid_fraction does not apply with folds: each fold holds out 1/k of the images",
+            );
+        }
         let valid_fraction = self.float(&mut t, "valid_fraction", |x| x > 0.0 && x < 1.0, "> 0 and < 1");
         let split_seed = self.int(&mut t, "split_seed", 0, i64::MAX);
         let line = t.line;
@@ -711,7 +736,7 @@ impl Checker {
                             format!("missing: the {kind} layout needs the folder of the images"),
                         );
                     }
-                    self.finish(t, &["layout", "root", "valid_fraction", "split_seed"]);
+                    self.finish(t, &["layout", "root", "valid_fraction", "split_seed", "folds"]);
                     return None;
                 };
                 json.insert("root", json!(root));
@@ -749,7 +774,18 @@ impl Checker {
                 );
                 self.finish(
                     t,
-                    &["layout", "root", "valid_fraction", "split_seed", "classes", "images", "width", "height", "seed"],
+                    &[
+                        "layout",
+                        "root",
+                        "valid_fraction",
+                        "split_seed",
+                        "folds",
+                        "classes",
+                        "images",
+                        "width",
+                        "height",
+                        "seed",
+                    ],
                 );
                 return None;
             }
@@ -757,14 +793,14 @@ impl Checker {
                 if !self.errors.iter().any(|e| e.key == "data.layout") {
                     self.error(line, "data.layout", "missing: one of \"kaggle\", \"folder\", \"synthetic\"");
                 }
-                self.finish(t, &["layout", "root", "valid_fraction", "split_seed"]);
+                self.finish(t, &["layout", "root", "valid_fraction", "split_seed", "folds"]);
                 return None;
             }
         };
         let known: &[&str] = if matches!(layout, Layout::Synthetic(_)) {
-            &["layout", "valid_fraction", "split_seed", "classes", "images", "width", "height", "seed"]
+            &["layout", "valid_fraction", "split_seed", "folds", "classes", "images", "width", "height", "seed"]
         } else {
-            &["layout", "root", "valid_fraction", "split_seed"]
+            &["layout", "root", "valid_fraction", "split_seed", "folds"]
         };
         self.finish(t, known);
         let valid_fraction = valid_fraction.unwrap_or(0.1);
@@ -772,7 +808,10 @@ impl Checker {
         json.insert("layout", json!(layout.name()));
         json.insert("valid_fraction", json!(valid_fraction));
         json.insert("split_seed", json!(split_seed));
-        Some((DataConfig { layout, valid_fraction, split_seed }, json!(json)))
+        if let Some(k) = folds {
+            json.insert("folds", json!(k));
+        }
+        Some((DataConfig { layout, valid_fraction, split_seed }, json!(json), folds))
     }
 
     fn model(&mut self, node: &Node, base_dir: &Path) -> Option<(ModelConfig, serde_json::Value)> {

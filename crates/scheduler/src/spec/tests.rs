@@ -398,3 +398,25 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn folds_make_one_job_per_fold_and_enter_the_ids() {
+    let plain = parse(&format!("{MINIMAL}\n[grid]\nlr = [0.01, 0.1]\n")).unwrap();
+    let folded_src = format!("{MINIMAL}\n[grid]\nlr = [0.01, 0.1]\n")
+        .replace("layout = \"synthetic\"", "layout = \"synthetic\"\nfolds = 3");
+    let folded = parse(&folded_src).unwrap();
+    assert_eq!(folded.folds, Some(3));
+    let jobs = folded.jobs(DEFAULT_MAX_JOBS).unwrap();
+    assert_eq!(jobs.len(), 6);
+    let folds: Vec<Option<usize>> = jobs.iter().map(|j| j.params.fold()).collect();
+    assert_eq!(folds, [Some(0), Some(1), Some(2), Some(0), Some(1), Some(2)]);
+    let plain_ids: Vec<String> = plain.jobs(10).unwrap().into_iter().map(|j| j.id).collect();
+    assert!(jobs.iter().all(|j| !plain_ids.contains(&j.id)), "a fold job is not the plain job");
+    assert!(matches!(folded.jobs(5), Err(TooManyJobs { count: 6, limit: 5 })));
+
+    let both = folded_src.replace("folds = 3", "folds = 3\nvalid_fraction = 0.2");
+    let errs = parse(&both).unwrap_err().to_string();
+    assert!(errs.contains("data.folds: valid_fraction does not apply with folds"), "{errs}");
+    let one = folded_src.replace("folds = 3", "folds = 1");
+    assert!(parse(&one).unwrap_err().to_string().contains("data.folds: must be between 2 and 1000, got 1"));
+}
