@@ -54,7 +54,7 @@ fn job_row(job: &JobRow) -> Vec<Cell> {
         Cell::opt_int(job.best_epoch),
         Cell::opt_float(job.final_train_acc, acc),
         Cell { text: status, json: job.status.as_str().into() },
-        Cell::float(job.seconds, format!("{:.1}", job.seconds)),
+        Cell::float(job.seconds, format!("{:.2}", job.seconds)),
     ]
 }
 
