@@ -1,5 +1,5 @@
-//! The command line, as clap types. `settings` turns them into what the
-//! commands use; nothing else reads them.
+//! The command line, as clap types, in one place. Each subcommand's module in
+//! `commands/` reads its own arguments struct; nothing else parses arguments.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// backbone's features are computed once, then every configuration trains
 /// only its head.
 #[derive(Debug, Parser)]
-#[command(name = "sweep", version, about, long_about = None, propagate_version = true)]
+#[command(name = "sweep", bin_name = "sweep", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -102,28 +102,26 @@ impl Table {
         out
     }
 
+    /// RFC 4180 through the `csv` crate: keys as the header, JSON values
+    /// as cells (nothing for a missing value).
     fn csv(&self) -> String {
-        let escape = |s: &str| {
-            if s.contains([',', '"', '\n']) {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            } else {
-                s.to_owned()
-            }
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let record = |out: &mut csv::Writer<Vec<u8>>, cells: Vec<String>| {
+            out.write_record(cells).expect("writing CSV to memory cannot fail")
         };
-        let mut out = String::new();
-        let _ = writeln!(out, "{}", self.columns.iter().map(|c| c.key).collect::<Vec<_>>().join(","));
+        record(&mut out, self.columns.iter().map(|c| c.key.to_owned()).collect());
         for row in &self.rows {
-            let cells: Vec<String> = row
+            let cells = row
                 .iter()
                 .map(|c| match &c.json {
                     serde_json::Value::Null => String::new(),
-                    serde_json::Value::String(s) => escape(s),
+                    serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 })
                 .collect();
-            let _ = writeln!(out, "{}", cells.join(","));
+            record(&mut out, cells);
         }
-        out
+        String::from_utf8(out.into_inner().expect("writing CSV to memory cannot fail")).expect("CSV of UTF-8 is UTF-8")
     }
 
     fn json(&self) -> String {

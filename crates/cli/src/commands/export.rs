@@ -1,7 +1,6 @@
 //! `sweep export`: a sweep's results as files other tools read: `jobs.csv`,
 //! `epochs.csv`, the sweep file as submitted, and each job's best head.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -20,27 +19,26 @@ pub fn export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome>
         std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
     };
 
-    let table = super::table::jobs_table(&store, &sweep, None)?;
-    write(&dir.join("jobs.csv"), table.render(Format::Csv).as_bytes())?;
+    let results = super::table::load(&store, sweep)?;
+    let sweep = &results.sweep;
+    write(&dir.join("jobs.csv"), super::table::jobs_table(&results).render(Format::Csv).as_bytes())?;
 
-    let mut epochs: Vec<u8> = Vec::new();
-    writeln!(epochs, "job_id,epoch,train_loss,train_acc,valid_loss,valid_acc,lr,seconds")?;
-    let jobs = store.jobs(&sweep.id)?;
+    let mut epochs = csv::Writer::from_writer(Vec::new());
+    epochs.write_record(["job_id", "epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds"])?;
     let mut exported_heads = 0;
-    for job in &jobs {
-        for e in store.epochs(&job.id)? {
-            writeln!(
-                epochs,
-                "{},{},{},{},{},{},{},{}",
-                job.id, e.epoch, e.train_loss, e.train_acc, e.valid_loss, e.valid_acc, e.lr, e.seconds
-            )?;
+    for job in &results.jobs {
+        let id = &job.row.id;
+        for e in store.epochs(id)? {
+            let numbers =
+                [e.train_loss, e.train_acc, e.valid_loss, e.valid_acc, e.lr, e.seconds].map(|x| x.to_string());
+            epochs.write_record([id.clone(), e.epoch.to_string()].iter().chain(&numbers))?;
         }
-        if let Some((_, state)) = store.checkpoint(&job.id, "best")? {
-            write(&heads.join(format!("{}.safetensors", job.id)), &state)?;
+        if let Some((_, state)) = store.checkpoint(id, "best")? {
+            write(&heads.join(format!("{id}.safetensors")), &state)?;
             exported_heads += 1;
         }
     }
-    write(&dir.join("epochs.csv"), &epochs)?;
+    write(&dir.join("epochs.csv"), &epochs.into_inner().context("epochs.csv")?)?;
 
     if let Some(source) = &sweep.source {
         let name = sweep
@@ -58,7 +56,7 @@ pub fn export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome>
         "exported sweep {} to {}: {} jobs, {} best heads (safetensors: head.weight, head.bias, momentum buffers)",
         sweep.name,
         dir.display(),
-        jobs.len(),
+        results.jobs.len(),
         exported_heads
     );
     Ok(Outcome::Success)

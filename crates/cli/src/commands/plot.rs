@@ -10,7 +10,8 @@ use std::sync::Once;
 use anyhow::{bail, Context};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use sweep_store::{EpochRow, JobRow, Store};
+use sweep_results::{Job, Value};
+use sweep_store::{EpochRow, Store};
 
 use crate::args::{GlobalArgs, PlotArgs};
 use crate::Outcome;
@@ -25,51 +26,42 @@ fn register_font() {
     });
 }
 
-/// The hyperparameters whose values differ between jobs, in the table's order.
-fn varying(jobs: &[JobRow]) -> Vec<&'static str> {
-    let keys = ["batch_size", "workers", "lr", "momentum", "epochs"];
-    let varying: Vec<&str> =
-        keys.iter().copied().filter(|k| jobs.iter().any(|j| value(j, k) != value(&jobs[0], k))).collect();
-    if varying.is_empty() {
-        vec!["lr", "momentum"]
-    } else {
-        varying
-    }
-}
-
-fn value(job: &JobRow, key: &str) -> f64 {
-    match key {
-        "batch_size" => job.batch_size as f64,
-        "workers" => job.workers as f64,
-        "lr" => job.lr,
-        "momentum" => job.momentum,
-        "epochs" => job.epochs as f64,
+/// A job's setting as a number on an axis (`NaN` when it is not a number).
+fn value(job: &Job, key: &str) -> f64 {
+    match job.param(key) {
+        Some(Value::Number(x)) => x,
         _ => f64::NAN,
     }
 }
 
-fn label(job: &JobRow, keys: &[&str]) -> String {
-    keys.iter().map(|k| format!("{k}={}", value(job, k))).collect::<Vec<_>>().join(" ")
+fn label(job: &Job, keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| format!("{k}={}", job.param(k).map_or("-".to_owned(), |v| v.to_string())))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn plot(global: &GlobalArgs, args: &PlotArgs) -> anyhow::Result<Outcome> {
     let store = Store::open(&global.db)?;
     let sweep = store.find_sweep(args.sweep.as_deref())?;
-    let jobs = store.jobs(&sweep.id)?;
-    let curves: Vec<(JobRow, Vec<EpochRow>)> = jobs
-        .into_iter()
-        .map(|j| store.epochs(&j.id).map(|e| (j, e)))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .filter(|(_, e)| !e.is_empty())
-        .collect();
+    let results = super::table::load(&store, sweep)?;
+    let curves = results.curves(&store)?;
+    let name = &results.sweep.name;
     if curves.is_empty() {
-        bail!("sweep {} has no recorded epochs yet: nothing to plot", sweep.name);
+        bail!("sweep {name} has no recorded epochs yet: nothing to plot");
+    }
+    let mut keys = results.varying_keys();
+    if keys.is_empty() {
+        keys = vec!["lr".to_owned(), "momentum".to_owned()];
     }
     register_font();
     match &args.by {
-        None => curves_png(&args.out, &sweep.name, &curves)?,
-        Some(by) => by_png(&args.out, &sweep.name, &curves, by, args.series.as_deref())?,
+        None => {
+            let best = results.best().map(|b| b.row.id.as_str());
+            let best = curves.iter().position(|(j, _)| Some(j.row.id.as_str()) == best).unwrap_or(0);
+            curves_png(&args.out, name, &curves, &keys, best)?
+        }
+        Some(by) => by_png(&args.out, name, &curves, &keys, by, args.series.as_deref())?,
     }
     eprintln!("wrote {}", args.out.display());
     Ok(Outcome::Success)
@@ -93,14 +85,9 @@ fn palette(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
-fn curves_png(out: &Path, name: &str, curves: &[(JobRow, Vec<EpochRow>)]) -> anyhow::Result<()> {
-    let jobs: Vec<JobRow> = curves.iter().map(|(j, _)| j.clone()).collect();
-    let keys = varying(&jobs);
-    let best = curves
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1 .0.best_valid_acc.unwrap_or(0.0).total_cmp(&b.1 .0.best_valid_acc.unwrap_or(0.0)))
-        .map_or(0, |(i, _)| i);
+type Curves<'a> = [(&'a Job, Vec<EpochRow>)];
+
+fn curves_png(out: &Path, name: &str, curves: &Curves<'_>, keys: &[String], best: usize) -> anyhow::Result<()> {
     let legend_rows = curves.len() as u32;
     let height = 560 + 22 * legend_rows.min(40);
     let root = BitMapBackend::new(out, (1400, height)).into_drawing_area();
@@ -150,20 +137,21 @@ fn curves_png(out: &Path, name: &str, curves: &[(JobRow, Vec<EpochRow>)]) -> any
             chart.draw_series(DashedLineSeries::new(train, 6, 4, color.stroke_width(width))).map_err(draw_err)?;
         }
     }
-    draw_legend(&legend, curves, &keys, best)?;
+    draw_legend(&legend, curves, keys, best)?;
     root.present().with_context(|| format!("{}: cannot write the PNG", out.display()))?;
     Ok(())
 }
 
-fn draw_legend(area: &Area<'_>, curves: &[(JobRow, Vec<EpochRow>)], keys: &[&str], best: usize) -> anyhow::Result<()> {
+fn draw_legend(area: &Area<'_>, curves: &Curves<'_>, keys: &[String], best: usize) -> anyhow::Result<()> {
     for (i, (job, _)) in curves.iter().enumerate().take(40) {
         let y = 6 + 22 * i as i32;
         let color = palette(i);
         let width = if i == best { 4 } else { 2 };
         area.draw(&PathElement::new(vec![(20, y + 8), (60, y + 8)], color.stroke_width(width))).map_err(draw_err)?;
-        let acc = job.best_valid_acc.map_or("-".to_owned(), |a| format!("{a:.4}"));
+        let acc = job.row.best_valid_acc.map_or("-".to_owned(), |a| format!("{a:.4}"));
         let mark = if i == best { "  (best)" } else { "" };
-        let text = format!("{}  {}  best valid acc {acc}{mark}", &job.id[..8.min(job.id.len())], label(job, keys));
+        let id = &job.row.id;
+        let text = format!("{}  {}  best valid acc {acc}{mark}", &id[..8.min(id.len())], label(job, keys));
         area.draw(&Text::new(text, (70, y), (FONT, 15).into_font().color(&BLACK))).map_err(draw_err)?;
     }
     Ok(())
@@ -172,26 +160,34 @@ fn draw_legend(area: &Area<'_>, curves: &[(JobRow, Vec<EpochRow>)], keys: &[&str
 fn by_png(
     out: &Path,
     name: &str,
-    curves: &[(JobRow, Vec<EpochRow>)],
+    curves: &Curves<'_>,
+    varying: &[String],
     by: &str,
     series: Option<&str>,
 ) -> anyhow::Result<()> {
-    let known = ["batch_size", "workers", "lr", "momentum", "epochs"];
-    if !known.contains(&by) {
-        bail!("--by {by}: expected one of {}", known.join(", "));
+    let jobs: Vec<&Job> = curves.iter().map(|(j, _)| *j).collect();
+    // Any numeric setting can be an axis; any setting a series.
+    let numeric: Vec<&str> =
+        jobs[0].config.iter().filter(|(k, v)| v.is_number() && k.as_str() != "fold").map(|(k, _)| k.as_str()).collect();
+    if !numeric.contains(&by) {
+        bail!("--by {by}: expected one of {}", numeric.join(", "));
     }
-    let jobs: Vec<JobRow> = curves.iter().map(|(j, _)| j.clone()).collect();
     let series_key = match series {
-        Some(s) if known.contains(&s) => Some(s),
-        Some(s) => bail!("--series {s}: expected one of {}", known.join(", ")),
-        None => varying(&jobs).into_iter().find(|k| *k != by && jobs.iter().any(|j| value(j, k) != value(&jobs[0], k))),
+        Some(s) if jobs[0].config.contains_key(s) => Some(s),
+        Some(s) => {
+            bail!("--series {s}: expected one of {}", jobs[0].config.keys().cloned().collect::<Vec<_>>().join(", "))
+        }
+        None => varying.iter().map(String::as_str).find(|k| *k != by),
     };
     // One line per value of the series key: x = `by`, y = best valid accuracy
     // (the best over jobs that share x, when other keys vary too).
     let mut lines: BTreeMap<String, BTreeMap<u64, (f64, f64)>> = BTreeMap::new();
     for job in &jobs {
-        let Some(acc) = job.best_valid_acc else { continue };
-        let line = series_key.map_or_else(|| "all jobs".to_owned(), |k| format!("{k}={}", value(job, k)));
+        let Some(acc) = job.row.best_valid_acc else { continue };
+        let line = series_key.map_or_else(
+            || "all jobs".to_owned(),
+            |k| format!("{k}={}", job.param(k).map_or("-".to_owned(), |v| v.to_string())),
+        );
         let x = value(job, by);
         let point = lines.entry(line).or_default().entry(x.to_bits()).or_insert((x, acc));
         point.1 = point.1.max(acc);

@@ -2,8 +2,9 @@
 
 use std::io::Write;
 
-use anyhow::bail;
-use sweep_store::{JobRow, Status, Store, SweepRow};
+use anyhow::Context;
+use sweep_results::{Job, SweepResults};
+use sweep_store::{Status, Store, SweepRow};
 
 use crate::args::{Format, GlobalArgs, ShowArgs, StatusArgs, TableArgs};
 use crate::output::{Cell, Column, Table};
@@ -35,95 +36,43 @@ fn acc(x: f64) -> String {
     format!("{x:.6}")
 }
 
-fn job_row(job: &JobRow) -> Vec<Cell> {
-    let status = match (&job.status, &job.error) {
-        (Status::Failed, Some(_)) => "failed".to_owned(),
-        (Status::Running | Status::Interrupted, _) => {
-            format!("{} ({}/{})", job.status.as_str(), job.epochs_done, job.epochs)
-        }
-        (s, _) => s.as_str().to_owned(),
-    };
+/// The keys that change only speed, never results (`workers`): the
+/// scheduler's knowledge, handed to the results.
+pub fn speed_only_keys() -> Vec<&'static str> {
+    sweep_scheduler::TrainKey::ALL.iter().filter(|k| k.speed_only()).map(|k| k.name()).collect()
+}
+
+/// A sweep's results, read from the store.
+pub fn load(store: &Store, sweep: SweepRow) -> anyhow::Result<SweepResults> {
+    Ok(SweepResults::load(store, sweep, &speed_only_keys())?)
+}
+
+fn job_row(job: &Job) -> Vec<Cell> {
+    let row = &job.row;
     vec![
-        Cell::text(&job.id),
-        Cell::int(job.batch_size),
-        Cell::int(job.workers),
-        Cell::float(job.lr, job.lr.to_string()),
-        Cell::float(job.momentum, job.momentum.to_string()),
-        Cell::int(job.epochs),
-        Cell::opt_float(job.best_valid_acc, acc),
-        Cell::opt_int(job.best_epoch),
-        Cell::opt_float(job.final_train_acc, acc),
-        Cell { text: status, json: job.status.as_str().into() },
-        Cell::float(job.seconds, format!("{:.2}", job.seconds)),
+        Cell::text(&row.id),
+        Cell::int(row.batch_size),
+        Cell::int(row.workers),
+        Cell::float(row.lr, row.lr.to_string()),
+        Cell::float(row.momentum, row.momentum.to_string()),
+        Cell::int(row.epochs),
+        Cell::opt_float(row.best_valid_acc, acc),
+        Cell::opt_int(row.best_epoch),
+        Cell::opt_float(row.final_train_acc, acc),
+        Cell { text: job.status_text(), json: row.status.as_str().into() },
+        Cell::float(row.seconds, format!("{:.2}", row.seconds)),
+        job.same_as.as_deref().map_or_else(Cell::none, Cell::text),
     ]
 }
 
-/// The job's settings without those that change only speed.
-fn results_key(job: &JobRow) -> String {
-    match serde_json::from_str::<serde_json::Value>(&job.config_json) {
-        Ok(serde_json::Value::Object(mut map)) => {
-            for key in sweep_scheduler::TrainKey::ALL.iter().filter(|k| k.speed_only()) {
-                map.remove(key.name());
-            }
-            serde_json::Value::Object(map).to_string()
-        }
-        _ => job.id.clone(),
-    }
-}
-
-/// A sweep's jobs as a table, sorted by `sort` (accuracies best first).
-pub fn jobs_table(store: &Store, sweep: &SweepRow, sort: Option<&str>) -> anyhow::Result<Table> {
-    let jobs = store.jobs(&sweep.id)?;
-    let mut first_of: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
-    let mut rows: Vec<Vec<Cell>> = jobs
-        .iter()
-        .map(|job| {
-            let mut row = job_row(job);
-            let first = *first_of.entry(results_key(job)).or_insert(&job.id);
-            row.push(if first == job.id { Cell::none() } else { Cell::text(first) });
-            row
-        })
-        .collect();
-    if let Some(key) = sort {
-        let Some(i) = JOB_COLUMNS.iter().position(|c| c.key == key) else {
-            let keys: Vec<&str> = JOB_COLUMNS.iter().map(|c| c.key).collect();
-            bail!("--sort {key}: no such column (one of {})", keys.join(", "));
-        };
-        let descending = matches!(key, "best_valid_acc" | "final_train_acc");
-        rows.sort_by(|a, b| {
-            let ord = compare(&a[i].json, &b[i].json);
-            if descending {
-                ord.reverse()
-            } else {
-                ord
-            }
-        });
-    }
-    Ok(Table { columns: JOB_COLUMNS.to_vec(), rows })
-}
-
-/// The fold of a k-fold job.
-fn fold_of(job: &JobRow) -> Option<i64> {
-    serde_json::from_str::<serde_json::Value>(&job.config_json).ok()?.get("fold")?.as_i64()
+/// A sweep's jobs as a table, in the results' order.
+pub fn jobs_table(results: &SweepResults) -> Table {
+    Table { columns: JOB_COLUMNS.to_vec(), rows: results.jobs.iter().map(job_row).collect() }
 }
 
 /// A k-fold sweep's table: one row per configuration, with the mean and the
 /// sample standard deviation of the best valid accuracy over its folds.
-fn folds_table(jobs: &[JobRow]) -> Table {
-    let mut groups: Vec<(String, Vec<&JobRow>)> = Vec::new();
-    for job in jobs {
-        let key = match serde_json::from_str::<serde_json::Value>(&job.config_json) {
-            Ok(serde_json::Value::Object(mut map)) => {
-                map.remove("fold");
-                serde_json::Value::Object(map).to_string()
-            }
-            _ => job.id.clone(),
-        };
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, members)) => members.push(job),
-            None => groups.push((key, vec![job])),
-        }
-    }
+fn folds_table(results: &SweepResults) -> Table {
     let columns = vec![
         col("job_id", "Job (fold 0)", false),
         col("batch_size", "Batch Size", true),
@@ -137,24 +86,12 @@ fn folds_table(jobs: &[JobRow]) -> Table {
         col("status", "Status", false),
         col("seconds", "Seconds", true),
     ];
-    let rows = groups
+    let rows = results
+        .folds()
         .iter()
-        .map(|(_, members)| {
-            let first = members[0];
-            let accs: Vec<f64> =
-                members.iter().filter(|j| j.status == Status::Done).filter_map(|j| j.best_valid_acc).collect();
-            let n = accs.len() as f64;
-            let mean = (n > 0.0).then(|| accs.iter().sum::<f64>() / n);
-            let std = mean
-                .filter(|_| n > 1.0)
-                .map(|m| (accs.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
-            let status = members.iter().map(|j| j.status).max_by_key(|s| match s {
-                Status::Failed => 4,
-                Status::Running => 3,
-                Status::Interrupted => 2,
-                Status::Pending => 1,
-                Status::Done => 0,
-            });
+        .map(|group| {
+            let first = &group.first().row;
+            let done = group.accuracies.len();
             vec![
                 Cell::text(&first.id),
                 Cell::int(first.batch_size),
@@ -162,14 +99,11 @@ fn folds_table(jobs: &[JobRow]) -> Table {
                 Cell::float(first.lr, first.lr.to_string()),
                 Cell::float(first.momentum, first.momentum.to_string()),
                 Cell::int(first.epochs),
-                Cell { text: format!("{}/{}", accs.len(), members.len()), json: accs.len().into() },
-                Cell::opt_float(mean, acc),
-                Cell::opt_float(std, acc),
-                Cell::text(status.map_or("pending", Status::as_str)),
-                Cell::float(
-                    members.iter().map(|j| j.seconds).sum(),
-                    format!("{:.1}", members.iter().map(|j| j.seconds).sum::<f64>()),
-                ),
+                Cell { text: format!("{done}/{}", group.members.len()), json: done.into() },
+                Cell::opt_float(group.mean, acc),
+                Cell::opt_float(group.std, acc),
+                Cell::text(group.status.as_str()),
+                Cell::float(group.seconds, format!("{:.1}", group.seconds)),
             ]
         })
         .collect();
@@ -178,24 +112,25 @@ fn folds_table(jobs: &[JobRow]) -> Table {
 
 /// Prints a sweep's jobs, sorted by `sort` (accuracies best first); a k-fold
 /// sweep prints one row per configuration over its folds.
-pub fn print_jobs(store: &Store, sweep: &SweepRow, format: Format, sort: Option<&str>) -> anyhow::Result<()> {
-    let jobs = store.jobs(&sweep.id)?;
-    if jobs.iter().any(|j| fold_of(j).is_some()) {
-        let table = folds_table(&jobs);
-        let mut out = std::io::stdout().lock();
+pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&str>) -> anyhow::Result<()> {
+    let mut results = load(store, sweep)?;
+    let mut out = std::io::stdout().lock();
+    if results.is_kfold() {
         if format == Format::Table {
+            let sweep = &results.sweep;
             writeln!(out, "sweep {} ({}), k-fold: mean and standard deviation over the folds", sweep.name, sweep.id)?;
         }
-        write!(out, "{}", table.render(format))?;
+        write!(out, "{}", folds_table(&results).render(format))?;
         return Ok(());
     }
-    let table = jobs_table(store, sweep, sort)?;
-    let same = table.rows.iter().filter(|r| !r[11].json.is_null()).count();
-    let mut out = std::io::stdout().lock();
-    if format == Format::Table {
-        writeln!(out, "sweep {} ({})", sweep.name, sweep.id)?;
+    if let Some(key) = sort {
+        results.sort_by(key).context("--sort")?;
     }
-    write!(out, "{}", table.render(format))?;
+    if format == Format::Table {
+        writeln!(out, "sweep {} ({})", results.sweep.name, results.sweep.id)?;
+    }
+    write!(out, "{}", jobs_table(&results).render(format))?;
+    let same = results.same_as_count();
     if format == Format::Table && same > 0 {
         writeln!(
             out,
@@ -206,24 +141,10 @@ pub fn print_jobs(store: &Store, sweep: &SweepRow, format: Format, sort: Option<
     Ok(())
 }
 
-/// Orders JSON values: numbers numerically, missing values last.
-fn compare(a: &serde_json::Value, b: &serde_json::Value) -> std::cmp::Ordering {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x.as_f64().unwrap_or(f64::NAN).total_cmp(&y.as_f64().unwrap_or(f64::NAN))
-        }
-        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
-        (Value::Null, _) => std::cmp::Ordering::Less,
-        (_, Value::Null) => std::cmp::Ordering::Greater,
-        (x, y) => x.to_string().cmp(&y.to_string()),
-    }
-}
-
 pub fn table(global: &GlobalArgs, args: &TableArgs) -> anyhow::Result<Outcome> {
     let store = Store::open(&global.db)?;
     let sweep = store.find_sweep(args.sweep.as_deref())?;
-    print_jobs(&store, &sweep, args.format, args.sort.as_deref())?;
+    print_jobs(&store, sweep, args.format, args.sort.as_deref())?;
     Ok(Outcome::Success)
 }
 

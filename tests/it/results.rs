@@ -98,11 +98,11 @@ fn jobs_differing_only_in_workers_are_marked_and_agree() {
 fn readme_first_command_runs_the_demo() {
     // README.md's first command is `cargo run -p sweep-cli -- run sweeps/demo.toml`;
     // this runs the same binary on the same file.
-    let readme = include_str!("../../../../README.md");
+    let readme = include_str!("../../README.md");
     let first = readme.lines().find(|l| l.starts_with("cargo ")).unwrap();
     assert!(first.contains("run sweeps/demo.toml"), "{first}");
     let env = Env::new();
-    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sweeps/demo.toml");
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps/demo.toml");
     let out = env.sweep(&["run", demo.to_str().unwrap(), "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows = json(&out);
@@ -112,4 +112,24 @@ fn readme_first_command_runs_the_demo() {
     // The demo's classes are learnable: its best job is far above chance (1/8).
     let best = rows.iter().map(|r| r["best_valid_acc"].as_f64().unwrap()).fold(0.0, f64::max);
     assert!(best > 0.6, "best demo accuracy {best}");
+}
+
+#[test]
+fn csv_quotes_names_with_commas_and_quotes() {
+    let env = Env::new();
+    let name = r#"tiny, "quoted" name"#;
+    let toml =
+        TINY.replace(r#"name = "tiny""#, r#"name = 'tiny, "quoted" name'"#).replace("lr = [0.01, 0.05]", "lr = [0.01]");
+    let file = env.write("tiny.toml", &toml.replace("epochs = 3", "epochs = 1"));
+    let out = env.sweep(&["run", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.sweep(&["status", "--format", "csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1, "{}", stdout(&out));
+    let at = |key: &str| headers.iter().position(|h| h == key).unwrap();
+    assert_eq!(&rows[0][at("name")], name);
+    assert_eq!(&rows[0][at("done")], "1");
 }

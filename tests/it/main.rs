@@ -31,7 +31,7 @@ impl Env {
 
     /// `sweep ARGS` with `--db` in the scratch folder.
     pub(crate) fn sweep(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sweep"))
+        Command::new(env!("CARGO_BIN_EXE_sweep-under-test"))
             .args(args)
             .env("SWEEP_DB", self.path("sweep.db"))
             .env_remove("RUST_LOG")

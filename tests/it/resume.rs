@@ -75,7 +75,7 @@ struct Runner {
 
 impl Runner {
     fn spawn(env: &Env, args: &[&str]) -> Runner {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sweep"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sweep-under-test"))
             .args(args)
             .env("SWEEP_DB", env.path("sweep.db"))
             .env_remove("RUST_LOG")

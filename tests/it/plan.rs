@@ -141,7 +141,7 @@ fn a_grid_past_max_jobs_is_refused_with_its_count() {
     assert!(env.sweep(&["plan", file.to_str().unwrap(), "--max-jobs", "4"]).status.success());
 
     // The example grid of the README: 2 x 2 x 4 x 3 x 2.
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sweeps/grid-example.toml");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps/grid-example.toml");
     let out = env.sweep(&["plan", example.to_str().unwrap(), "--max-jobs", "95"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("expands to 96 jobs, more than the limit of 95"), "{}", stderr(&out));

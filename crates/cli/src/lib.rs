@@ -1,0 +1,103 @@
+//! `sweep`: submit hyperparameter sweeps, watch them, read their tables,
+//! resume them. This crate owns the command line, logging and output
+//! formats; the work is the scheduler's, the numbers are `sweep-results`'.
+//!
+//! The binary (`src/main.rs`) is one call to [`main`]; the library exists so
+//! that the top-level `tests/` package can build the same program as its own
+//! binary target and drive it end to end.
+
+mod args;
+mod commands;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+/// Exit codes: 0 success, 1 a failure while working, 2 bad input (sweep
+/// file, arguments), 130 interrupted by Ctrl-C.
+enum Outcome {
+    Success,
+    Failure,
+    Interrupted,
+}
+
+/// Runs the `sweep` command line: parses the arguments, does the work,
+/// and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose, cli.global.quiet);
+    let result = match &cli.command {
+        Command::Run(args) => commands::run::run(&cli.global, args),
+        Command::Resume(args) => commands::run::resume(&cli.global, args),
+        Command::Plan(args) => commands::plan::plan(args),
+        Command::Table(args) => commands::table::table(&cli.global, args),
+        Command::Show(args) => commands::table::show(&cli.global, args),
+        Command::Status(args) => commands::table::status(&cli.global, args),
+        Command::Plot(args) => commands::plot::plot(&cli.global, args),
+        Command::Export(args) => commands::export::export(&cli.global, args),
+        Command::Synth(args) => commands::synth::synth(args),
+        Command::Bench(args) => commands::bench::bench(args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Failure) => ExitCode::from(1),
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Err(err) => {
+            // A sweep file's problems come one per line; everything else is one line.
+            if let Some(spec) = err.downcast_ref::<sweep_scheduler::SpecErrors>() {
+                for e in &spec.0 {
+                    eprintln!("error: {e}");
+                }
+                return ExitCode::from(2);
+            }
+            if let Some(sweep_scheduler::Error::Spec(spec)) = err.downcast_ref::<sweep_scheduler::Error>() {
+                for e in &spec.0 {
+                    eprintln!("error: {e}");
+                }
+                return ExitCode::from(2);
+            }
+            let bad_input =
+                matches!(err.downcast_ref::<sweep_scheduler::Error>(), Some(sweep_scheduler::Error::TooManyJobs(_)))
+                    || err.downcast_ref::<sweep_scheduler::TooManyJobs>().is_some();
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::from(if bad_input { 2 } else { 1 })
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause that the
+/// message already quotes.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only on a terminal; lines go above any progress bars.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(progress::LogWriter)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
+}

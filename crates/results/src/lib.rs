@@ -1,0 +1,143 @@
+//! A sweep's results, typed, over the store: what `sweep table`, `sweep
+//! plot`, `sweep export` (and later `sweep serve`) show. They only render;
+//! every number and every grouping is made here, once.
+//!
+//! This crate reads the store and nothing else: no Candle, no clap, no
+//! tokio. It knows no sweep-file vocabulary either: a job's settings are the
+//! JSON object the scheduler recorded, and the keys that change only speed
+//! (which make two jobs "the same") are handed in by the caller.
+
+mod folds;
+mod job;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+pub use folds::FoldGroup;
+pub use job::{Job, Value};
+use sweep_store::{EpochRow, Store, SweepRow};
+
+/// The paper's five hyperparameters, the first columns of every table, in
+/// its order.
+pub const PAPER_KEYS: [&str; 5] = ["batch_size", "workers", "lr", "momentum", "epochs"];
+
+/// What can go wrong reading results.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] sweep_store::Error),
+    /// A sort key that is not a column.
+    #[error("no such column: {key} (one of {})", known.join(", "))]
+    UnknownKey {
+        /// What was asked for.
+        key: String,
+        /// What exists.
+        known: Vec<&'static str>,
+    },
+}
+
+/// One sweep's jobs, in expansion order until sorted.
+#[derive(Debug, Clone)]
+pub struct SweepResults {
+    /// The sweep.
+    pub sweep: SweepRow,
+    /// Its jobs.
+    pub jobs: Vec<Job>,
+}
+
+impl SweepResults {
+    /// Reads a sweep's jobs. Jobs whose settings are equal once the
+    /// `speed_only` keys are removed get `same_as`: the first such job's id.
+    pub fn load(store: &Store, sweep: SweepRow, speed_only: &[&str]) -> Result<SweepResults, Error> {
+        let rows = store.jobs(&sweep.id)?;
+        let mut first_of: HashMap<String, String> = HashMap::new();
+        let jobs = rows
+            .into_iter()
+            .map(|row| {
+                let mut job = Job::new(row);
+                let key = job.results_key(speed_only);
+                let first = first_of.entry(key).or_insert_with(|| job.row.id.clone());
+                if *first != job.row.id {
+                    job.same_as = Some(first.clone());
+                }
+                job
+            })
+            .collect();
+        Ok(SweepResults { sweep, jobs })
+    }
+
+    /// Whether the sweep is a k-fold one (its jobs carry a `fold`).
+    pub fn is_kfold(&self) -> bool {
+        self.jobs.iter().any(|j| j.fold().is_some())
+    }
+
+    /// The job with the highest best valid accuracy (the first of equals, in
+    /// the current order); `None` while no job has an epoch.
+    pub fn best(&self) -> Option<&Job> {
+        self.jobs.iter().filter(|j| j.row.best_valid_acc.is_some()).fold(None, |best: Option<&Job>, j| match best {
+            Some(b) if b.row.best_valid_acc >= j.row.best_valid_acc => Some(b),
+            _ => Some(j),
+        })
+    }
+
+    /// How many jobs repeat another's results (`same_as` set).
+    pub fn same_as_count(&self) -> usize {
+        self.jobs.iter().filter(|j| j.same_as.is_some()).count()
+    }
+
+    /// The settings whose values differ between jobs: the paper's five in
+    /// its order, then the others by name. `fold` is not a setting.
+    pub fn varying_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for job in &self.jobs {
+            for key in job.config.keys() {
+                if key != "fold" && !keys.contains(key) {
+                    keys.push(key.clone());
+                }
+            }
+        }
+        keys.retain(|k| self.jobs.iter().any(|j| j.config.get(k) != self.jobs[0].config.get(k)));
+        keys.sort_by_key(|k| (PAPER_KEYS.iter().position(|p| p == k).unwrap_or(PAPER_KEYS.len()), k.clone()));
+        keys
+    }
+
+    /// Sorts the jobs by a column (`Job::SORT_KEYS`), stably: accuracies best
+    /// first, everything else ascending, missing values last.
+    pub fn sort_by(&mut self, key: &str) -> Result<(), Error> {
+        if !Job::SORT_KEYS.contains(&key) {
+            return Err(Error::UnknownKey { key: key.to_owned(), known: Job::SORT_KEYS.to_vec() });
+        }
+        let descending = matches!(key, "best_valid_acc" | "final_train_acc");
+        self.jobs.sort_by(|a, b| {
+            let (x, y) = (a.sort_value(key), b.sort_value(key));
+            match (x, y) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, _) => std::cmp::Ordering::Greater,
+                (_, None) => std::cmp::Ordering::Less,
+                (Some(x), Some(y)) if descending => y.cmp(&x),
+                (Some(x), Some(y)) => x.cmp(&y),
+            }
+        });
+        Ok(())
+    }
+
+    /// A k-fold sweep's configurations: one group per configuration, its
+    /// folds together, in the order the configurations first appear.
+    pub fn folds(&self) -> Vec<FoldGroup<'_>> {
+        folds::groups(&self.jobs)
+    }
+
+    /// Each job that has recorded epochs, with them (the learning curves).
+    pub fn curves(&self, store: &Store) -> Result<Vec<(&Job, Vec<EpochRow>)>, Error> {
+        let mut out = Vec::new();
+        for job in &self.jobs {
+            let epochs = store.epochs(&job.row.id)?;
+            if !epochs.is_empty() {
+                out.push((job, epochs));
+            }
+        }
+        Ok(out)
+    }
+}
