@@ -1,9 +1,15 @@
 //! The schema's migrations, embedded from the top-level `migrations/` folder:
 //! `NNNN-name/up.sql`, numbered from 1 without gaps. Never edit one that has
 //! landed; add the next.
+//!
+//! `Store::migrate` applies them, in one transaction, when a database is opened.
 
 use include_dir::{include_dir, Dir};
+use rusqlite::TransactionBehavior;
 use std::sync::LazyLock;
+
+use crate::error::classify;
+use crate::{Error, Store, APPLICATION_ID};
 
 static DIR: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../migrations");
 
@@ -40,4 +46,33 @@ pub static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
 /// The schema version this build writes.
 pub fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+impl Store {
+    /// Applies every migration past the file's version in one transaction:
+    /// the file ends at the latest version or, when one fails, at the one it had.
+    pub(crate) fn migrate(&mut self, migrations: &[Migration]) -> Result<(), Error> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| classify(&path, e))?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&path, e))?;
+        let latest = migrations.last().map_or(0, |m| m.version);
+        if version > latest {
+            return Err(Error::TooNew { path, found: version, supported: latest });
+        }
+        for m in migrations.iter().filter(|m| m.version > version) {
+            tracing::info!(version = m.version, name = m.name, "applying migration");
+            // Dropping `tx` on the error rolls back every migration of this open.
+            tx.execute_batch(m.up).map_err(|e| Error::Migration {
+                path: path.clone(),
+                name: m.name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
+        if version < latest {
+            tx.pragma_update(None, "user_version", latest)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }

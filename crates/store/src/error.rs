@@ -1,0 +1,78 @@
+//! The store's one error type.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file is not a sweep database (another program's, or not SQLite).
+    #[error("{path}: not a sweep database: {reason}")]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// Why it is not ours.
+        reason: String,
+    },
+    /// The file is a damaged SQLite database.
+    #[error("{path}: the database is damaged: {reason}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database was written by a newer sweep.
+    #[error(
+        "{path}: written by a newer sweep (schema version {found}; this sweep knows up to {supported}): upgrade sweep"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// The database could not be opened.
+    #[error("{path}: cannot open: {reason}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A migration failed; the file keeps the schema it had.
+    #[error("{path}: migration {name} failed, the database is unchanged: {reason}")]
+    Migration {
+        /// The database file.
+        path: PathBuf,
+        /// The migration's folder name.
+        name: String,
+        /// SQLite's message.
+        reason: String,
+    },
+    /// The job's lease was taken over by another runner.
+    #[error("job {job_id}: lease lost to another runner")]
+    LeaseLost {
+        /// The job.
+        job_id: String,
+    },
+    /// A sweep or job that is not in the database.
+    #[error("{0}")]
+    NotFound(String),
+    /// Any other SQLite error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Maps SQLite's errors on open to ours.
+pub(crate) fn classify(path: &Path, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => {
+            Error::Foreign { path: path.to_owned(), reason: "not an SQLite database".to_owned() }
+        }
+        Some(ErrorCode::DatabaseCorrupt) => Error::Corrupt { path: path.to_owned(), reason: e.to_string() },
+        _ => Error::Open { path: path.to_owned(), reason: e.to_string() },
+    }
+}
