@@ -1,6 +1,9 @@
 //! The store's one error type.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::busy::is_busy;
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,16 @@ pub enum Error {
         /// The job.
         job_id: String,
     },
+    /// Another connection held the database's lock for longer than the store
+    /// waits (a minute per statement, then attempts again for minutes in all):
+    /// nothing was written, and trying again later may succeed.
+    #[error("{path}: the database is locked by another connection (waited {} s for it): try again", .waited.as_secs())]
+    Busy {
+        /// The database file.
+        path: PathBuf,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// A sweep or job that is not in the database.
     #[error("{0}")]
     NotFound(String),
@@ -65,9 +78,13 @@ pub enum Error {
     Sqlite(#[from] rusqlite::Error),
 }
 
-/// Maps SQLite's errors on open to ours.
+/// Maps SQLite's errors on open to ours: busy (to be tried again), foreign,
+/// damaged, or cannot open.
 pub(crate) fn classify(path: &Path, e: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode;
+    if is_busy(&e) {
+        return Error::Busy { path: path.to_owned(), waited: Duration::ZERO };
+    }
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => {
             Error::Foreign { path: path.to_owned(), reason: "not an SQLite database".to_owned() }

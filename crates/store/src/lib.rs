@@ -7,10 +7,14 @@
 //! leaves either all of it or none.
 //!
 //! [`Store`]'s methods are spread over the modules by concern: `open`
-//! (inspection, connection, pragmas), `migrations`, `lease` (claims and
-//! leases), `write` and `read`; `rows` holds the values they take and return.
+//! (connection, pragmas) after `inspect` (the checks before it),
+//! `migrations`, `lease` (claims and leases), `write` and `read`; `rows` holds
+//! the values they take and return, `busy` the waiting out of other
+//! connections' locks.
 
+mod busy;
 mod error;
+mod inspect;
 mod lease;
 mod migrations;
 mod open;
@@ -37,6 +41,8 @@ pub const APPLICATION_ID: i32 = 0x5357_5045;
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// How long it waits for other connections' locks.
+    patience: busy::Patience,
 }
 
 fn now_ms() -> i64 {

@@ -5,9 +5,10 @@
 //! `Store::migrate` applies them, in one transaction, when a database is opened.
 
 use include_dir::{include_dir, Dir};
-use rusqlite::TransactionBehavior;
+use rusqlite::{Transaction, TransactionBehavior};
 use std::sync::LazyLock;
 
+use crate::busy::{is_busy, retry};
 use crate::error::classify;
 use crate::{Error, Store, APPLICATION_ID};
 
@@ -51,28 +52,29 @@ pub fn latest_version() -> i64 {
 impl Store {
     /// Applies every migration past the file's version in one transaction:
     /// the file ends at the latest version or, when one fails, at the one it had.
-    pub(crate) fn migrate(&mut self, migrations: &[Migration]) -> Result<(), Error> {
-        let path = self.path.clone();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| classify(&path, e))?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&path, e))?;
+    pub(crate) fn migrate(&self, migrations: &[Migration]) -> Result<(), Error> {
+        let path = &self.path;
         let latest = migrations.last().map_or(0, |m| m.version);
-        if version > latest {
-            return Err(Error::TooNew { path, found: version, supported: latest });
-        }
-        for m in migrations.iter().filter(|m| m.version > version) {
-            tracing::info!(version = m.version, name = m.name, "applying migration");
-            // Dropping `tx` on the error rolls back every migration of this open.
-            tx.execute_batch(m.up).map_err(|e| Error::Migration {
-                path: path.clone(),
-                name: m.name.to_owned(),
-                reason: e.to_string(),
-            })?;
-        }
-        if version < latest {
-            tx.pragma_update(None, "user_version", latest)?;
-            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
-        }
-        tx.commit()?;
-        Ok(())
+        let sqlite = |e: rusqlite::Error| classify(path, e);
+        retry(path, self.patience, || {
+            // Dropping `tx` on an error rolls back every migration of this attempt.
+            let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(sqlite)?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sqlite)?;
+            if version > latest {
+                return Err(Error::TooNew { path: path.clone(), found: version, supported: latest });
+            }
+            for m in migrations.iter().filter(|m| m.version > version) {
+                tracing::info!(version = m.version, name = m.name, "applying migration");
+                tx.execute_batch(m.up).map_err(|e| match is_busy(&e) {
+                    true => sqlite(e),
+                    false => Error::Migration { path: path.clone(), name: m.name.to_owned(), reason: e.to_string() },
+                })?;
+            }
+            if version < latest {
+                tx.pragma_update(None, "user_version", latest).map_err(sqlite)?;
+                tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sqlite)?;
+            }
+            tx.commit().map_err(sqlite)
+        })
     }
 }
