@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::Error;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::error::sqlite;
+use crate::{Error, Store};
 
 /// How long a store waits for the locks other connections hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,4 +74,40 @@ pub(crate) fn retry<T>(
 /// Whether SQLite gave up waiting for another connection's lock.
 pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+impl Store {
+    /// Runs `f` on the connection, again while the database is busy.
+    pub(crate) fn read<T>(&self, mut f: impl FnMut(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        retry(&self.path, self.patience, || f(&self.conn).map_err(|e| sqlite(&self.path, e)))
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f`
+    /// returns `Ok` and rolled back when anything fails; the whole of it again
+    /// while the database is busy. Every write of the store goes through here.
+    pub(crate) fn write<T>(&self, mut f: impl FnMut(&Transaction<'_>) -> rusqlite::Result<T>) -> Result<T, Error> {
+        retry(&self.path, self.patience, || in_transaction(&self.conn, &mut f).map_err(|e| sqlite(&self.path, e)))
+    }
+
+    /// Sets how long this store waits for other connections' locks (tests
+    /// make it short).
+    #[cfg(test)]
+    pub(crate) fn set_patience(&mut self, patience: Patience) -> Result<(), Error> {
+        self.conn.busy_timeout(patience.busy_timeout).map_err(|e| sqlite(&self.path, e))?;
+        self.patience = patience;
+        Ok(())
+    }
+}
+
+/// One attempt of [`Store::write`]: dropping the transaction on an error rolls it back.
+fn in_transaction<T>(
+    conn: &Connection,
+    f: &mut impl FnMut(&Transaction<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    // The store's methods take no other transaction on its connection, so
+    // this one is never nested.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
 }

@@ -63,7 +63,10 @@ pub enum Error {
     /// Another connection held the database's lock for longer than the store
     /// waits (a minute per statement, then attempts again for minutes in all):
     /// nothing was written, and trying again later may succeed.
-    #[error("{path}: the database is locked by another connection (waited {} s for it): try again", .waited.as_secs())]
+    #[error(
+        "{path}: the database is locked by another connection (waited {:.1} s for it): try again",
+        .waited.as_secs_f64()
+    )]
     Busy {
         /// The database file.
         path: PathBuf,
@@ -92,4 +95,13 @@ pub(crate) fn classify(path: &Path, e: rusqlite::Error) -> Error {
         Some(ErrorCode::DatabaseCorrupt) => Error::Corrupt { path: path.to_owned(), reason: e.to_string() },
         _ => Error::Open { path: path.to_owned(), reason: e.to_string() },
     }
+}
+
+/// Maps SQLite's errors on an open database to ours: busy (to be tried again)
+/// or anything else.
+pub(crate) fn sqlite(path: &Path, e: rusqlite::Error) -> Error {
+    if is_busy(&e) {
+        return Error::Busy { path: path.to_owned(), waited: Duration::ZERO };
+    }
+    Error::Sqlite(e)
 }

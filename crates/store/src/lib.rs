@@ -52,7 +52,7 @@ fn now_ms() -> i64 {
 impl Store {
     /// The schema version in force.
     pub fn schema_version(&self) -> Result<i64, Error> {
-        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        self.read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
     }
 
     /// The database file.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::params;
 
 use crate::{now_ms, EpochRow, Error, NewJob, NewSweep, Registered, Store};
 
@@ -11,13 +11,12 @@ impl Store {
     /// Records a sweep and its jobs, idempotently: a known sweep or job is kept
     /// as it is, with everything recorded for it.
     pub fn register_sweep(&mut self, sweep: &NewSweep<'_>, jobs: &[NewJob<'_>]) -> Result<Registered, Error> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let new_sweep = tx.execute(
-            "INSERT OR IGNORE INTO sweeps (id, name, spec_json, source, source_path) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![sweep.id, sweep.name, sweep.spec_json, sweep.source, sweep.source_path],
-        )? == 1;
-        let mut new_jobs = 0;
-        {
+        self.write(|tx| {
+            let new_sweep = tx.execute(
+                "INSERT OR IGNORE INTO sweeps (id, name, spec_json, source, source_path) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![sweep.id, sweep.name, sweep.spec_json, sweep.source, sweep.source_path],
+            )? == 1;
+            let mut new_jobs = 0;
             let mut insert_job = tx.prepare(
                 "INSERT OR IGNORE INTO jobs (id, config_json, batch_size, workers, lr, momentum, epochs)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -36,17 +35,18 @@ impl Store {
                 ])?;
                 link.execute(params![sweep.id, job.id, position as i64])?;
             }
-        }
-        tx.commit()?;
-        Ok(Registered { new_sweep, new_jobs, known_jobs: jobs.len() - new_jobs })
+            Ok(Registered { new_sweep, new_jobs, known_jobs: jobs.len() - new_jobs })
+        })
     }
 
     /// Records what the sweep's latest run did about features and the split.
     pub fn set_features(&self, sweep_id: &str, key: &str, reused: bool, split_json: &str) -> Result<(), Error> {
-        self.conn.execute(
-            "UPDATE sweeps SET features_key = ?2, features_reused = ?3, split_json = ?4 WHERE id = ?1",
-            params![sweep_id, key, reused, split_json],
-        )?;
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE sweeps SET features_key = ?2, features_reused = ?3, split_json = ?4 WHERE id = ?1",
+                params![sweep_id, key, reused, split_json],
+            )
+        })?;
         Ok(())
     }
 
@@ -62,13 +62,14 @@ impl Store {
         seconds: Option<f64>,
     ) -> Result<i64, Error> {
         let images = i64::try_from(images).unwrap_or(i64::MAX);
-        let id = self.conn.query_row(
-            "INSERT INTO feature_runs (sweep_id, cache_key, reused, images, seconds) VALUES (?1, ?2, ?3, ?4, ?5)
-             RETURNING id",
-            params![sweep_id, key, reused, images, seconds],
-            |r| r.get(0),
-        )?;
-        Ok(id)
+        self.write(|tx| {
+            tx.query_row(
+                "INSERT INTO feature_runs (sweep_id, cache_key, reused, images, seconds) VALUES (?1, ?2, ?3, ?4, ?5)
+                 RETURNING id",
+                params![sweep_id, key, reused, images, seconds],
+                |r| r.get(0),
+            )
+        })
     }
 
     /// Records one finished epoch and the state to resume from, in one
@@ -83,47 +84,51 @@ impl Store {
         is_best: bool,
         lease: Duration,
     ) -> Result<(), Error> {
-        let now = now_ms();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let held = tx.execute(
-            "UPDATE jobs SET lease_expires = ?3 + ?4, heartbeat_at = ?3, seconds = seconds + ?5
-             WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-            params![job_id, owner, now, lease.as_millis() as i64, epoch.seconds],
-        )?;
-        if held != 1 {
-            return Err(Error::LeaseLost { job_id: job_id.to_owned() });
-        }
-        tx.execute(
-            "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                job_id,
-                epoch.epoch,
-                epoch.train_loss,
-                epoch.train_acc,
-                epoch.valid_loss,
-                epoch.valid_acc,
-                epoch.lr,
-                epoch.seconds
-            ],
-        )?;
-        tx.execute(
-            "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'last', ?2, ?3)
-             ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
-            params![job_id, epoch.epoch, state],
-        )?;
-        if is_best {
+        let held = self.write(|tx| {
+            let held = tx.execute(
+                "UPDATE jobs SET lease_expires = ?3 + ?4, heartbeat_at = ?3, seconds = seconds + ?5
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                params![job_id, owner, now_ms(), lease.as_millis() as i64, epoch.seconds],
+            )?;
+            if held != 1 {
+                // Nothing was changed: committing this writes nothing.
+                return Ok(false);
+            }
             tx.execute(
-                "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'best', ?2, ?3)
+                "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    job_id,
+                    epoch.epoch,
+                    epoch.train_loss,
+                    epoch.train_acc,
+                    epoch.valid_loss,
+                    epoch.valid_acc,
+                    epoch.lr,
+                    epoch.seconds
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'last', ?2, ?3)
                  ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
                 params![job_id, epoch.epoch, state],
             )?;
-            tx.execute(
-                "UPDATE jobs SET best_valid_acc = ?2, best_epoch = ?3 WHERE id = ?1",
-                params![job_id, epoch.valid_acc, epoch.epoch],
-            )?;
+            if is_best {
+                tx.execute(
+                    "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'best', ?2, ?3)
+                     ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
+                    params![job_id, epoch.epoch, state],
+                )?;
+                tx.execute(
+                    "UPDATE jobs SET best_valid_acc = ?2, best_epoch = ?3 WHERE id = ?1",
+                    params![job_id, epoch.valid_acc, epoch.epoch],
+                )?;
+            }
+            Ok(true)
+        })?;
+        match held {
+            true => Ok(()),
+            false => Err(Error::LeaseLost { job_id: job_id.to_owned() }),
         }
-        tx.commit()?;
-        Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The store's tests, one module per concern, with the helpers they share.
 
+mod busy;
 mod lease;
 mod migrations;
 mod open;
