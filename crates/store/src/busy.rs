@@ -84,8 +84,12 @@ impl Store {
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f`
     /// returns `Ok` and rolled back when anything fails; the whole of it again
-    /// while the database is busy. Every write of the store goes through here.
+    /// while the database is busy. Every write of the store goes through here;
+    /// a read-only store refuses it.
     pub(crate) fn write<T>(&self, mut f: impl FnMut(&Transaction<'_>) -> rusqlite::Result<T>) -> Result<T, Error> {
+        if self.read_only {
+            return Err(Error::ReadOnly { path: self.path.clone() });
+        }
         retry(&self.path, self.patience, || in_transaction(&self.conn, &mut f).map_err(|e| sqlite(&self.path, e)))
     }
 

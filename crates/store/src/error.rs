@@ -73,6 +73,12 @@ pub enum Error {
         /// How long it waited.
         waited: Duration,
     },
+    /// A store opened with [`Store::open_read_only`](crate::Store::open_read_only) was asked to write.
+    #[error("{path}: opened for reading only, so it cannot be written")]
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A sweep or job that is not in the database.
     #[error("{0}")]
     NotFound(String),

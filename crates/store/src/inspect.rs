@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::busy::{retry, Patience};
 use crate::error::classify;
+use crate::read_only::{immutable_uri, Access};
 use crate::{Error, APPLICATION_ID};
 
 /// Checks that `path` is absent, empty, or an undamaged sweep database of at
@@ -28,12 +29,21 @@ pub(crate) fn inspect(path: &Path, latest: i64, patience: Patience) -> Result<()
     }
     check_length(path)?;
     retry(path, patience, || {
-        let conn =
-            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(|e| classify(path, e))?;
-        conn.busy_timeout(patience.busy_timeout).map_err(|e| classify(path, e))?;
+        let conn = reader(path, Access::Shared, patience)?;
         check_contents(&conn, path, latest).map(drop)
     })
+}
+
+/// A read-only connection to `path`.
+pub(crate) fn reader(path: &Path, access: Access, patience: Patience) -> Result<Connection, Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match access {
+        Access::Shared => Connection::open_with_flags(path, flags),
+        Access::Immutable => Connection::open_with_flags(immutable_uri(path)?, flags | OpenFlags::SQLITE_OPEN_URI),
+    }
+    .map_err(|e| classify(path, e))?;
+    conn.busy_timeout(patience.busy_timeout).map_err(|e| classify(path, e))?;
+    Ok(conn)
 }
 
 /// What the first 100 bytes of a database file say.

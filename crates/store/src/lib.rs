@@ -7,10 +7,10 @@
 //! leaves either all of it or none.
 //!
 //! [`Store`]'s methods are spread over the modules by concern: `open`
-//! (connection, pragmas) after `inspect` (the checks before it),
-//! `migrations`, `lease` (claims and leases), `write` and `read`; `rows` holds
-//! the values they take and return, `busy` the waiting out of other
-//! connections' locks.
+//! (connection, pragmas) after `inspect` (the checks before it), `read_only`
+//! (opening for reading only), `migrations`, `lease` (claims and leases),
+//! `write` and `read`; `rows` holds the values they take and return, `busy`
+//! the waiting out of other connections' locks.
 
 mod busy;
 mod error;
@@ -19,6 +19,7 @@ mod lease;
 mod migrations;
 mod open;
 mod read;
+mod read_only;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -43,6 +44,11 @@ pub struct Store {
     path: PathBuf,
     /// How long it waits for other connections' locks.
     patience: busy::Patience,
+    /// Opened by [`Store::open_read_only`]: every write is refused.
+    read_only: bool,
+    /// The file's schema version: the latest, but for a read-only store of an
+    /// older file.
+    schema: i64,
 }
 
 fn now_ms() -> i64 {

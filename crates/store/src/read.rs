@@ -4,6 +4,9 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::{EpochRow, Error, FeatureRun, JobRow, Status, Store, SweepRow};
 
+/// The schema version that added the `feature_runs` table.
+const FEATURE_RUNS: i64 = 2;
+
 impl Store {
     /// A sweep by id, id prefix or name (the latest of that name); without
     /// one, the latest sweep.
@@ -127,6 +130,10 @@ impl Store {
 
     /// Every feature pass recorded for a sweep, oldest first.
     pub fn feature_runs(&self, sweep_id: &str) -> Result<Vec<FeatureRun>, Error> {
+        if self.schema < FEATURE_RUNS {
+            // An older file read as it is: it recorded none.
+            return Ok(Vec::new());
+        }
         self.read(|conn| {
             conn.prepare(
                 "SELECT id, sweep_id, cache_key, reused, images, seconds, recorded_at

@@ -158,7 +158,7 @@ pub struct EpochRow {
     pub seconds: f64,
 }
 
-/// A job handed to a runner by [`Store::claim`].
+/// A job handed to a runner by [`Store::claim`](crate::Store::claim).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claimed {
     /// The job's id.
@@ -169,7 +169,7 @@ pub struct Claimed {
     pub attempts: i64,
 }
 
-/// One feature pass of a sweep's run, as recorded by [`Store::record_feature_run`].
+/// One feature pass of a sweep's run, as recorded by [`Store::record_feature_run`](crate::Store::record_feature_run).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureRun {
     /// Row id, increasing in recording order.

@@ -14,7 +14,7 @@ fn migrations_are_numbered_from_one_without_gaps() {
 /// Builds a database as a sweep of schema `version` left it: the first
 /// `version` migrations applied by hand, with one sweep, job, epoch and
 /// checkpoint in it (version 0: an empty file).
-fn create_at_version(path: &Path, version: usize) {
+pub(super) fn create_at_version(path: &Path, version: usize) {
     std::fs::write(path, b"").unwrap();
     if version == 0 {
         return;
@@ -38,7 +38,7 @@ fn create_at_version(path: &Path, version: usize) {
     .unwrap();
 }
 
-fn assert_old_rows_kept(store: &Store) {
+pub(super) fn assert_old_rows_kept(store: &Store) {
     let row = store.find_sweep(None).unwrap();
     assert_eq!((row.id.as_str(), row.name.as_str()), ("old", "old sweep"));
     let jobs = store.jobs("old").unwrap();
@@ -54,7 +54,7 @@ fn tables(path: &Path) -> Vec<String> {
     names
 }
 
-fn user_version(path: &Path) -> i64 {
+pub(super) fn user_version(path: &Path) -> i64 {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
 }

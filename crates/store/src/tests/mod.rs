@@ -4,6 +4,7 @@ mod busy;
 mod lease;
 mod migrations;
 mod open;
+mod read_only;
 mod write;
 
 use std::path::Path;
