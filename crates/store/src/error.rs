@@ -82,9 +82,14 @@ pub enum Error {
     /// A sweep or job that is not in the database.
     #[error("{0}")]
     NotFound(String),
-    /// Any other SQLite error.
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// Any other SQLite error on an open database.
+    #[error("{path}: sqlite: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
 }
 
 /// Maps SQLite's errors on open to ours: busy (to be tried again), foreign,
@@ -109,5 +114,5 @@ pub(crate) fn sqlite(path: &Path, e: rusqlite::Error) -> Error {
     if is_busy(&e) {
         return Error::Busy { path: path.to_owned(), waited: Duration::ZERO };
     }
-    Error::Sqlite(e)
+    Error::Sqlite { path: path.to_owned(), source: e }
 }

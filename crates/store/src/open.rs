@@ -53,7 +53,8 @@ impl Store {
 
     /// A private in-memory database, for tests.
     pub fn open_in_memory() -> Result<Store, Error> {
-        Store::setup(Connection::open_in_memory()?, Path::new(":memory:"), &MIGRATIONS)
+        let path = Path::new(":memory:");
+        Store::setup(Connection::open_in_memory().map_err(|e| classify(path, e))?, path, &MIGRATIONS)
     }
 
     pub(crate) fn setup(conn: Connection, path: &Path, migrations: &[Migration]) -> Result<Store, Error> {

@@ -34,3 +34,22 @@ fn feature_runs_are_recorded_per_sweep_in_order() {
     // A run of a sweep that was never registered is refused (foreign key).
     assert!(store.record_feature_run("nope", "k", false, 1, None).is_err());
 }
+
+/// Issue 16: an SQLite error on an open database names the file, as the
+/// errors on opening it do.
+#[test]
+fn sqlite_errors_name_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut store = Store::open(&path).unwrap();
+    store.register_sweep(&sweep("s"), &[job("a")]).unwrap();
+    store.claim("s", "me", Duration::from_secs(60)).unwrap().unwrap();
+    store.record_epoch("a", "me", &epoch(1), b"x", false, Duration::from_secs(60)).unwrap();
+    let twice = store.record_epoch("a", "me", &epoch(1), b"x", false, Duration::from_secs(60)).unwrap_err();
+    let unknown = store.record_feature_run("nope", "k", false, 1, None).unwrap_err();
+    for (err, what) in [(twice, "UNIQUE constraint failed: epochs.job_id, epochs.epoch"), (unknown, "FOREIGN KEY")] {
+        assert!(matches!(&err, Error::Sqlite { path: p, .. } if *p == path), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("{}: sqlite: {what}", path.display())), "{msg}");
+    }
+}
