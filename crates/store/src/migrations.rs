@@ -1,9 +1,16 @@
 //! The schema's migrations, embedded from the top-level `migrations/` folder:
 //! `NNNN-name/up.sql`, numbered from 1 without gaps. Never edit one that has
 //! landed; add the next.
+//!
+//! `Store::migrate` applies them, in one transaction, when a database is opened.
 
 use include_dir::{include_dir, Dir};
+use rusqlite::{Transaction, TransactionBehavior};
 use std::sync::LazyLock;
+
+use crate::busy::{is_busy, retry};
+use crate::error::classify;
+use crate::{Error, Store, APPLICATION_ID};
 
 static DIR: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../migrations");
 
@@ -40,4 +47,34 @@ pub static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
 /// The schema version this build writes.
 pub fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+impl Store {
+    /// Applies every migration past the file's version in one transaction:
+    /// the file ends at the latest version or, when one fails, at the one it had.
+    pub(crate) fn migrate(&self, migrations: &[Migration]) -> Result<(), Error> {
+        let path = &self.path;
+        let latest = migrations.last().map_or(0, |m| m.version);
+        let sqlite = |e: rusqlite::Error| classify(path, e);
+        retry(path, self.patience, || {
+            // Dropping `tx` on an error rolls back every migration of this attempt.
+            let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(sqlite)?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sqlite)?;
+            if version > latest {
+                return Err(Error::TooNew { path: path.clone(), found: version, supported: latest });
+            }
+            for m in migrations.iter().filter(|m| m.version > version) {
+                tracing::info!(version = m.version, name = m.name, "applying migration");
+                tx.execute_batch(m.up).map_err(|e| match is_busy(&e) {
+                    true => sqlite(e),
+                    false => Error::Migration { path: path.clone(), name: m.name.to_owned(), reason: e.to_string() },
+                })?;
+            }
+            if version < latest {
+                tx.pragma_update(None, "user_version", latest).map_err(sqlite)?;
+                tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sqlite)?;
+            }
+            tx.commit().map_err(sqlite)
+        })
+    }
 }

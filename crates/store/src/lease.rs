@@ -1,0 +1,103 @@
+//! Job leases: claiming the next runnable job, renewing and ending a lease,
+//! freeing the lease of a dead runner, and making failed jobs claimable again.
+
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::{now_ms, Claimed, Error, Finish, Store};
+
+impl Store {
+    /// Atomically claims the sweep's next runnable job (pending, interrupted,
+    /// or running with an expired lease) for `owner`, leased for `lease`.
+    pub fn claim(&mut self, sweep_id: &str, owner: &str, lease: Duration) -> Result<Option<Claimed>, Error> {
+        self.write(|tx| {
+            tx.query_row(
+                "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires = ?3 + ?4, heartbeat_at = ?3,
+                        attempts = attempts + 1, error = NULL,
+                        started_at = COALESCE(started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                 WHERE id = (
+                     SELECT j.id FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+                     WHERE s.sweep_id = ?1
+                       AND (j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?3))
+                     ORDER BY s.position LIMIT 1)
+                 RETURNING id, config_json, attempts",
+                params![sweep_id, owner, now_ms(), lease.as_millis() as i64],
+                |r| Ok(Claimed { id: r.get(0)?, config_json: r.get(1)?, attempts: r.get(2)? }),
+            )
+            .optional()
+        })
+    }
+
+    /// Extends a lease; [`Error::LeaseLost`] when `owner` no longer holds it.
+    pub fn renew(&self, job_id: &str, owner: &str, lease: Duration) -> Result<(), Error> {
+        let n = self.write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET lease_expires = ?3 + ?4, heartbeat_at = ?3
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                params![job_id, owner, now_ms(), lease.as_millis() as i64],
+            )
+        })?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost { job_id: job_id.to_owned() })
+        }
+    }
+
+    /// The running jobs of a sweep with their lease owners.
+    pub fn leases(&self, sweep_id: &str) -> Result<Vec<(String, String)>, Error> {
+        self.read(|conn| {
+            conn.prepare(
+                "SELECT j.id, j.lease_owner FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+                 WHERE s.sweep_id = ?1 AND j.status = 'running' AND j.lease_owner IS NOT NULL",
+            )?
+            .query_map([sweep_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
+    }
+
+    /// Ends a lease held by a runner known to be dead, so the job can be claimed now.
+    pub fn expire_lease(&self, job_id: &str, owner: &str) -> Result<bool, Error> {
+        let n = self.write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET lease_expires = 0 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                params![job_id, owner],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    /// Ends a job's run, releasing its lease, if `owner` still holds it.
+    pub fn finish(&self, job_id: &str, owner: &str, how: Finish<'_>) -> Result<(), Error> {
+        let (status, error) = match how {
+            Finish::Done => ("done", None),
+            Finish::Failed(e) => ("failed", Some(e)),
+            Finish::Interrupted => ("interrupted", None),
+        };
+        let n = self.write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET status = ?3, error = ?4, lease_owner = NULL, lease_expires = NULL,
+                        finished_at = CASE WHEN ?3 = 'done' THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE finished_at END
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                params![job_id, owner, status, error],
+            )
+        })?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost { job_id: job_id.to_owned() })
+        }
+    }
+
+    /// Makes the sweep's failed jobs claimable again; returns how many.
+    pub fn retry_failed(&self, sweep_id: &str) -> Result<usize, Error> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET status = 'interrupted' WHERE status = 'failed'
+                   AND id IN (SELECT job_id FROM sweep_jobs WHERE sweep_id = ?1)",
+                [sweep_id],
+            )
+        })
+    }
+}

@@ -1,0 +1,186 @@
+//! Reads: sweeps, jobs, epochs, checkpoints and feature passes.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::{EpochRow, Error, FeatureRun, JobRow, Status, Store, SweepRow};
+
+/// The schema version that added the `feature_runs` table.
+const FEATURE_RUNS: i64 = 2;
+
+impl Store {
+    /// A sweep by id, id prefix or name (the latest of that name); without
+    /// one, the latest sweep.
+    pub fn find_sweep(&self, which: Option<&str>) -> Result<SweepRow, Error> {
+        let id: Option<String> = self.read(|conn| match which {
+            None => conn
+                .query_row("SELECT id FROM sweeps ORDER BY created_at DESC, rowid DESC LIMIT 1", [], |r| r.get(0))
+                .optional(),
+            Some(w) => conn
+                .query_row(
+                    "SELECT id FROM sweeps WHERE id = ?1 OR name = ?1 OR (length(?1) >= 4 AND id LIKE ?1 || '%')
+                     ORDER BY (id = ?1) DESC, created_at DESC, rowid DESC LIMIT 1",
+                    [w],
+                    |r| r.get(0),
+                )
+                .optional(),
+        })?;
+        let id = id.ok_or_else(|| match which {
+            None => {
+                Error::NotFound(format!("{}: no sweeps yet (submit one with `sweep run FILE`)", self.path.display()))
+            }
+            Some(w) => Error::NotFound(format!("{}: no sweep named or with id `{w}`", self.path.display())),
+        })?;
+        self.read(|conn| sweep_row(conn, &id))
+    }
+
+    /// Every sweep, oldest first, with job counts.
+    pub fn sweeps(&self) -> Result<Vec<SweepRow>, Error> {
+        self.read(|conn| {
+            let ids: Vec<String> = conn
+                .prepare("SELECT id FROM sweeps ORDER BY created_at, rowid")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ids.iter().map(|id| sweep_row(conn, id)).collect()
+        })
+    }
+
+    /// The jobs of a sweep, in expansion order.
+    pub fn jobs(&self, sweep_id: &str) -> Result<Vec<JobRow>, Error> {
+        self.read(|conn| {
+            conn.prepare(
+                "SELECT j.id, j.config_json, j.batch_size, j.workers, j.lr, j.momentum, j.epochs, j.status, j.attempts,
+                    j.error, j.best_valid_acc, j.best_epoch,
+                    (SELECT e.train_acc FROM epochs e WHERE e.job_id = j.id ORDER BY e.epoch DESC LIMIT 1),
+                    (SELECT count(*) FROM epochs e WHERE e.job_id = j.id),
+                    j.seconds
+             FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+             WHERE s.sweep_id = ?1 ORDER BY s.position",
+            )?
+            .query_map([sweep_id], |r| {
+                Ok(JobRow {
+                    id: r.get(0)?,
+                    config_json: r.get(1)?,
+                    batch_size: r.get(2)?,
+                    workers: r.get(3)?,
+                    lr: r.get(4)?,
+                    momentum: r.get(5)?,
+                    epochs: r.get(6)?,
+                    status: Status::parse(&r.get::<_, String>(7)?),
+                    attempts: r.get(8)?,
+                    error: r.get(9)?,
+                    best_valid_acc: r.get(10)?,
+                    best_epoch: r.get(11)?,
+                    final_train_acc: r.get(12)?,
+                    epochs_done: r.get(13)?,
+                    seconds: r.get(14)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The full id of a job from its id or a unique prefix of at least 4 characters.
+    pub fn resolve_job(&self, id: &str) -> Result<String, Error> {
+        let ids: Vec<String> = self.read(|conn| {
+            conn.prepare("SELECT id FROM jobs WHERE id = ?1 OR (length(?1) >= 4 AND id LIKE ?1 || '%') LIMIT 2")?
+                .query_map([id], |r| r.get(0))?
+                .collect()
+        })?;
+        match ids.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::NotFound(format!("{}: no job `{id}`", self.path.display()))),
+            _ => {
+                Err(Error::NotFound(format!("{}: `{id}` names several jobs: give more of the id", self.path.display())))
+            }
+        }
+    }
+
+    /// Every recorded epoch of a job, in order.
+    pub fn epochs(&self, job_id: &str) -> Result<Vec<EpochRow>, Error> {
+        self.read(|conn| {
+            conn.prepare(
+            "SELECT epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds FROM epochs WHERE job_id = ?1 ORDER BY epoch",
+            )?
+            .query_map([job_id], |r| {
+                Ok(EpochRow {
+                    epoch: r.get(0)?,
+                    train_loss: r.get(1)?,
+                    train_acc: r.get(2)?,
+                    valid_loss: r.get(3)?,
+                    valid_acc: r.get(4)?,
+                    lr: r.get(5)?,
+                    seconds: r.get(6)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The latest checkpoint of `kind` (`last` or `best`): its epoch and bytes.
+    pub fn checkpoint(&self, job_id: &str, kind: &str) -> Result<Option<(i64, Vec<u8>)>, Error> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT epoch, state FROM checkpoints WHERE job_id = ?1 AND kind = ?2",
+                [job_id, kind],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// Every feature pass recorded for a sweep, oldest first.
+    pub fn feature_runs(&self, sweep_id: &str) -> Result<Vec<FeatureRun>, Error> {
+        if self.schema < FEATURE_RUNS {
+            // An older file read as it is: it recorded none.
+            return Ok(Vec::new());
+        }
+        self.read(|conn| {
+            conn.prepare(
+                "SELECT id, sweep_id, cache_key, reused, images, seconds, recorded_at
+             FROM feature_runs WHERE sweep_id = ?1 ORDER BY id",
+            )?
+            .query_map([sweep_id], |r| {
+                Ok(FeatureRun {
+                    id: r.get(0)?,
+                    sweep_id: r.get(1)?,
+                    cache_key: r.get(2)?,
+                    reused: r.get(3)?,
+                    images: r.get(4)?,
+                    seconds: r.get(5)?,
+                    recorded_at: r.get(6)?,
+                })
+            })?
+            .collect()
+        })
+    }
+}
+
+/// A sweep's row with its job counts.
+fn sweep_row(conn: &Connection, id: &str) -> rusqlite::Result<SweepRow> {
+    let mut row = conn.query_row(
+        "SELECT id, name, spec_json, source, source_path, created_at, features_reused, features_key FROM sweeps WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(SweepRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                spec_json: r.get(2)?,
+                source: r.get(3)?,
+                source_path: r.get(4)?,
+                created_at: r.get(5)?,
+                features_reused: r.get(6)?,
+                features_key: r.get(7)?,
+                counts: Vec::new(),
+            })
+        },
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT j.status, count(*) FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id WHERE s.sweep_id = ?1 GROUP BY j.status",
+    )?;
+    let mut counts: Vec<(Status, usize)> = stmt
+        .query_map([id], |r| Ok((Status::parse(&r.get::<_, String>(0)?), r.get::<_, i64>(1)? as usize)))?
+        .collect::<Result<_, _>>()?;
+    counts.sort();
+    row.counts = counts;
+    Ok(row)
+}

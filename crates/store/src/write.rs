@@ -1,0 +1,134 @@
+//! Writes: registering a sweep and its jobs, what a run did about features,
+//! and each epoch with its checkpoint.
+
+use std::time::Duration;
+
+use rusqlite::params;
+
+use crate::{now_ms, EpochRow, Error, NewJob, NewSweep, Registered, Store};
+
+impl Store {
+    /// Records a sweep and its jobs, idempotently: a known sweep or job is kept
+    /// as it is, with everything recorded for it.
+    pub fn register_sweep(&mut self, sweep: &NewSweep<'_>, jobs: &[NewJob<'_>]) -> Result<Registered, Error> {
+        self.write(|tx| {
+            let new_sweep = tx.execute(
+                "INSERT OR IGNORE INTO sweeps (id, name, spec_json, source, source_path) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![sweep.id, sweep.name, sweep.spec_json, sweep.source, sweep.source_path],
+            )? == 1;
+            let mut new_jobs = 0;
+            let mut insert_job = tx.prepare(
+                "INSERT OR IGNORE INTO jobs (id, config_json, batch_size, workers, lr, momentum, epochs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut link =
+                tx.prepare("INSERT OR IGNORE INTO sweep_jobs (sweep_id, job_id, position) VALUES (?1, ?2, ?3)")?;
+            for (position, job) in jobs.iter().enumerate() {
+                new_jobs += insert_job.execute(params![
+                    job.id,
+                    job.config_json,
+                    job.batch_size,
+                    job.workers,
+                    job.lr,
+                    job.momentum,
+                    job.epochs
+                ])?;
+                link.execute(params![sweep.id, job.id, position as i64])?;
+            }
+            Ok(Registered { new_sweep, new_jobs, known_jobs: jobs.len() - new_jobs })
+        })
+    }
+
+    /// Records what the sweep's latest run did about features and the split.
+    pub fn set_features(&self, sweep_id: &str, key: &str, reused: bool, split_json: &str) -> Result<(), Error> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE sweeps SET features_key = ?2, features_reused = ?3, split_json = ?4 WHERE id = ?1",
+                params![sweep_id, key, reused, split_json],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records one feature pass of a sweep's run: `reused` when the features
+    /// came from the cache, `images` they cover, `seconds` it took. Returns
+    /// the row's id. The sweep must be registered.
+    pub fn record_feature_run(
+        &self,
+        sweep_id: &str,
+        key: &str,
+        reused: bool,
+        images: u64,
+        seconds: Option<f64>,
+    ) -> Result<i64, Error> {
+        let images = i64::try_from(images).unwrap_or(i64::MAX);
+        self.write(|tx| {
+            tx.query_row(
+                "INSERT INTO feature_runs (sweep_id, cache_key, reused, images, seconds) VALUES (?1, ?2, ?3, ?4, ?5)
+                 RETURNING id",
+                params![sweep_id, key, reused, images, seconds],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Records one finished epoch and the state to resume from, in one
+    /// transaction, if `owner` still holds the job's lease. With `is_best`,
+    /// the state is also kept as the job's best.
+    pub fn record_epoch(
+        &mut self,
+        job_id: &str,
+        owner: &str,
+        epoch: &EpochRow,
+        state: &[u8],
+        is_best: bool,
+        lease: Duration,
+    ) -> Result<(), Error> {
+        let held = self.write(|tx| {
+            let held = tx.execute(
+                "UPDATE jobs SET lease_expires = ?3 + ?4, heartbeat_at = ?3, seconds = seconds + ?5
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                params![job_id, owner, now_ms(), lease.as_millis() as i64, epoch.seconds],
+            )?;
+            if held != 1 {
+                // Nothing was changed: committing this writes nothing.
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    job_id,
+                    epoch.epoch,
+                    epoch.train_loss,
+                    epoch.train_acc,
+                    epoch.valid_loss,
+                    epoch.valid_acc,
+                    epoch.lr,
+                    epoch.seconds
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'last', ?2, ?3)
+                 ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
+                params![job_id, epoch.epoch, state],
+            )?;
+            if is_best {
+                tx.execute(
+                    "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'best', ?2, ?3)
+                     ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
+                    params![job_id, epoch.epoch, state],
+                )?;
+                tx.execute(
+                    "UPDATE jobs SET best_valid_acc = ?2, best_epoch = ?3 WHERE id = ?1",
+                    params![job_id, epoch.valid_acc, epoch.epoch],
+                )?;
+            }
+            Ok(true)
+        })?;
+        match held {
+            true => Ok(()),
+            false => Err(Error::LeaseLost { job_id: job_id.to_owned() }),
+        }
+    }
+}
