@@ -10,7 +10,7 @@ use crate::args::{ExportArgs, Format, GlobalArgs};
 use crate::Outcome;
 
 pub fn export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome> {
-    let store = Store::open(&global.db)?;
+    let store = Store::open_read_only(&global.db)?;
     let sweep = store.find_sweep(args.sweep.as_deref())?;
     let dir = &args.out;
     let heads = dir.join("heads");

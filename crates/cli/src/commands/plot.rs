@@ -42,7 +42,7 @@ fn label(job: &Job, keys: &[String]) -> String {
 }
 
 pub fn plot(global: &GlobalArgs, args: &PlotArgs) -> anyhow::Result<Outcome> {
-    let store = Store::open(&global.db)?;
+    let store = Store::open_read_only(&global.db)?;
     let sweep = store.find_sweep(args.sweep.as_deref())?;
     let results = super::table::load(&store, sweep)?;
     let curves = results.curves(&store)?;

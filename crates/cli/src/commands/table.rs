@@ -142,14 +142,14 @@ pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&
 }
 
 pub fn table(global: &GlobalArgs, args: &TableArgs) -> anyhow::Result<Outcome> {
-    let store = Store::open(&global.db)?;
+    let store = Store::open_read_only(&global.db)?;
     let sweep = store.find_sweep(args.sweep.as_deref())?;
     print_jobs(&store, sweep, args.format, args.sort.as_deref())?;
     Ok(Outcome::Success)
 }
 
 pub fn show(global: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<Outcome> {
-    let store = Store::open(&global.db)?;
+    let store = Store::open_read_only(&global.db)?;
     let id = store.resolve_job(&args.job)?;
     let columns = vec![
         col("epoch", "Epoch", true),
@@ -184,7 +184,7 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome> {
-    let store = Store::open(&global.db)?;
+    let store = Store::open_read_only(&global.db)?;
     let mut columns =
         vec![col("sweep_id", "Sweep", false), col("name", "Name", false), col("created_at", "Created", false)];
     columns.extend(Status::ALL.iter().map(|s| col(s.as_str(), s.as_str(), true)));
