@@ -140,12 +140,17 @@ impl Runner {
     }
 
     fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    /// `kill -NAME` the process.
+    fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
-            .expect("run kill -INT")
+            .unwrap_or_else(|e| panic!("run kill -{name}: {e}"))
             .success();
-        assert!(ok, "kill -INT failed");
+        assert!(ok, "kill -{name} failed");
     }
 
     /// Waits for the process to end: its status, stdout and every stderr line.
@@ -335,7 +340,7 @@ fn ctrl_c_stops_jobs_at_their_last_epoch_and_resume_completes() {
     let text = lines.join("\n");
     assert_eq!(status.code(), Some(130), "{text}");
     assert!(stdout.contains("interrupted (") && stdout.contains("pending"), "the table is printed: {stdout}");
-    let stop = lines.iter().position(|l| l.starts_with("stopping:")).expect("stopping message");
+    let stop = lines.iter().position(|l| l.starts_with("stopping (SIGINT):")).expect("stopping message");
     assert!(!lines[stop..].iter().any(|l| job_of(l, "started").is_some()), "a job started after Ctrl-C:\n{text}");
     let sweep_id = lines.iter().find_map(|l| l.split("continue with `sweep resume ").nth(1)).expect("how to resume");
     let sweep_id = sweep_id.trim_end_matches('`').to_owned();
@@ -376,6 +381,64 @@ fn ctrl_c_stops_jobs_at_their_last_epoch_and_resume_completes() {
     // And the store is consistent: resuming completes the sweep with the
     // results of an uninterrupted run.
     let out = env.sweep(&["resume", &sweep_id, "--parallel", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = results(&env, &env.path("sweep.db"));
+    assert_complete(&got, 4);
+    assert_eq!(got, reference(&env, &file, None));
+}
+
+/// Issue 16: SIGTERM (Slurm at a time limit, Kubernetes on eviction) and
+/// SIGHUP (a closed terminal) stop a run like Ctrl-C: at a consistent point,
+/// leases released, jobs `interrupted`, exit 128 + the signal's number.
+#[test]
+fn sigterm_and_sighup_stop_cleanly_and_resume_completes() {
+    let env = Env::new();
+    let file = env.write("long.toml", LONG);
+    let file_arg = file.to_str().unwrap();
+
+    // SIGHUP during the backbone pass: no job starts.
+    let mut runner = Runner::spawn(&env, &["run", file_arg, "--parallel", "2"]);
+    assert!(runner.wait_for(PATIENCE, |l| l.starts_with("features: ")), "{:?}", runner.seen);
+    runner.signal("HUP");
+    let (status, _, lines) = runner.finish();
+    let text = lines.join("\n");
+    assert_eq!(status.code(), Some(129), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("stopping (SIGHUP):")), "{text}");
+    assert!(!lines.iter().any(|l| job_of(l, "started").is_some()), "{text}");
+
+    // SIGTERM while two jobs train.
+    let mut runner = Runner::spawn(&env, &["resume", "--parallel", "2"]);
+    let mut progressed = BTreeSet::new();
+    assert!(
+        runner.wait_for(PATIENCE, |l| {
+            if is_epoch_line(l) {
+                progressed.extend(job_of(l, "epoch"));
+            }
+            progressed.len() == 2
+        }),
+        "{}",
+        runner.seen.join("\n")
+    );
+    runner.signal("TERM");
+    let (status, _, lines) = runner.finish();
+    let text = lines.join("\n");
+    assert_eq!(status.code(), Some(143), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("stopping (SIGTERM):")), "{text}");
+    assert!(lines.iter().any(|l| l.contains("continue with `sweep resume ")), "{text}");
+    // Nothing is left running under a lease another runner would wait out.
+    let store = sweep_store::Store::open_read_only(&env.path("sweep.db")).unwrap();
+    let sweep = store.find_sweep(None).unwrap();
+    for job in store.jobs(&sweep.id).unwrap() {
+        assert_ne!(job.status, sweep_store::Status::Running, "{job:?}");
+    }
+    assert_eq!(store.leases(&sweep.id).unwrap(), Vec::new(), "leases released");
+    let interrupted =
+        store.jobs(&sweep.id).unwrap().iter().filter(|j| j.status == sweep_store::Status::Interrupted).count();
+    assert_eq!(interrupted, 2, "{text}");
+    drop(store);
+
+    // Resuming completes the sweep with the results of an uninterrupted run.
+    let out = env.sweep(&["resume", "--parallel", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let got = results(&env, &env.path("sweep.db"));
     assert_complete(&got, 4);

@@ -18,11 +18,12 @@ use clap::Parser;
 use crate::args::{Cli, Command};
 
 /// Exit codes: 0 success, 1 a failure while working, 2 bad input (sweep
-/// file, arguments), 130 interrupted by Ctrl-C.
+/// file, arguments), 128 + the signal's number when stopped by one (130
+/// SIGINT, 143 SIGTERM, 129 SIGHUP).
 enum Outcome {
     Success,
     Failure,
-    Interrupted,
+    Interrupted(u8),
 }
 
 /// Runs the `sweep` command line: parses the arguments, does the work,
@@ -45,7 +46,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failure) => ExitCode::from(1),
-        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::Interrupted(code)) => ExitCode::from(code),
         Err(err) => {
             // A sweep file's problems come one per line; everything else is one line.
             if let Some(spec) = err.downcast_ref::<sweep_scheduler::SpecErrors>() {

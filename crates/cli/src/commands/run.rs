@@ -49,21 +49,29 @@ where
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let cancel = CancellationToken::new();
     let progress = Arc::new(Progress::new(global.quiet));
+    let stopped_by: Arc<std::sync::OnceLock<Stop>> = Arc::default();
     let summary = runtime.block_on(async {
-        // Listening starts before any work, so no Ctrl-C is missed.
-        let mut interrupts = Interrupts::new()?;
+        // Listening starts before any work, so no signal is missed.
+        let mut stops = Stops::new()?;
         let watcher = {
-            let (cancel, progress) = (cancel.clone(), progress.clone());
+            let (cancel, progress, stopped_by) = (cancel.clone(), progress.clone(), stopped_by.clone());
             tokio::spawn(async move {
-                interrupts.next().await;
-                progress
-                    .message("stopping: running jobs end at their last recorded epoch (Ctrl-C again quits at once)");
+                let first = stops.next().await;
+                let _ = stopped_by.set(first);
+                progress.message(&format!(
+                    "stopping ({}): running jobs end at their last recorded epoch (a second signal quits at once)",
+                    first.name()
+                ));
                 cancel.cancel();
-                interrupts.next().await;
+                let second = stops.next().await;
                 // Every write is a transaction: quitting here loses nothing recorded.
                 progress.finish();
-                eprintln!("quit: every recorded epoch is kept; continue with `{}`", resume_command(&progress));
-                std::process::exit(130);
+                eprintln!(
+                    "quit ({}): every recorded epoch is kept; continue with `{}`",
+                    second.name(),
+                    resume_command(&progress)
+                );
+                std::process::exit(first.exit_code().into());
             })
         };
         let result = start(progress.clone(), cancel.clone()).await;
@@ -82,7 +90,7 @@ where
             "interrupted: {} job(s) stopped at their last recorded epoch; continue with `sweep resume {}`",
             summary.interrupted, summary.sweep_id
         );
-        return Ok(Outcome::Interrupted);
+        return Ok(Outcome::Interrupted(stopped_by.get().map_or(130, |s| s.exit_code())));
     }
     let failed: Vec<_> =
         store.jobs(&sweep.id)?.into_iter().filter(|j| j.status == sweep_store::Status::Failed).collect();
@@ -104,32 +112,76 @@ fn resume_command(progress: &Progress) -> String {
     }
 }
 
-/// Ctrl-C (SIGINT) as a stream, so that a second one is seen even when it
-/// comes while the first is being handled.
-struct Interrupts {
-    #[cfg(unix)]
-    signal: tokio::signal::unix::Signal,
+/// A signal that stops a run cleanly: Ctrl-C, and what Slurm (at a time
+/// limit or on preemption), Kubernetes (on eviction), systemd (on stop) and
+/// a closed terminal send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Interrupt,
+    Terminate,
+    Hangup,
 }
 
-impl Interrupts {
-    fn new() -> anyhow::Result<Interrupts> {
+impl Stop {
+    fn name(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "SIGINT",
+            Stop::Terminate => "SIGTERM",
+            Stop::Hangup => "SIGHUP",
+        }
+    }
+
+    /// 128 + the signal's number, as a shell reports a process it ended.
+    fn exit_code(self) -> u8 {
+        match self {
+            Stop::Interrupt => 130,
+            Stop::Terminate => 143,
+            Stop::Hangup => 129,
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP as one stream, so that a second signal is seen
+/// even when it comes while the first is being handled.
+struct Stops {
+    #[cfg(unix)]
+    signals: [(Stop, tokio::signal::unix::Signal); 3],
+}
+
+impl Stops {
+    fn new() -> anyhow::Result<Stops> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            Ok(Interrupts { signal: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")? })
+            let listen = |stop: Stop, kind: SignalKind| {
+                signal(kind).map(|s| (stop, s)).with_context(|| format!("cannot listen for {}", stop.name()))
+            };
+            Ok(Stops {
+                signals: [
+                    listen(Stop::Interrupt, SignalKind::interrupt())?,
+                    listen(Stop::Terminate, SignalKind::terminate())?,
+                    listen(Stop::Hangup, SignalKind::hangup())?,
+                ],
+            })
         }
         #[cfg(not(unix))]
-        Ok(Interrupts {})
+        Ok(Stops {})
     }
 
-    async fn next(&mut self) {
+    async fn next(&mut self) -> Stop {
         #[cfg(unix)]
         {
-            self.signal.recv().await;
+            let [(a, sa), (b, sb), (c, sc)] = &mut self.signals;
+            tokio::select! {
+                _ = sa.recv() => *a,
+                _ = sb.recv() => *b,
+                _ = sc.recv() => *c,
+            }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            Stop::Interrupt
         }
     }
 }
