@@ -465,16 +465,16 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     let cfg = params.train_config();
     let mut sink = StoreSink { store, job_id, shared, last_renew: Cell::new(Instant::now()), lost: Cell::new(false) };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        sweep_worker::train(
-            &shared.features.data,
-            &shared.labels,
-            shared.classes,
-            &shared.splits[params.fold().unwrap_or(0)],
-            &cfg,
+        let job = sweep_worker::TrainJob {
+            features: &shared.features.data,
+            labels: &shared.labels,
+            classes: shared.classes,
+            split: &shared.splits[params.fold().unwrap_or(0)],
+            config: &cfg,
             resume,
-            &mut sink,
             device,
-        )
+        };
+        sweep_worker::train(job, &mut sink)
     }));
     match result {
         Ok(Ok(TrainOutcome::Finished { best_valid_acc, best_epoch })) => JobEnd::Done { best_valid_acc, best_epoch },

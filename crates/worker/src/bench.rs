@@ -14,7 +14,7 @@ use crate::backbone::{Arch, Backbone, DType, ModelConfig, Weights};
 use crate::data::split;
 use crate::features::decode_image;
 use crate::preprocess::{preprocess, Transform};
-use crate::train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainState};
+use crate::train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainState};
 use crate::Error;
 
 /// Images per second that `threads` threads decode and preprocess `paths` at.
@@ -111,6 +111,8 @@ pub fn head_epoch_seconds(
         loss: Loss::CrossEntropy,
     };
     let mut times = EpochTimes(Vec::with_capacity(epochs));
-    train(&features, &labels, classes, &split, &cfg, None, &mut times, device)?;
+    let job =
+        TrainJob { features: &features, labels: &labels, classes, split: &split, config: &cfg, resume: None, device };
+    train(job, &mut times)?;
     Ok(times.0)
 }

@@ -22,7 +22,7 @@ pub use error::Error;
 pub use features::{compute_features, decode_image, CacheOutcome, FeatureCache, Features, Progress};
 pub use preprocess::{preprocess, Transform};
 pub use synthetic::synthetic_image;
-pub use train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainOutcome, TrainState};
+pub use train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainOutcome, TrainState};
 #[doc(hidden)]
 pub use train::{train_with, Hooks};
 

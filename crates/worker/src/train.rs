@@ -529,43 +529,42 @@ fn evaluate(set: &Samples, state: &TrainState, loss: Loss) -> Result<(f64, u64),
     Ok((loss_sum / n as f64, correct))
 }
 
-/// Trains a head on `features` (`[N, D]`), with `labels` (`N` class indices),
-/// over `split`, reporting each epoch to `sink`. With `resume`, continues from
-/// that state: the later epochs equal those of an uninterrupted run, bit for bit.
+/// One job's training: its data, its hyperparameters and where it starts.
+#[derive(Debug, Clone)]
+pub struct TrainJob<'a> {
+    /// `[N, D]` features of the whole data set (on any device).
+    pub features: &'a Tensor,
+    /// `N` class indices, one per row of `features`.
+    pub labels: &'a [u32],
+    /// The number of classes: the head's outputs.
+    pub classes: usize,
+    /// The rows that train and the rows that validate.
+    pub split: &'a Split,
+    /// The hyperparameters.
+    pub config: &'a TrainConfig,
+    /// The state to continue from (a resumed job); `None` starts a new head.
+    pub resume: Option<TrainState>,
+    /// Where the head trains.
+    pub device: &'a Device,
+}
+
+/// Trains a head on `job.features` with `job.labels`, over `job.split`,
+/// reporting each epoch to `sink`. With `job.resume`, continues from that
+/// state: the later epochs equal those of an uninterrupted run, bit for bit.
 ///
 /// Each epoch is PyTorch's: shuffled mini-batches, the mean loss of each, its
 /// gradient, one `torch.optim.SGD` step (weight decay, momentum), the
 /// learning rate of StepLR; then a pass over the valid samples. A loss that is
 /// not finite fails the job with [`Error::NonFinite`]; that epoch is never
 /// reported.
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    features: &Tensor,
-    labels: &[u32],
-    classes: usize,
-    split: &Split,
-    cfg: &TrainConfig,
-    resume: Option<TrainState>,
-    sink: &mut dyn EpochSink,
-    device: &Device,
-) -> Result<TrainOutcome, Error> {
-    train_with(features, labels, classes, split, cfg, resume, sink, device, Hooks::default())
+pub fn train(job: TrainJob<'_>, sink: &mut dyn EpochSink) -> Result<TrainOutcome, Error> {
+    train_with(job, sink, Hooks::default())
 }
 
 /// [`train`] with its test hooks. Not part of the API.
 #[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn train_with(
-    features: &Tensor,
-    labels: &[u32],
-    classes: usize,
-    split: &Split,
-    cfg: &TrainConfig,
-    resume: Option<TrainState>,
-    sink: &mut dyn EpochSink,
-    device: &Device,
-    mut hooks: Hooks<'_>,
-) -> Result<TrainOutcome, Error> {
+pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<'_>) -> Result<TrainOutcome, Error> {
+    let TrainJob { features, labels, classes, split, config: cfg, resume, device } = job;
     let dim = features.dim(1)?;
     let train_set = Samples::gather(features, labels, &split.train, classes, device)?;
     let valid_set = Samples::gather(features, labels, &split.valid, classes, device)?;

@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use sweep_worker::{
-    split, train, train_with, EpochReport, EpochSink, Error, Hooks, Loss, SinkError, Split, TrainConfig, TrainOutcome,
-    TrainState,
+    split, train, train_with, EpochReport, EpochSink, Error, Hooks, Loss, SinkError, Split, TrainConfig, TrainJob,
+    TrainOutcome, TrainState,
 };
 
 /// Collects every report and the bytes of the last state; stops after
@@ -74,6 +74,17 @@ fn blobs(n: usize, dim: usize, classes: usize, spread: f32, seed: u64) -> (Tenso
         labels.iter().flat_map(|&y| (0..dim).map(|d| centres[y as usize * dim + d]).collect::<Vec<_>>()).collect();
     let features: Vec<f32> = features.into_iter().map(|c| c + normal()).collect();
     (Tensor::from_vec(features, (n, dim), &Device::Cpu).unwrap(), labels)
+}
+
+/// A job on the CPU from no saved state.
+fn job<'a>(
+    features: &'a Tensor,
+    labels: &'a [u32],
+    classes: usize,
+    split: &'a Split,
+    config: &'a TrainConfig,
+) -> TrainJob<'a> {
+    TrainJob { features, labels, classes, split, config, resume: None, device: &Device::Cpu }
 }
 
 // ---- golden: the production path against PyTorch ----
@@ -150,8 +161,8 @@ fn golden(loss: Loss, key: &str) {
     };
     let mut sink = Recorder::default();
     let hooks = Hooks { order: Some(&order), step_losses: Some(&mut record_losses) };
-    let outcome = train_with(&features, &labels, classes, &split, &cfg, Some(init), &mut sink, &Device::Cpu, hooks)
-        .expect("the golden run trains");
+    let golden = TrainJob { resume: Some(init), ..job(&features, &labels, classes, &split, &cfg) };
+    let outcome = train_with(golden, &mut sink, hooks).expect("the golden run trains");
     assert!(matches!(outcome, TrainOutcome::Finished { .. }));
 
     let reference = &fixture[key];
@@ -207,7 +218,7 @@ fn final_valid_acc(cfg: &TrainConfig) -> f64 {
     let (features, labels) = blobs(500, 32, 5, 1.0, 7);
     let split = split(500, 0.2, 0).unwrap();
     let mut sink = Recorder::default();
-    train(&features, &labels, 5, &split, cfg, None, &mut sink, &Device::Cpu).unwrap();
+    train(job(&features, &labels, 5, &split, cfg), &mut sink).unwrap();
     assert_eq!(sink.reports.len(), cfg.epochs);
     sink.reports.last().unwrap().valid_acc
 }
@@ -248,14 +259,15 @@ fn canonical(bytes: &[u8]) -> (usize, u64, usize, Vec<Vec<u32>>) {
 fn resumed_run(stop: Recorder) -> (Vec<EpochReport>, Vec<Vec<u8>>) {
     let (features, labels, split, cfg) = resume_problem();
     let mut first = stop;
-    let outcome = train(&features, &labels, 4, &split, &cfg, None, &mut first, &Device::Cpu).unwrap();
+    let outcome = train(job(&features, &labels, 4, &split, &cfg), &mut first).unwrap();
     let done = first.reports.len();
     assert_eq!(outcome, TrainOutcome::Stopped { epoch: done });
     assert!(done > 0 && done < cfg.epochs);
     let state = TrainState::from_bytes(first.states.last().unwrap(), &Device::Cpu).unwrap();
     assert_eq!(state.epoch, done);
     let mut rest = Recorder::default();
-    let outcome = train(&features, &labels, 4, &split, &cfg, Some(state), &mut rest, &Device::Cpu).unwrap();
+    let outcome =
+        train(TrainJob { resume: Some(state), ..job(&features, &labels, 4, &split, &cfg) }, &mut rest).unwrap();
     assert!(matches!(outcome, TrainOutcome::Finished { .. }));
     let reports = first.reports.into_iter().chain(rest.reports).collect::<Vec<_>>();
     (reports, first.states.into_iter().chain(rest.states).collect())
@@ -269,7 +281,7 @@ fn resumed_run(stop: Recorder) -> (Vec<EpochReport>, Vec<Vec<u8>>) {
 fn a_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
     let (features, labels, split, cfg) = resume_problem();
     let mut whole = Recorder::default();
-    train(&features, &labels, 4, &split, &cfg, None, &mut whole, &Device::Cpu).unwrap();
+    train(job(&features, &labels, 4, &split, &cfg), &mut whole).unwrap();
     assert_eq!(whole.reports.len(), cfg.epochs);
 
     let between = resumed_run(Recorder { stop_after_epochs: Some(2), ..Recorder::default() });
@@ -293,7 +305,7 @@ fn a_diverging_run_fails_with_non_finite_and_reports_nothing_non_finite() {
     let split = split(200, 0.2, 0).unwrap();
     let cfg = TrainConfig { lr: 1e15, ..config(Loss::CrossEntropy) };
     let mut sink = Recorder::default();
-    let err = train(&features, &labels, 4, &split, &cfg, None, &mut sink, &Device::Cpu).unwrap_err();
+    let err = train(job(&features, &labels, 4, &split, &cfg), &mut sink).unwrap_err();
     assert!(matches!(err, Error::NonFinite { phase: "train", .. }), "{err}");
     assert!(err.to_string().contains("diverged"), "{err}");
     for r in &sink.reports {
@@ -315,7 +327,7 @@ fn the_best_epoch_is_the_first_with_the_highest_valid_accuracy() {
     let split = split(60, 0.2, 0).unwrap();
     let cfg = TrainConfig { epochs: 12, lr: 0.05, ..config(Loss::CrossEntropy) };
     let mut sink = Recorder::default();
-    let outcome = train(&features, &labels, 3, &split, &cfg, None, &mut sink, &Device::Cpu).unwrap();
+    let outcome = train(job(&features, &labels, 3, &split, &cfg), &mut sink).unwrap();
     let accs: Vec<f64> = sink.reports.iter().map(|r| r.valid_acc).collect();
     let best = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let first_best = accs.iter().position(|&a| a == best).unwrap() + 1;

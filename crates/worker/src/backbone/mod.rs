@@ -1,0 +1,178 @@
+//! Frozen ResNet backbones (torchvision tensor names), with each eval-mode
+//! batch norm folded into the convolution before it.
+//!
+//! The network is candle-transformers' ResNet (`models::resnet`), rebuilt here
+//! so that batch norms can be folded and so that `resnet50-v1` (stride on the
+//! first 1x1 convolution of a downsampling block, as in the original MSRA
+//! weights) shares the code. A test checks that the result equals
+//! candle-transformers' own network.
+//!
+//! - `model`: the ResNet itself (stem, blocks, forward pass);
+//! - `ops`: a convolution with its batch norm folded in, and the CPU kernels
+//!   it runs on (im2col, the bias/residual/ReLU epilogue);
+//! - `weights`: where the tensors come from (safetensors, `.pth`, `hub:`,
+//!   seeded random) and the checks of their names and shapes.
+
+mod model;
+mod ops;
+mod weights;
+
+use candle_core::{DType as CDType, Device, Tensor};
+use std::path::PathBuf;
+
+pub use weights::{param_shapes, random_weights};
+
+use crate::Error;
+
+/// A backbone architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// ResNet-18 (basic blocks), 512 features.
+    Resnet18,
+    /// ResNet-34 (basic blocks), 512 features.
+    Resnet34,
+    /// ResNet-50 v1.5 (torchvision: stride on the 3x3 convolution), 2048 features.
+    Resnet50,
+    /// ResNet-50 v1 (stride on the first 1x1 convolution), 2048 features.
+    Resnet50V1,
+}
+
+impl Arch {
+    /// Every architecture.
+    pub const ALL: [Arch; 4] = [Arch::Resnet18, Arch::Resnet34, Arch::Resnet50, Arch::Resnet50V1];
+
+    /// The name in a sweep file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Resnet18 => "resnet18",
+            Arch::Resnet34 => "resnet34",
+            Arch::Resnet50 => "resnet50",
+            Arch::Resnet50V1 => "resnet50-v1",
+        }
+    }
+
+    /// Parses a sweep file's name.
+    pub fn from_name(name: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    fn blocks(self) -> [usize; 4] {
+        match self {
+            Arch::Resnet18 => [2, 2, 2, 2],
+            Arch::Resnet34 | Arch::Resnet50 | Arch::Resnet50V1 => [3, 4, 6, 3],
+        }
+    }
+
+    fn bottleneck(self) -> bool {
+        matches!(self, Arch::Resnet50 | Arch::Resnet50V1)
+    }
+
+    /// Length of the feature vector.
+    pub fn feature_dim(self) -> usize {
+        if self.bottleneck() {
+            2048
+        } else {
+            512
+        }
+    }
+}
+
+/// Where the backbone's weights come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Weights {
+    /// A `.safetensors` file (memory-mapped).
+    Safetensors(PathBuf),
+    /// A torchvision `.pth` state dict.
+    Pth(PathBuf),
+    /// `model.safetensors` of a Hugging Face hub model repository, in
+    /// torchvision's tensor names (timm's ResNet repositories use others).
+    Hub {
+        /// `owner/name`.
+        repo: String,
+    },
+    /// Seeded random weights, for demos and tests.
+    Random {
+        /// Seed of the generator.
+        seed: u64,
+    },
+}
+
+/// Precision of the backbone pass (features are stored as f32 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    /// 32-bit floats.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+impl DType {
+    /// The name in a sweep file.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    fn candle(self) -> CDType {
+        match self {
+            DType::F32 => CDType::F32,
+            DType::F16 => CDType::F16,
+            DType::BF16 => CDType::BF16,
+        }
+    }
+}
+
+/// The `[model]` section of a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// The architecture.
+    pub arch: Arch,
+    /// Its weights.
+    pub weights: Weights,
+    /// Resize and crop size.
+    pub image_size: usize,
+    /// Normalisation mean (RGB).
+    pub mean: [f64; 3],
+    /// Normalisation standard deviation (RGB).
+    pub std: [f64; 3],
+    /// Precision of the backbone pass.
+    pub dtype: DType,
+}
+
+/// A loaded, frozen backbone.
+pub struct Backbone {
+    net: model::ResNet,
+}
+
+impl std::fmt::Debug for Backbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backbone").field("arch", &self.net.arch).field("dtype", &self.net.dtype).finish()
+    }
+}
+
+impl Backbone {
+    /// Loads the weights the config names, checking every name and shape.
+    pub fn load(cfg: &ModelConfig, device: &Device) -> Result<Backbone, Error> {
+        let (vb, file) = weights::open(cfg, device)?;
+        let net = model::ResNet::build(cfg.arch, vb).map_err(|e| match &file {
+            Some(path) => weights::weights_err(path, e),
+            None => Error::from(e),
+        })?;
+        Ok(Backbone { net })
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> Arch {
+        self.net.arch
+    }
+
+    /// Features of a batch: `[B, 3, S, S]` normalised f32 images in, `[B, D]` f32 out.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor, Error> {
+        Ok(self.net.forward(xs)?)
+    }
+}

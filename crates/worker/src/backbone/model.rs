@@ -1,0 +1,153 @@
+//! The ResNet: a stem convolution (NCHW, as candle's `conv2d`), then the
+//! residual blocks channels-last, then the global average pool.
+
+use candle_core::{DType as CDType, Module, Tensor, D};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+
+use super::ops::{fold_bn, ConvBn};
+use super::Arch;
+
+struct Block {
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+}
+
+impl Block {
+    /// Channels-last in and out.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let shortcut = match &self.downsample {
+            Some(ds) => ds.forward(xs, None, false)?,
+            None => xs.clone(),
+        };
+        let (last, first) = self.convs.split_last().expect("a block has convolutions");
+        let mut ys = xs.clone();
+        for conv in first {
+            ys = conv.forward(&ys, None, true)?;
+        }
+        last.forward(&ys, Some(&shortcut), true)
+    }
+}
+
+/// The network of a [`super::Backbone`], its batch norms folded.
+pub(super) struct ResNet {
+    stem: Conv2d,
+    blocks: Vec<Block>,
+    pub(super) arch: Arch,
+    pub(super) dtype: CDType,
+}
+
+impl ResNet {
+    /// Builds the network from torchvision-named tensors, folding each batch
+    /// norm into its convolution.
+    pub(super) fn build(arch: Arch, vb: VarBuilder) -> candle_core::Result<ResNet> {
+        let (w, bias) = fold_bn(&vb, "conv1", "bn1", 3, 64, 7)?;
+        let cfg = Conv2dConfig { padding: 3, stride: 2, ..Default::default() };
+        let stem = Conv2d::new(w.to_dtype(vb.dtype())?, Some(bias.to_dtype(vb.dtype())?), cfg);
+        let mut blocks = Vec::new();
+        let mut c_in = 64;
+        for (layer, (&count, width)) in arch.blocks().iter().zip([64, 128, 256, 512]).enumerate() {
+            for block in 0..count {
+                let p = format!("layer{}.{block}", layer + 1);
+                let stride = if block == 0 && layer > 0 { 2 } else { 1 };
+                let (convs, c_out) = if arch.bottleneck() {
+                    let (s1, s2) = if arch == Arch::Resnet50V1 { (stride, 1) } else { (1, stride) };
+                    let c_out = width * 4;
+                    let convs = vec![
+                        ConvBn::new(&vb, &format!("{p}.conv1"), &format!("{p}.bn1"), c_in, width, 1, s1)?,
+                        ConvBn::new(&vb, &format!("{p}.conv2"), &format!("{p}.bn2"), width, width, 3, s2)?,
+                        ConvBn::new(&vb, &format!("{p}.conv3"), &format!("{p}.bn3"), width, c_out, 1, 1)?,
+                    ];
+                    (convs, c_out)
+                } else {
+                    let convs = vec![
+                        ConvBn::new(&vb, &format!("{p}.conv1"), &format!("{p}.bn1"), c_in, width, 3, stride)?,
+                        ConvBn::new(&vb, &format!("{p}.conv2"), &format!("{p}.bn2"), width, width, 3, 1)?,
+                    ];
+                    (convs, width)
+                };
+                let downsample = if stride != 1 || c_in != c_out {
+                    let (conv, bn) = (format!("{p}.downsample.0"), format!("{p}.downsample.1"));
+                    Some(ConvBn::new(&vb, &conv, &bn, c_in, c_out, 1, stride)?)
+                } else {
+                    None
+                };
+                blocks.push(Block { convs, downsample });
+                c_in = c_out;
+            }
+        }
+        Ok(ResNet { stem, blocks, arch, dtype: vb.dtype() })
+    }
+
+    /// Features of a batch: `[B, 3, S, S]` images in, `[B, D]` f32 out.
+    pub(super) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let xs = xs.to_dtype(self.dtype)?;
+        let mut xs = self
+            .stem
+            .forward(&xs)?
+            .relu()?
+            // After a ReLU every value is >= 0, so edge padding equals torch's -inf padding.
+            .pad_with_same(D::Minus1, 1, 1)?
+            .pad_with_same(D::Minus2, 1, 1)?
+            .max_pool2d_with_stride(3, 2)?
+            .permute((0, 2, 3, 1))?
+            .contiguous()?;
+        for block in &self.blocks {
+            xs = block.forward(&xs)?;
+        }
+        // Global average pool over the channels-last [B, H, W, C].
+        let (b, h, w, c) = xs.dims4()?;
+        xs.reshape((b, h * w, c))?.mean(1)?.to_dtype(CDType::F32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::backbone::random_weights;
+    use crate::Error;
+
+    #[test]
+    fn folded_network_equals_candle_transformers() -> Result<(), Error> {
+        type Reference = fn(VarBuilder<'static>) -> candle_core::Result<candle_nn::Func<'static>>;
+        let cases: [(Arch, Reference); 2] = [
+            (Arch::Resnet18, candle_transformers::models::resnet::resnet18_no_final_layer),
+            (Arch::Resnet50, candle_transformers::models::resnet::resnet50_no_final_layer),
+        ];
+        for (arch, reference) in cases {
+            let mut tensors = random_weights(arch, 3)?;
+            // Make every batch norm non-trivial so that folding is really tested.
+            let mut rng = ChaCha8Rng::seed_from_u64(9);
+            for (name, t) in tensors.iter_mut() {
+                if t.rank() == 1 {
+                    let n = t.elem_count();
+                    let data: Vec<f32> = (0..n)
+                        .map(|_| {
+                            if name.ends_with("running_var") {
+                                rng.random_range(0.5..1.5)
+                            } else {
+                                rng.random_range(-0.3..0.3) + if name.ends_with(".weight") { 0.5 } else { 0.0 }
+                            }
+                        })
+                        .collect();
+                    *t = Tensor::from_vec(data, n, &Device::Cpu)?;
+                }
+            }
+            let vb = VarBuilder::from_tensors(tensors, CDType::F32, &Device::Cpu);
+            let ours = ResNet::build(arch, vb.clone())?;
+            let theirs = reference(vb)?;
+            // 67: odd sizes after the stem (34, 17, 9, 5, 3) test the padding of strided convolutions.
+            let x = Tensor::randn(0f32, 1f32, (2, 3, 67, 67), &Device::Cpu)?;
+            let a = ours.forward(&x)?;
+            let b = theirs.forward(&x)?;
+            assert_eq!(a.dims(), &[2, arch.feature_dim()]);
+            let diff = a.sub(&b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let scale = b.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff <= 1e-4 * scale.max(1e-6), "{}: max diff {diff} at scale {scale}", arch.name());
+        }
+        Ok(())
+    }
+}

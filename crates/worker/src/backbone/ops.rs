@@ -1,0 +1,312 @@
+//! Where a convolution is folded: each eval-mode batch norm becomes the
+//! weight and bias of the convolution before it (`fold_bn`, `ConvBn`),
+//! and every convolution past the stem is one matrix product on channels-last
+//! activations, with the CPU kernels that feed and finish it: the patch
+//! gather (`im2col`) and the bias + residual + ReLU epilogue.
+
+use candle_core::{DType as CDType, Tensor};
+use candle_nn::VarBuilder;
+
+/// A convolution with its batch norm folded in.
+///
+/// Past the stem the network runs channels-last (`[B, H, W, C]`), so that
+/// every convolution is one matrix product: a 1x1 stride-1 convolution
+/// multiplies the activations themselves (`[B·H·W, C]`), any other gathers
+/// its patches first (im2col, rows in `(ky, kx, c)` order). The bias, the
+/// residual and the ReLU are then applied in one pass over the product.
+pub(super) struct ConvBn {
+    /// `[k·k·c_in, c_out]`: the folded weight, rows in `(ky, kx, c_in)` order.
+    weight: Tensor,
+    /// `[c_out]`: the folded bias.
+    bias: Tensor,
+    /// The folded bias on the host, for the fused CPU epilogue.
+    bias_host: Vec<f32>,
+    k: usize,
+    stride: usize,
+    c_out: usize,
+}
+
+/// Folds an eval-mode batch norm into the convolution before it: the weight
+/// `[c_out, c_in, k, k]` and bias `[c_out]`, in f32.
+pub(super) fn fold_bn(
+    vb: &VarBuilder,
+    conv: &str,
+    bn: &str,
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let w = vb.get((c_out, c_in, k, k), &format!("{conv}.weight"))?.to_dtype(CDType::F32)?;
+    let get = |part: &str| vb.get(c_out, &format!("{bn}.{part}")).and_then(|t| t.to_dtype(CDType::F32));
+    let (gamma, beta, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
+    // torch.nn.BatchNorm2d in eval mode: (x - mean) / sqrt(var + eps) * gamma + beta.
+    let scale = (gamma / (var + 1e-5)?.sqrt()?)?;
+    let bias = (beta - (mean * &scale)?)?;
+    let w = w.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
+    Ok((w, bias))
+}
+
+impl ConvBn {
+    pub(super) fn new(
+        vb: &VarBuilder,
+        conv: &str,
+        bn: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+    ) -> candle_core::Result<ConvBn> {
+        let (w, bias) = fold_bn(vb, conv, bn, c_in, c_out, k)?;
+        let weight = w.permute((2, 3, 1, 0))?.reshape((k * k * c_in, c_out))?.contiguous()?;
+        let bias_host = bias.to_vec1::<f32>()?;
+        let dtype = vb.dtype();
+        Ok(ConvBn { weight: weight.to_dtype(dtype)?, bias: bias.to_dtype(dtype)?, bias_host, k, stride, c_out })
+    }
+
+    /// `relu(conv(xs) + bias [+ residual])` on channels-last `[B, H, W, C]`
+    /// activations; `residual` has the output's shape.
+    pub(super) fn forward(&self, xs: &Tensor, residual: Option<&Tensor>, relu: bool) -> candle_core::Result<Tensor> {
+        let (b, h, w, c) = xs.dims4()?;
+        let pad = self.k / 2;
+        let (ho, wo) = ((h + 2 * pad - self.k) / self.stride + 1, (w + 2 * pad - self.k) / self.stride + 1);
+        let cols = if self.k == 1 && self.stride == 1 {
+            xs.reshape((b * h * w, c))?
+        } else {
+            im2col(xs, self.k, self.stride, pad)?
+        };
+        let ys = cols.matmul(&self.weight)?;
+        let fused = ys.device().is_cpu() && ys.dtype() == CDType::F32 && ys.is_contiguous();
+        let ys = if fused {
+            let op = Epilogue { bias: &self.bias_host, relu };
+            match residual {
+                Some(r) => ys.inplace_op2(&r.reshape((b * ho * wo, self.c_out))?.contiguous()?, &op)?,
+                None => ys.inplace_op1(&op)?,
+            }
+            ys
+        } else {
+            let mut ys = ys.broadcast_add(&self.bias)?;
+            if let Some(r) = residual {
+                ys = (ys + r.reshape((b * ho * wo, self.c_out))?)?;
+            }
+            if relu {
+                ys = ys.relu()?;
+            }
+            ys
+        };
+        ys.reshape((b, ho, wo, self.c_out))
+    }
+}
+
+/// The patches of a `k`x`k` convolution (zero padding `pad`) of channels-last
+/// `[B, H, W, C]` activations: `[B·Ho·Wo, k·k·C]`, each row in `(ky, kx, c)` order.
+fn im2col(xs: &Tensor, k: usize, stride: usize, pad: usize) -> candle_core::Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == CDType::F32 {
+        xs.contiguous()?.apply_op1_no_bwd(&Im2Col { k, stride, pad })
+    } else {
+        im2col_ops(xs, k, stride, pad)
+    }
+}
+
+/// [`im2col`] in plain tensor operations, for every device and dtype.
+fn im2col_ops(xs: &Tensor, k: usize, stride: usize, pad: usize) -> candle_core::Result<Tensor> {
+    let (b, h, w, c) = xs.dims4()?;
+    let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+    // Pad to a multiple of the stride, so that a reshape can pick every stride-th row.
+    let (hp, wp) = ((h + 2 * pad).next_multiple_of(stride), (w + 2 * pad).next_multiple_of(stride));
+    let xs = xs.pad_with_zeros(1, pad, hp - h - pad)?.pad_with_zeros(2, pad, wp - w - pad)?;
+    let xs = xs.reshape((b, hp / stride, stride, wp / stride, stride, c))?;
+    let mut patches = Vec::with_capacity(k * k);
+    for ky in 0..k {
+        for kx in 0..k {
+            let p = xs
+                .narrow(2, ky % stride, 1)?
+                .narrow(1, ky / stride, ho)?
+                .narrow(4, kx % stride, 1)?
+                .narrow(3, kx / stride, wo)?
+                .reshape((b * ho * wo, c))?;
+            patches.push(p);
+        }
+    }
+    Tensor::cat(&patches, 1)
+}
+
+/// [`im2col`] on the CPU in f32: one pass that copies each pixel's channels
+/// as a block.
+struct Im2Col {
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl candle_core::CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "im2col-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (b, h, w, c) = layout.shape().dims4()?;
+        let (Some((start, end)), candle_core::CpuStorage::F32(src)) = (layout.contiguous_offsets(), storage) else {
+            candle_core::bail!("im2col-nhwc: needs contiguous f32 input");
+        };
+        let src = &src[start..end];
+        let Im2Col { k, stride, pad } = *self;
+        let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+        let row = k * k * c;
+        let mut dst = vec![0f32; b * ho * wo * row];
+        // One output image row (Wo pixels) per task, spread over candle's threads.
+        let rows_per_task = wo * row;
+        let fill = |task: usize, out: &mut [f32]| {
+            let (bi, oy) = (task / ho, task % ho);
+            for ox in 0..wo {
+                let patch = &mut out[ox * row..(ox + 1) * row];
+                for ky in 0..k {
+                    let iy = (oy * stride + ky).wrapping_sub(pad);
+                    if iy >= h {
+                        continue; // zero padding: dst starts zeroed
+                    }
+                    for kx in 0..k {
+                        let ix = (ox * stride + kx).wrapping_sub(pad);
+                        if ix >= w {
+                            continue;
+                        }
+                        let s = ((bi * h + iy) * w + ix) * c;
+                        let d = (ky * k + kx) * c;
+                        patch[d..d + c].copy_from_slice(&src[s..s + c]);
+                    }
+                }
+            }
+        };
+        let tasks = b * ho;
+        let threads = candle_core::utils::get_num_threads().clamp(1, tasks.max(1));
+        let per_thread = tasks.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (t, chunk) in dst.chunks_mut(per_thread * rows_per_task).enumerate() {
+                let fill = &fill;
+                scope.spawn(move || {
+                    for (i, out) in chunk.chunks_mut(rows_per_task).enumerate() {
+                        fill(t * per_thread + i, out);
+                    }
+                });
+            }
+        });
+        Ok((candle_core::CpuStorage::F32(dst), (b * ho * wo, row).into()))
+    }
+}
+
+/// `y = relu(y + bias [+ residual])` in place, on a contiguous f32 `[M, C]`
+/// matrix on the CPU.
+struct Epilogue<'a> {
+    bias: &'a [f32],
+    relu: bool,
+}
+
+impl Epilogue<'_> {
+    fn apply(&self, ys: &mut [f32], residual: Option<&[f32]>) {
+        let c = self.bias.len();
+        let relu = |v: f32| if self.relu { v.max(0.0) } else { v };
+        match residual {
+            Some(r) => {
+                for (y_row, r_row) in ys.chunks_exact_mut(c).zip(r.chunks_exact(c)) {
+                    for ((y, b), r) in y_row.iter_mut().zip(self.bias).zip(r_row) {
+                        *y = relu(*y + b + r);
+                    }
+                }
+            }
+            None => {
+                for y_row in ys.chunks_exact_mut(c) {
+                    for (y, b) in y_row.iter_mut().zip(self.bias) {
+                        *y = relu(*y + b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn f32_slice_mut<'s>(
+    storage: &'s mut candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+) -> candle_core::Result<&'s mut [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(v), Some((start, end))) => Ok(&mut v[start..end]),
+        _ => candle_core::bail!("epilogue: needs contiguous f32 storage"),
+    }
+}
+
+impl candle_core::InplaceOp1 for Epilogue<'_> {
+    fn name(&self) -> &'static str {
+        "bias-relu"
+    }
+
+    fn cpu_fwd(&self, storage: &mut candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<()> {
+        self.apply(f32_slice_mut(storage, layout)?, None);
+        Ok(())
+    }
+}
+
+impl candle_core::InplaceOp2 for Epilogue<'_> {
+    fn name(&self) -> &'static str {
+        "bias-residual-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let residual = match (s2, l2.contiguous_offsets()) {
+            (candle_core::CpuStorage::F32(v), Some((start, end))) => &v[start..end],
+            _ => candle_core::bail!("epilogue: needs a contiguous f32 residual"),
+        };
+        self.apply(f32_slice_mut(s1, l1)?, Some(residual));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+    use crate::Error;
+
+    #[test]
+    fn cpu_kernels_equal_the_generic_tensor_ops() -> Result<(), Error> {
+        // Other devices and dtypes take the plain tensor-op paths: check that
+        // they compute what the CPU kernels compute, odd sizes included.
+        for (h, w, c, k, stride) in [(7, 5, 3, 3, 2), (8, 8, 4, 3, 1), (9, 6, 2, 1, 2), (5, 5, 3, 7, 2)] {
+            let x = Tensor::randn(0f32, 1f32, (2, h, w, c), &Device::Cpu)?;
+            let fast = im2col(&x, k, stride, k / 2)?;
+            let ops = im2col_ops(&x, k, stride, k / 2)?;
+            assert_eq!(fast.dims(), ops.dims());
+            assert_eq!(fast.flatten_all()?.to_vec1::<f32>()?, ops.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let ys = Tensor::randn(0f32, 1f32, (6, 4), &Device::Cpu)?;
+        let residual = Tensor::randn(0f32, 1f32, (6, 4), &Device::Cpu)?;
+        let bias = vec![0.5f32, -0.5, 1.0, -1.0];
+        let bias_t = Tensor::new(bias.as_slice(), &Device::Cpu)?;
+        for (res, relu) in [(None, true), (Some(&residual), true), (Some(&residual), false)] {
+            let fused = ys.copy()?;
+            let op = Epilogue { bias: &bias, relu };
+            match res {
+                Some(r) => fused.inplace_op2(r, &op)?,
+                None => fused.inplace_op1(&op)?,
+            }
+            let mut plain = ys.broadcast_add(&bias_t)?;
+            if let Some(r) = res {
+                plain = (plain + r)?;
+            }
+            if relu {
+                plain = plain.relu()?;
+            }
+            assert_eq!(fused.flatten_all()?.to_vec1::<f32>()?, plain.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(())
+    }
+}

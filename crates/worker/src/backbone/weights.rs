@@ -1,0 +1,251 @@
+//! Where the backbone's tensors come from: a safetensors file (memory-mapped),
+//! a torchvision `.pth`, a hub repository's `model.safetensors`, or seeded
+//! random initialisation; and the checks of their names and shapes, which
+//! list the first mismatches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType as CDType, Device, Tensor};
+use candle_nn::VarBuilder;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{Arch, ModelConfig, Weights};
+use crate::Error;
+
+/// The torchvision names and shapes of every tensor the backbone needs
+/// (batch-norm buffers included, the final `fc` excluded).
+pub fn param_shapes(arch: Arch) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    let mut conv = |name: String, c_out: usize, c_in: usize, k: usize| {
+        out.push((format!("{name}.weight"), vec![c_out, c_in, k, k]));
+    };
+    let mut bns = Vec::new();
+    conv("conv1".into(), 64, 3, 7);
+    bns.push(("bn1".to_owned(), 64));
+    let mut c_in = 64;
+    for (layer, (&count, width)) in arch.blocks().iter().zip([64, 128, 256, 512]).enumerate() {
+        for block in 0..count {
+            let p = format!("layer{}.{block}", layer + 1);
+            let stride = if block == 0 && layer > 0 { 2 } else { 1 };
+            if arch.bottleneck() {
+                let c_out = width * 4;
+                conv(format!("{p}.conv1"), width, c_in, 1);
+                conv(format!("{p}.conv2"), width, width, 3);
+                conv(format!("{p}.conv3"), c_out, width, 1);
+                bns.extend([(format!("{p}.bn1"), width), (format!("{p}.bn2"), width), (format!("{p}.bn3"), c_out)]);
+                if stride != 1 || c_in != c_out {
+                    conv(format!("{p}.downsample.0"), c_out, c_in, 1);
+                    bns.push((format!("{p}.downsample.1"), c_out));
+                }
+                c_in = c_out;
+            } else {
+                conv(format!("{p}.conv1"), width, c_in, 3);
+                conv(format!("{p}.conv2"), width, width, 3);
+                bns.extend([(format!("{p}.bn1"), width), (format!("{p}.bn2"), width)]);
+                if stride != 1 || c_in != width {
+                    conv(format!("{p}.downsample.0"), width, c_in, 1);
+                    bns.push((format!("{p}.downsample.1"), width));
+                }
+                c_in = width;
+            }
+        }
+    }
+    for (name, c) in bns {
+        for part in ["weight", "bias", "running_mean", "running_var"] {
+            out.push((format!("{name}.{part}"), vec![c]));
+        }
+    }
+    out
+}
+
+/// Seeded random weights in torchvision's own initialisation: Kaiming-normal
+/// convolutions (fan-out, ReLU gain), batch norms at weight 1, bias 0, and
+/// running statistics 0 and 1. Their features have the scale of a trained
+/// network's (mean about 0.7 on the demo's images).
+pub fn random_weights(arch: Arch, seed: u64) -> Result<HashMap<String, Tensor>, Error> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = HashMap::new();
+    for (name, shape) in param_shapes(arch) {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = if shape.len() == 4 {
+            let fan_out = shape[0] * shape[2] * shape[3];
+            let std = (2.0 / fan_out as f64).sqrt() as f32;
+            (0..n).map(|_| normal(&mut rng) * std).collect()
+        } else if name.ends_with(".running_var") || name.ends_with(".weight") {
+            vec![1.0; n]
+        } else {
+            vec![0.0; n]
+        };
+        out.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
+    }
+    Ok(out)
+}
+
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut ChaCha8Rng) -> f32 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// A `VarBuilder` over the weights `cfg` names, their names and shapes
+/// checked, and the file they come from (for the errors of the build that
+/// reads them; `None` for random weights).
+pub(super) fn open(cfg: &ModelConfig, device: &Device) -> Result<(VarBuilder<'static>, Option<PathBuf>), Error> {
+    let dtype = cfg.dtype.candle();
+    match &cfg.weights {
+        Weights::Random { seed } => {
+            let tensors = random_weights(cfg.arch, *seed)?;
+            Ok((VarBuilder::from_tensors(tensors, dtype, device), None))
+        }
+        Weights::Safetensors(path) => open_safetensors(cfg.arch, path, dtype, device),
+        Weights::Pth(path) => {
+            let infos =
+                candle_core::pickle::read_pth_tensor_info(path, false, None).map_err(|e| weights_err(path, e))?;
+            let shapes: HashMap<String, Vec<usize>> =
+                infos.into_iter().map(|i| (i.name.clone(), i.layout.shape().dims().to_vec())).collect();
+            check_shapes(cfg.arch, &shapes, &path.display().to_string())?;
+            let vb = VarBuilder::from_pth(path, dtype, device).map_err(|e| weights_err(path, e))?;
+            Ok((vb, Some(path.clone())))
+        }
+        Weights::Hub { repo } => open_safetensors(cfg.arch, &hub_file(repo)?, dtype, device),
+    }
+}
+
+fn open_safetensors(
+    arch: Arch,
+    path: &Path,
+    dtype: CDType,
+    device: &Device,
+) -> Result<(VarBuilder<'static>, Option<PathBuf>), Error> {
+    let shapes = safetensors_shapes(path)?;
+    check_shapes(arch, &shapes, &path.display().to_string())?;
+    // SAFETY: the file is mapped read-only and sweep never writes weight
+    // files; as with every mmap, another process truncating it underneath
+    // would be undefined behaviour, which candle's own loaders accept too.
+    #[allow(unsafe_code)]
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }.map_err(|e| weights_err(path, e))?;
+    Ok((vb, Some(path.to_owned())))
+}
+
+/// The file a hub repository must hold. Its tensors need torchvision's names
+/// (`conv1.weight`, `layer1.0.bn1.running_mean`, ...): timm's and
+/// transformers' ResNet repositories name them otherwise and are refused with
+/// the list of mismatches.
+const HUB_FILE: &str = "model.safetensors";
+
+/// Finds `HUB_FILE` of a hub model repository: in the Hugging Face cache
+/// (`HF_HOME`, default `~/.cache/huggingface`) if it is there, else downloaded
+/// from `HF_ENDPOINT` (default huggingface.co) into that cache, with the token
+/// of `HF_TOKEN` or the cache. `HF_HUB_OFFLINE=1` looks in the cache only.
+/// Offline, a download fails at once (connection refused, unknown host)
+/// or after ureq's 30 s connect timeout (a network that drops packets).
+fn hub_file(repo: &str) -> Result<PathBuf, Error> {
+    let err = |message: String| Error::Weights { path: format!("hub:{repo}"), message };
+    if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) || repo.contains(char::is_whitespace) {
+        return Err(err("expected a hub repository as `owner/name`".to_owned()));
+    }
+    let cache = hf_hub::Cache::from_env();
+    let hub_repo = hf_hub::Repo::model(repo.to_owned());
+    if let Some(path) = cache.repo(hub_repo.clone()).get(HUB_FILE) {
+        return Ok(path);
+    }
+    let offline = std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| ["1", "true", "yes", "on"].contains(&v.trim().to_ascii_lowercase().as_str()));
+    if offline {
+        return Err(err(format!(
+            "{HUB_FILE} is not in the hub cache {} and HF_HUB_OFFLINE is set",
+            cache.path().display()
+        )));
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(false)
+        .build()
+        .map_err(|e| err(format!("cannot reach the hub: {e}")))?;
+    tracing::info!(repo, file = HUB_FILE, cache = %cache.path().display(), "downloading backbone weights");
+    let url = api.model(repo.to_owned()).url(HUB_FILE);
+    api.model(repo.to_owned()).download(HUB_FILE).map_err(|e| {
+        err(format!("cannot download {url}: {e} (offline? put the file in the hub cache and set HF_HUB_OFFLINE=1, or name a local file)"))
+    })
+}
+
+pub(super) fn weights_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Weights { path: path.display().to_string(), message: e.to_string() }
+}
+
+fn safetensors_shapes(path: &Path) -> Result<HashMap<String, Vec<usize>>, Error> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| weights_err(path, format!("cannot open: {e}")))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| weights_err(path, "not a safetensors file (too short)"))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(weights_err(path, "not a safetensors file (header length out of range)"));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(|_| weights_err(path, "not a safetensors file (header cut short)"))?;
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| weights_err(path, format!("not a safetensors file: {e}")))?;
+    Ok(meta.tensors().into_iter().map(|(name, info)| (name, info.shape.clone())).collect())
+}
+
+/// Checks a weights file's tensor names and shapes against the architecture,
+/// listing the first mismatches.
+fn check_shapes(arch: Arch, found: &HashMap<String, Vec<usize>>, path: &str) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    let expected = param_shapes(arch);
+    for (name, shape) in &expected {
+        match found.get(name) {
+            None => problems.push(format!("missing `{name}`")),
+            Some(s) if s != shape => problems.push(format!("`{name}` has shape {s:?}, expected {shape:?}")),
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let total = problems.len();
+    let mut message = format!("does not fit {} ({total} of {} tensors wrong): ", arch.name(), expected.len());
+    message.push_str(&problems.iter().take(4).cloned().collect::<Vec<_>>().join(", "));
+    if total > 4 {
+        message.push_str(&format!(", and {} more", total - 4));
+    }
+    if found.keys().any(|k| k.starts_with("model.") || k.starts_with("module.")) {
+        message.push_str(" (its names carry a `model.`/`module.` prefix: save the bare state_dict)");
+    }
+    Err(Error::Weights { path: path.to_owned(), message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_counts_match_torchvision() {
+        // torchvision's resnet50 has 25,557,032 parameters, 2,049,000 of them in fc;
+        // resnet18 11,689,512 with 513,000 in fc. Buffers (running stats) are not parameters.
+        let count = |arch| -> usize {
+            param_shapes(arch)
+                .iter()
+                .filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var"))
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum()
+        };
+        assert_eq!(count(Arch::Resnet50), 25_557_032 - 2_049_000);
+        assert_eq!(count(Arch::Resnet18), 11_689_512 - 513_000);
+    }
+
+    #[test]
+    fn mismatched_weights_are_listed() {
+        let mut found: HashMap<String, Vec<usize>> = param_shapes(Arch::Resnet18).into_iter().collect();
+        found.remove("layer1.0.conv1.weight");
+        found.insert("conv1.weight".into(), vec![64, 3, 3, 3]);
+        let err = check_shapes(Arch::Resnet18, &found, "w.safetensors").unwrap_err().to_string();
+        assert!(err.starts_with("w.safetensors: does not fit resnet18 (2 of"), "{err}");
+        assert!(err.contains("`conv1.weight` has shape [64, 3, 3, 3], expected [64, 3, 7, 7]"), "{err}");
+        assert!(err.contains("missing `layer1.0.conv1.weight`"), "{err}");
+    }
+}
