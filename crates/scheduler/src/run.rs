@@ -463,7 +463,15 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     shared.observer.job_started(job_id, params, from_epoch);
     tracing::info!(from_epoch, "job started");
     let cfg = params.train_config();
-    let mut sink = StoreSink { store, job_id, shared, last_renew: Cell::new(Instant::now()), lost: Cell::new(false) };
+    let mut sink = StoreSink {
+        store,
+        job_id,
+        shared,
+        last_renew: Cell::new(Instant::now()),
+        lost: Cell::new(false),
+        busy: Cell::new(false),
+        recorded: Cell::new(from_epoch),
+    };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let job = sweep_worker::TrainJob {
             features: &shared.features.data,
@@ -479,6 +487,12 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     match result {
         Ok(Ok(TrainOutcome::Finished { best_valid_acc, best_epoch })) => JobEnd::Done { best_valid_acc, best_epoch },
         Ok(Ok(TrainOutcome::Stopped { epoch })) => JobEnd::Interrupted(epoch),
+        // Waiting out another writer's lock is not the job's fault: it stops
+        // at its last recorded epoch and any runner resumes it.
+        Ok(Err(e)) if sink.busy.get() => {
+            tracing::warn!(error = %e, "the database stayed locked; the job stops at its last recorded epoch");
+            JobEnd::Interrupted(sink.recorded.get())
+        }
         Ok(Err(e)) => JobEnd::Failed(e.to_string()),
         Err(panic) => {
             let msg =
@@ -496,6 +510,10 @@ struct StoreSink<'a> {
     shared: &'a Shared,
     last_renew: Cell<Instant>,
     lost: Cell<bool>,
+    /// Recording an epoch failed because the database stayed locked.
+    busy: Cell<bool>,
+    /// Epochs recorded, resumed ones included.
+    recorded: Cell<usize>,
 }
 
 impl EpochSink for StoreSink<'_> {
@@ -510,14 +528,19 @@ impl EpochSink for StoreSink<'_> {
             seconds: report.seconds,
         };
         let bytes = state.to_bytes()?;
-        self.store.record_epoch(
+        let recorded = self.store.record_epoch(
             self.job_id,
             &self.shared.owner,
             &row,
             &bytes,
             report.is_best,
             self.shared.opts.lease,
-        )?;
+        );
+        if let Err(e) = recorded {
+            self.busy.set(matches!(e, sweep_store::Error::Busy { .. }));
+            return Err(e.into());
+        }
+        self.recorded.set(report.epoch);
         self.last_renew.set(Instant::now());
         self.shared.observer.epoch(self.job_id, report);
         Ok(())
