@@ -1,0 +1,127 @@
+//! The canonical form of a sweep and of its jobs, and the ids hashed from it:
+//! **where a job id is made**.
+//!
+//! A job id hashes the canonical JSON (sorted keys) of the sweep's `data` and
+//! `model` sections *as written*, defaults filled in, and the job's resolved
+//! train settings; key order, file format and number spelling (`1e-2` vs
+//! `0.01`) do not change it. The sweep id hashes the whole canonical sweep,
+//! name included. Users' databases hold these ids: a change here must leave
+//! every id as it was.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use sweep_worker::Layout;
+
+use super::check::Sections;
+use super::keys::{Param, TrainKey, TrainParams};
+use super::SweepSpec;
+
+/// The canonical JSON of `data` and `model` as written (paths unresolved),
+/// defaults filled in: the part of every job id that is not hyperparameters.
+pub(super) fn environment(s: &Sections) -> serde_json::Value {
+    let mut data = BTreeMap::new();
+    match &s.data.layout {
+        Layout::Kaggle { .. } | Layout::Folder { .. } => {
+            data.insert("root", json!(s.root));
+        }
+        Layout::Synthetic(c) => {
+            data.insert("classes", json!(c.classes));
+            data.insert("images", json!(c.images));
+            data.insert("width", json!(c.width));
+            data.insert("height", json!(c.height));
+            data.insert("seed", json!(c.seed));
+        }
+    }
+    data.insert("layout", json!(s.data.layout.name()));
+    data.insert("valid_fraction", json!(s.data.valid_fraction));
+    data.insert("split_seed", json!(s.data.split_seed));
+    if let Some(k) = s.folds {
+        data.insert("folds", json!(k));
+    }
+    let m = &s.model;
+    let model = json!({
+        "backbone": m.arch.name(),
+        "weights": s.weights,
+        "image_size": m.image_size,
+        "mean": m.mean,
+        "std": m.std,
+        "dtype": m.dtype.name(),
+    });
+    json!({ "data": data, "model": model })
+}
+
+/// The canonical JSON of the whole sweep: `environment`, the name, `[train]`
+/// with its defaults, the grid and the configs.
+pub(super) fn sweep(s: &Sections, environment: &serde_json::Value) -> serde_json::Value {
+    let grid: BTreeMap<&str, Vec<serde_json::Value>> =
+        s.grid.iter().map(|(k, vs)| (k.name(), vs.iter().map(|v| v.to_json()).collect())).collect();
+    let configs: Vec<serde_json::Value> = s
+        .configs
+        .iter()
+        .map(|c| {
+            let map: BTreeMap<&str, serde_json::Value> = c.iter().map(|(k, v)| (k.name(), v.to_json())).collect();
+            json!(map)
+        })
+        .collect();
+    json!({
+        "name": s.name,
+        "data": environment["data"],
+        "model": environment["model"],
+        "train": s.base.to_json(),
+        "grid": grid,
+        "configs": configs,
+    })
+}
+
+/// 16 hex digits of BLAKE3 over canonical JSON (serde_json sorts object keys).
+fn short_hash(value: &serde_json::Value) -> String {
+    let hash = blake3::hash(value.to_string().as_bytes());
+    hash.to_hex()[..16].to_owned()
+}
+
+impl SweepSpec {
+    /// The sweep's id: a hash of its canonical form (name included).
+    pub fn id(&self) -> String {
+        short_hash(&self.canonical)
+    }
+
+    /// The canonical JSON of the sweep, as the store records it.
+    pub fn canonical_json(&self) -> String {
+        self.canonical.to_string()
+    }
+
+    /// The id of the job with these parameters in this sweep's data and model.
+    pub fn job_id(&self, params: &TrainParams) -> String {
+        short_hash(&json!({ "env": self.canonical_env, "train": params.to_json() }))
+    }
+
+    /// The canonical JSON of `data` and `model`, as written: the part of every
+    /// job id that is not hyperparameters.
+    pub fn environment_json(&self) -> &serde_json::Value {
+        &self.canonical_env
+    }
+}
+
+impl TrainParams {
+    /// The canonical JSON object: every key, sorted.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map: BTreeMap<&str, serde_json::Value> =
+            TrainKey::ALL.iter().map(|k| (k.name(), self.get(*k).to_json())).collect();
+        if let Some(fold) = self.fold {
+            map.insert("fold", json!(fold));
+        }
+        json!(map)
+    }
+}
+
+impl Param {
+    /// The value as canonical JSON.
+    pub(super) fn to_json(self) -> serde_json::Value {
+        match self {
+            Param::Int(i) => json!(i),
+            Param::Float(x) => json!(x),
+            Param::Choice(s) => json!(s),
+        }
+    }
+}
