@@ -6,7 +6,8 @@
 //! train settings; key order, file format and number spelling (`1e-2` vs
 //! `0.01`) do not change it. The sweep id hashes the whole canonical sweep,
 //! name included. Users' databases hold these ids: a change here must leave
-//! every id as it was.
+//! every id as it was: `canonical/tests.rs` checks the ids of a fixed set
+//! of sweep files (`tests/fixtures/golden-ids/`) against the ones recorded.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,9 @@ use sweep_worker::Layout;
 use super::check::Sections;
 use super::keys::{Param, TrainKey, TrainParams};
 use super::SweepSpec;
+
+#[cfg(test)]
+mod tests;
 
 /// The canonical JSON of `data` and `model` as written (paths unresolved),
 /// defaults filled in: the part of every job id that is not hyperparameters.
@@ -74,10 +78,56 @@ pub(super) fn sweep(s: &Sections, environment: &serde_json::Value) -> serde_json
     })
 }
 
-/// 16 hex digits of BLAKE3 over canonical JSON (serde_json sorts object keys).
+/// 16 hex digits of BLAKE3 over the canonical text of `value`.
 fn short_hash(value: &serde_json::Value) -> String {
-    let hash = blake3::hash(value.to_string().as_bytes());
+    let hash = blake3::hash(to_canonical_string(value).as_bytes());
     hash.to_hex()[..16].to_owned()
+}
+
+/// `value` as compact JSON with every object's keys in sorted (byte) order.
+///
+/// The sort is explicit: serde_json's maps sort their keys only while its
+/// `preserve_order` feature is off, and any crate of a build can turn it on
+/// (then `json!` keeps insertion order, and every id would change). Without
+/// the feature this is exactly `value.to_string()`, the text the ids were
+/// first hashed from.
+pub(super) fn to_canonical_string(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_canonical(&mut out, value);
+    out
+}
+
+fn write_canonical(out: &mut String, value: &serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => write_object(out, map.iter().map(|(k, v)| (k.as_str(), v))),
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// An object's entries, whatever their order, sorted by key.
+fn write_object<'a>(out: &mut String, entries: impl Iterator<Item = (&'a str, &'a serde_json::Value)>) {
+    let mut entries: Vec<(&str, &serde_json::Value)> = entries.collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push('{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::Value::from(key).to_string());
+        out.push(':');
+        write_canonical(out, value);
+    }
+    out.push('}');
 }
 
 impl SweepSpec {
@@ -88,7 +138,7 @@ impl SweepSpec {
 
     /// The canonical JSON of the sweep, as the store records it.
     pub fn canonical_json(&self) -> String {
-        self.canonical.to_string()
+        to_canonical_string(&self.canonical)
     }
 
     /// The id of the job with these parameters in this sweep's data and model.
@@ -112,6 +162,12 @@ impl TrainParams {
             map.insert("fold", json!(fold));
         }
         json!(map)
+    }
+
+    /// [`TrainParams::to_json`] as canonical text (keys sorted), as the
+    /// store records a job's settings.
+    pub fn canonical_json(&self) -> String {
+        to_canonical_string(&self.to_json())
     }
 }
 
