@@ -8,6 +8,7 @@ use sweep_worker::{Arch, DType, DataConfig, Layout, ModelConfig, SyntheticConfig
 
 use super::keys::{big_float, quoted, Param, TrainKey, TrainParams};
 use super::node::{Node, Value};
+use super::schema;
 use super::SpecError;
 
 /// A sweep file's sections, checked and typed.
@@ -99,7 +100,7 @@ impl Checker {
     }
 
     /// Reports every key left in `table` as unknown.
-    fn finish(&mut self, table: Table<'_>, known: &[&str]) {
+    fn finish(&mut self, table: Table<'_>, known: &[impl AsRef<str>]) {
         for (key, line, _) in &table.entries {
             let hint = closest(key, known).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
             self.error(*line, table.key(key), format!("unknown key{hint}"));
@@ -234,7 +235,13 @@ impl Checker {
                 ),
             }
         }
-        self.finish(top, &["name", "data", "model", "train", "grid", "configs"]);
+        // `$schema` points editors at the JSON Schema; sweep ignores it.
+        if let Some(node) = top.take("$schema") {
+            if !matches!(node.value, Value::Str(_)) {
+                self.error(node.line, "$schema", format!("must be a string, got {}", node.value.type_name()));
+            }
+        }
+        self.finish(top, &schema::keys().top[..]);
 
         let (name, (data, root, folds), (model, weights)) = (name?, data?, model?);
         Some(Sections { name, data, root, folds, model, weights, base, grid, configs })
@@ -269,7 +276,7 @@ impl Checker {
                             format!("missing: the {kind} layout needs the folder of the images"),
                         );
                     }
-                    self.finish(t, &["layout", "root", "valid_fraction", "split_seed", "folds"]);
+                    self.finish(t, &schema::keys().data(Some(kind))[..]);
                     return None;
                 };
                 let resolved = base_dir.join(&root);
@@ -299,37 +306,18 @@ impl Checker {
                     "data.layout",
                     format!("must be one of \"kaggle\", \"folder\", \"synthetic\", got \"{other}\""),
                 );
-                self.finish(
-                    t,
-                    &[
-                        "layout",
-                        "root",
-                        "valid_fraction",
-                        "split_seed",
-                        "folds",
-                        "classes",
-                        "images",
-                        "width",
-                        "height",
-                        "seed",
-                    ],
-                );
+                self.finish(t, &schema::keys().data(None)[..]);
                 return None;
             }
             None => {
                 if !self.errors.iter().any(|e| e.key == "data.layout") {
                     self.error(line, "data.layout", "missing: one of \"kaggle\", \"folder\", \"synthetic\"");
                 }
-                self.finish(t, &["layout", "root", "valid_fraction", "split_seed", "folds"]);
+                self.finish(t, &schema::keys().data(None)[..]);
                 return None;
             }
         };
-        let known: &[&str] = if matches!(layout, Layout::Synthetic(_)) {
-            &["layout", "valid_fraction", "split_seed", "folds", "classes", "images", "width", "height", "seed"]
-        } else {
-            &["layout", "root", "valid_fraction", "split_seed", "folds"]
-        };
-        self.finish(t, known);
+        self.finish(t, &schema::keys().data(Some(layout.name()))[..]);
         let valid_fraction = valid_fraction.unwrap_or(0.1);
         let split_seed = split_seed.unwrap_or(0);
         Some((DataConfig { layout, valid_fraction, split_seed }, root, folds))
@@ -392,7 +380,7 @@ impl Checker {
                 DType::F32
             }
         };
-        self.finish(t, &["backbone", "weights", "image_size", "mean", "std", "dtype"]);
+        self.finish(t, &schema::keys().model[..]);
         let (arch, (weights_text, weights)) = (arch?, weights?);
         Some((ModelConfig { arch, weights, image_size, mean, std, dtype }, weights_text))
     }
@@ -476,10 +464,10 @@ fn parse_weights(text: &str, base_dir: &Path) -> Result<Weights, String> {
 }
 
 /// The known name closest to a misspelt key, if any is close.
-fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+fn closest<'a>(key: &str, known: &'a [impl AsRef<str>]) -> Option<&'a str> {
     known
         .iter()
-        .map(|k| (strsim::levenshtein(key, k), *k))
+        .map(|k| (strsim::levenshtein(key, k.as_ref()), k.as_ref()))
         .filter(|(d, k)| *d <= 2.max(k.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)

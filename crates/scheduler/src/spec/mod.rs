@@ -9,6 +9,8 @@
 //! - `expand.rs`: grid, configs and folds into [`Job`]s, under the job limit;
 //! - `canonical.rs`: the canonical JSON and the sweep and job ids hashed
 //!   from it (where a job id is made);
+//! - `schema.rs`: the file format as wire types, the one declaration of its
+//!   keys, and the JSON Schema generated from them ([`json_schema`]);
 //! - `error.rs`: [`SpecError`], [`SpecErrors`], [`TooManyJobs`].
 
 mod canonical;
@@ -17,6 +19,7 @@ mod error;
 mod expand;
 mod keys;
 mod node;
+mod schema;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +30,7 @@ use sweep_worker::{DataConfig, ModelConfig};
 pub use error::{SpecError, SpecErrors, TooManyJobs};
 pub use expand::{Job, DEFAULT_MAX_JOBS};
 pub use keys::{Param, TrainKey, TrainParams};
+pub use schema::json_schema;
 
 /// A validated sweep file.
 #[derive(Debug, Clone)]
