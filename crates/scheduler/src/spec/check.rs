@@ -2,6 +2,7 @@
 //! collecting **every** problem with its key and line rather than stopping at
 //! the first.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use sweep_worker::{Arch, DType, DataConfig, Layout, ModelConfig, SyntheticConfig, Weights};
@@ -421,9 +422,11 @@ impl Checker {
                 _ => vec![value],
             };
             let mut values: Vec<Param> = Vec::new();
+            // Repeats found in linear time: a generated axis may be long.
+            let mut seen = HashSet::new();
             for (i, item) in items.iter().enumerate() {
                 match train_key.parse(item) {
-                    Ok(param) if values.contains(&param) => {
+                    Ok(param) if !seen.insert(identity(param)) => {
                         self.error(item.line, format!("{path}[{i}]"), format!("repeats the value {param}"))
                     }
                     Ok(param) => values.push(param),
@@ -460,6 +463,16 @@ fn parse_weights(text: &str, base_dir: &Path) -> Result<Weights, String> {
         Some("safetensors") => Ok(Weights::Safetensors(path)),
         Some("pth" | "pt" | "bin") => Ok(Weights::Pth(path)),
         _ => Err(format!("\"{text}\": expected a .safetensors or .pth file, \"hub:<repo>\", or \"random\"")),
+    }
+}
+
+/// A hashable stand-in for a value, equal exactly when the values are equal
+/// (`0.0` and `-0.0` alike; NaN never gets this far).
+fn identity(param: Param) -> (u8, u64, &'static str) {
+    match param {
+        Param::Int(i) => (0, i, ""),
+        Param::Float(x) => (1, if x == 0.0 { 0 } else { x.to_bits() }, ""),
+        Param::Choice(s) => (2, 0, s),
     }
 }
 

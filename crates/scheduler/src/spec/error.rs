@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::MAX_JOBS_CEILING;
+
 /// One problem in a sweep file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpecError {
@@ -50,11 +52,29 @@ impl fmt::Display for SpecErrors {
 impl std::error::Error for SpecErrors {}
 
 /// A sweep that would expand past the job limit.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("the sweep expands to {count} jobs, more than the limit of {limit} (raise it with --max-jobs)")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TooManyJobs {
-    /// Jobs the sweep would make.
+    /// Jobs the sweep would make (before de-duplication), counted without
+    /// expanding it; `u64::MAX` when the count does not fit in 64 bits.
     pub count: u64,
-    /// The limit in force.
+    /// The limit in force: the caller's, at most [`MAX_JOBS_CEILING`].
     pub limit: u64,
 }
+
+impl fmt::Display for TooManyJobs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.count == u64::MAX {
+            write!(f, "the sweep expands to at least {} jobs", u64::MAX)?;
+        } else {
+            write!(f, "the sweep expands to {} jobs", self.count)?;
+        }
+        write!(f, ", more than the limit of {}", self.limit)?;
+        if self.count > MAX_JOBS_CEILING {
+            write!(f, " (--max-jobs can raise it to {MAX_JOBS_CEILING} at most)")
+        } else {
+            write!(f, " (raise it with --max-jobs)")
+        }
+    }
+}
+
+impl std::error::Error for TooManyJobs {}

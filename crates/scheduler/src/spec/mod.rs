@@ -28,7 +28,7 @@ use std::path::Path;
 use sweep_worker::{DataConfig, ModelConfig};
 
 pub use error::{SpecError, SpecErrors, TooManyJobs};
-pub use expand::{Job, DEFAULT_MAX_JOBS};
+pub use expand::{Job, DEFAULT_MAX_JOBS, MAX_JOBS_CEILING};
 pub use keys::{Param, TrainKey, TrainParams};
 pub use schema::json_schema;
 
