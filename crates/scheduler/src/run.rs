@@ -190,7 +190,7 @@ pub async fn run(
                     momentum: cfg.momentum,
                     epochs: cfg.epochs as i64,
                 },
-                p.to_json().to_string(),
+                p.canonical_json(),
             )
         })
         .collect();

@@ -87,7 +87,8 @@ fn every_file_in_sweeps_parses() {
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        if matches!(path.extension().and_then(|e| e.to_str()), Some("toml" | "json")) {
+        let schema = path.to_str().is_some_and(|p| p.ends_with(".schema.json"));
+        if matches!(path.extension().and_then(|e| e.to_str()), Some("toml" | "json")) && !schema {
             let spec = SweepSpec::load(&path).unwrap_or_else(|e| panic!("{e}"));
             assert!(!spec.jobs(DEFAULT_MAX_JOBS).unwrap().is_empty());
             seen += 1;
@@ -419,4 +420,88 @@ fn folds_make_one_job_per_fold_and_enter_the_ids() {
     assert!(errs.contains("data.folds: valid_fraction does not apply with folds"), "{errs}");
     let one = folded_src.replace("folds = 3", "folds = 1");
     assert!(parse(&one).unwrap_err().to_string().contains("data.folds: must be between 2 and 1000, got 1"));
+}
+
+/// `n` whole numbers from `from`, as a TOML list's items.
+fn ints(from: u64, n: u64) -> String {
+    (from..from + n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// `n` numbers `i / 200` for `i` from `from`, as a TOML list's items.
+fn fractions(from: u64, n: u64) -> String {
+    (from..from + n).map(|i| format!("{:?}", i as f64 / 200.0)).collect::<Vec<_>>().join(", ")
+}
+
+/// Issue 16: a grid whose size does not fit in 64 bits is refused by counting
+/// (checked arithmetic), without expanding or allocating anything.
+#[test]
+fn a_grid_past_u64_is_refused_with_its_size() {
+    // 150^9, about 3.8e19 jobs.
+    let n = 150;
+    let src = format!(
+        "{HEAD}[grid]\nbatch_size = [{}]\nworkers = [{}]\nlr = [{}]\nmomentum = [{}]\nepochs = [{}]\n\
+         weight_decay = [{}]\nstep_size = [{}]\ngamma = [{}]\nseed = [{}]\n",
+        ints(1, n),
+        ints(0, n),
+        fractions(1, n),
+        fractions(0, n),
+        ints(1, n),
+        fractions(0, n),
+        ints(1, n),
+        fractions(1, n),
+        ints(0, n),
+    );
+    let spec = parse(&src).unwrap();
+    assert_eq!(spec.job_count_upper_bound(), u64::MAX);
+    let err = spec.jobs(u64::MAX).unwrap_err();
+    assert_eq!(err, TooManyJobs { count: u64::MAX, limit: MAX_JOBS_CEILING });
+    assert_eq!(
+        err.to_string(),
+        "the sweep expands to at least 18446744073709551615 jobs, more than the limit of 1000000 \
+         (--max-jobs can raise it to 1000000 at most)"
+    );
+    // With folds too: the product is checked, not wrapped or saturated into a small number.
+    let folded = parse(&src.replace("layout = \"synthetic\"", "layout = \"synthetic\"\nfolds = 1000")).unwrap();
+    assert_eq!(folded.jobs(DEFAULT_MAX_JOBS).unwrap_err().count, u64::MAX);
+}
+
+/// Issue 16: 10^12 jobs with `--max-jobs` raised past the ceiling are refused
+/// at once with their count (before, the plan was built and took the memory).
+#[test]
+fn a_trillion_jobs_are_refused_even_with_max_jobs_raised() {
+    let src = format!(
+        "{HEAD}[grid]\nbatch_size = [{}]\nepochs = [{}]\nstep_size = [{}]\nseed = [{}]\n",
+        ints(1, 1000),
+        ints(1, 1000),
+        ints(1, 1000),
+        ints(0, 1000)
+    );
+    let spec = parse(&src).unwrap();
+    let start = std::time::Instant::now();
+    let err = spec.jobs(10u64.pow(13)).unwrap_err();
+    assert_eq!(err, TooManyJobs { count: 10u64.pow(12), limit: MAX_JOBS_CEILING });
+    assert_eq!(
+        err.to_string(),
+        "the sweep expands to 1000000000000 jobs, more than the limit of 1000000 (--max-jobs can raise it to 1000000 at most)"
+    );
+    // Under the default limit, the message does not send the user to --max-jobs in vain.
+    let err = spec.jobs(DEFAULT_MAX_JOBS).unwrap_err();
+    assert_eq!(err, TooManyJobs { count: 10u64.pow(12), limit: DEFAULT_MAX_JOBS });
+    assert!(err.to_string().ends_with("(--max-jobs can raise it to 1000000 at most)"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "counting took {:?}", start.elapsed());
+    // At the ceiling exactly, the sweep expands.
+    let at_ceiling =
+        parse(&format!("{HEAD}[grid]\nseed = [{}]\nepochs = [{}]\n", ints(0, 1000), ints(1, 1000))).unwrap();
+    assert_eq!(at_ceiling.job_count_upper_bound(), MAX_JOBS_CEILING);
+    assert!(matches!(at_ceiling.jobs(MAX_JOBS_CEILING - 1), Err(TooManyJobs { count: 1_000_000, limit: 999_999 })));
+}
+
+#[test]
+fn repeats_in_a_long_axis_are_found() {
+    // 100,000 values: found by hashing, not by comparing every pair.
+    let src = format!("{HEAD}[grid]\nseed = [{}, 7]\nmomentum = [0.0, 0.5, -0.0]\n", ints(0, 100_000));
+    check(
+        &src,
+        &["s.toml:7: grid.seed[100000]: repeats the value 7", "s.toml:8: grid.momentum[2]: repeats the value -0"],
+    );
 }

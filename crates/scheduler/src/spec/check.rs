@@ -1,0 +1,487 @@
+//! Validation: walks the neutral tree of a sweep file into typed sections,
+//! collecting **every** problem with its key and line rather than stopping at
+//! the first.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use sweep_worker::{Arch, DType, DataConfig, Layout, ModelConfig, SyntheticConfig, Weights};
+
+use super::keys::{big_float, quoted, Param, TrainKey, TrainParams};
+use super::node::{Node, Value};
+use super::schema;
+use super::SpecError;
+
+/// A sweep file's sections, checked and typed.
+pub(super) struct Sections {
+    /// `name`.
+    pub(super) name: String,
+    /// `[data]`, with `root` resolved against the sweep file's folder.
+    pub(super) data: DataConfig,
+    /// `[data] root` as written (kaggle and folder layouts).
+    pub(super) root: Option<String>,
+    /// `[data] folds`.
+    pub(super) folds: Option<usize>,
+    /// `[model]`, with a weights path resolved against the sweep file's folder.
+    pub(super) model: ModelConfig,
+    /// `[model] weights` as written.
+    pub(super) weights: String,
+    /// `[train]` with defaults filled in.
+    pub(super) base: TrainParams,
+    /// `[grid]`, axes in [`TrainKey::ALL`] order.
+    pub(super) grid: Vec<(TrainKey, Vec<Param>)>,
+    /// `[[configs]]`: overrides of `base`, in file order.
+    pub(super) configs: Vec<Vec<(TrainKey, Param)>>,
+}
+
+/// Checks the tree of `file`, resolving relative paths against `base_dir`:
+/// the sections, or every problem in file order (those without a line first).
+pub(super) fn check(root: &Node, file: &Path, base_dir: &Path) -> Result<Sections, Vec<SpecError>> {
+    let mut cx = Checker { file: file.to_owned(), errors: Vec::new() };
+    let sections = cx.sweep(root, base_dir);
+    // In file order (the TOML parser hands tables over sorted by key);
+    // problems of the whole file, without a line, first.
+    cx.errors.sort_by_key(|e| e.line);
+    match sections {
+        Some(sections) if cx.errors.is_empty() => Ok(sections),
+        _ => Err(cx.errors),
+    }
+}
+
+/// Walks the tree, collecting every problem.
+struct Checker {
+    file: PathBuf,
+    errors: Vec<SpecError>,
+}
+
+/// The entries of one table, with the keys not yet taken.
+struct Table<'a> {
+    path: String,
+    entries: Vec<(&'a str, Option<usize>, &'a Node)>,
+    line: Option<usize>,
+}
+
+impl<'a> Table<'a> {
+    /// The line of a key's value, before it is taken.
+    fn line_of(&self, key: &str) -> Option<usize> {
+        self.entries.iter().find(|(k, _, _)| *k == key).and_then(|(_, line, node)| node.line.or(*line))
+    }
+
+    fn take(&mut self, key: &str) -> Option<&'a Node> {
+        let pos = self.entries.iter().position(|(k, _, _)| *k == key)?;
+        Some(self.entries.remove(pos).2)
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+}
+
+impl Checker {
+    fn error(&mut self, line: Option<usize>, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(SpecError { file: self.file.clone(), line, key: key.into(), message: message.into() });
+    }
+
+    fn table<'a>(&mut self, path: &str, node: &'a Node) -> Option<Table<'a>> {
+        match &node.value {
+            Value::Table(entries) => Some(Table {
+                path: path.to_owned(),
+                entries: entries.iter().map(|(k, line, n)| (k.as_str(), *line, n)).collect(),
+                line: node.line,
+            }),
+            other => {
+                self.error(node.line, path, format!("must be a table, got {}", other.type_name()));
+                None
+            }
+        }
+    }
+
+    /// Reports every key left in `table` as unknown.
+    fn finish(&mut self, table: Table<'_>, known: &[impl AsRef<str>]) {
+        for (key, line, _) in &table.entries {
+            let hint = closest(key, known).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
+            self.error(*line, table.key(key), format!("unknown key{hint}"));
+        }
+    }
+
+    fn string(&mut self, table: &mut Table<'_>, key: &str) -> Option<String> {
+        let node = table.take(key)?;
+        match &node.value {
+            Value::Str(s) if !s.trim().is_empty() => Some(s.clone()),
+            Value::Str(_) => {
+                self.error(node.line, table.key(key), "must not be empty");
+                None
+            }
+            other => {
+                self.error(node.line, table.key(key), format!("must be a string, got {}", other.type_name()));
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, table: &mut Table<'_>, key: &str, min: i64, max: i64) -> Option<u64> {
+        let node = table.take(key)?;
+        match node.value {
+            Value::Int(i) if (min..=max).contains(&i) => Some(i as u64),
+            Value::Int(i) => {
+                self.error(node.line, table.key(key), format!("must be between {min} and {max}, got {i}"));
+                None
+            }
+            Value::BigInt(ref i) => {
+                self.error(node.line, table.key(key), format!("must be between {min} and {max}, got {i}"));
+                None
+            }
+            ref other => {
+                self.error(node.line, table.key(key), format!("must be an integer, got {}", other.type_name()));
+                None
+            }
+        }
+    }
+
+    fn float(&mut self, table: &mut Table<'_>, key: &str, check: fn(f64) -> bool, rule: &str) -> Option<f64> {
+        let node = table.take(key)?;
+        self.number(node, &table.key(key), check, rule)
+    }
+
+    fn number(&mut self, node: &Node, key: &str, check: fn(f64) -> bool, rule: &str) -> Option<f64> {
+        let x = match node.value {
+            Value::Float(x) => x,
+            Value::Int(i) => i as f64,
+            Value::BigInt(ref i) => big_float(i),
+            ref other => {
+                self.error(node.line, key, format!("must be a number, got {}", other.type_name()));
+                return None;
+            }
+        };
+        if x.is_finite() && check(x) {
+            Some(x)
+        } else {
+            self.error(node.line, key, format!("must be {rule}, got {x}"));
+            None
+        }
+    }
+
+    fn triple(&mut self, table: &mut Table<'_>, key: &str, check: fn(f64) -> bool, rule: &str) -> Option<[f64; 3]> {
+        let node = table.take(key)?;
+        let key = table.key(key);
+        match &node.value {
+            Value::Array(items) if items.len() == 3 => {
+                let values: Vec<Option<f64>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.number(item, &format!("{key}[{i}]"), check, rule))
+                    .collect();
+                Some([values[0]?, values[1]?, values[2]?])
+            }
+            Value::Array(items) => {
+                self.error(node.line, key, format!("must have 3 values (R, G, B), got {}", items.len()));
+                None
+            }
+            other => {
+                self.error(node.line, key, format!("must be an array of 3 numbers, got {}", other.type_name()));
+                None
+            }
+        }
+    }
+
+    fn sweep(&mut self, root: &Node, base_dir: &Path) -> Option<Sections> {
+        let mut top = self.table("", root)?;
+        let name = self.string(&mut top, "name");
+        if name.is_none() && !self.errors.iter().any(|e| e.key == "name") {
+            self.error(None, "name", "missing: every sweep needs a name");
+        }
+        let data = match top.take("data") {
+            Some(node) => self.data(node, base_dir),
+            None => {
+                self.error(None, "data", "missing: the [data] table says where the images are");
+                None
+            }
+        };
+        let model = match top.take("model") {
+            Some(node) => self.model(node, base_dir),
+            None => {
+                self.error(None, "model", "missing: the [model] table names the backbone and its weights");
+                None
+            }
+        };
+        let mut base = TrainParams::default();
+        if let Some(node) = top.take("train") {
+            for (key, value) in self.overrides("train", node) {
+                base.set(key, value);
+            }
+        }
+        let grid = match top.take("grid") {
+            Some(node) => self.grid(node),
+            None => Vec::new(),
+        };
+        let mut configs = Vec::new();
+        if let Some(node) = top.take("configs") {
+            match &node.value {
+                Value::Array(items) if items.is_empty() => {
+                    self.error(node.line, "configs", "must not be empty");
+                }
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        configs.push(self.overrides(&format!("configs[{i}]"), item));
+                    }
+                }
+                other => self.error(
+                    node.line,
+                    "configs",
+                    format!("must be an array of tables ([[configs]]), got {}", other.type_name()),
+                ),
+            }
+        }
+        // `$schema` points editors at the JSON Schema; sweep ignores it.
+        if let Some(node) = top.take("$schema") {
+            if !matches!(node.value, Value::Str(_)) {
+                self.error(node.line, "$schema", format!("must be a string, got {}", node.value.type_name()));
+            }
+        }
+        self.finish(top, &schema::keys().top[..]);
+
+        let (name, (data, root, folds), (model, weights)) = (name?, data?, model?);
+        Some(Sections { name, data, root, folds, model, weights, base, grid, configs })
+    }
+
+    /// `[data]`, `root` as written, and `folds`.
+    fn data(&mut self, node: &Node, base_dir: &Path) -> Option<(DataConfig, Option<String>, Option<usize>)> {
+        let mut t = self.table("data", node)?;
+        let layout_line = t.line_of("layout");
+        let layout = self.string(&mut t, "layout");
+        let root = self.string(&mut t, "root");
+        let folds_line = t.line_of("folds");
+        let fraction_given = t.entries.iter().any(|e| e.0 == "valid_fraction");
+        let folds = self.int(&mut t, "folds", 2, 1000).map(|k| k as usize);
+        if folds.is_some() && fraction_given {
+            self.error(
+                folds_line,
+                "data.folds",
+                "valid_fraction does not apply with folds: each fold holds out 1/k of the images",
+            );
+        }
+        let valid_fraction = self.float(&mut t, "valid_fraction", |x| x > 0.0 && x < 1.0, "> 0 and < 1");
+        let split_seed = self.int(&mut t, "split_seed", 0, i64::MAX);
+        let line = t.line;
+        let (layout, root) = match layout.as_deref() {
+            Some(kind @ ("kaggle" | "folder")) => {
+                let Some(root) = root else {
+                    if !self.errors.iter().any(|e| e.key == "data.root") {
+                        self.error(
+                            line,
+                            "data.root",
+                            format!("missing: the {kind} layout needs the folder of the images"),
+                        );
+                    }
+                    self.finish(t, &schema::keys().data(Some(kind))[..]);
+                    return None;
+                };
+                let resolved = base_dir.join(&root);
+                if kind == "kaggle" {
+                    (Layout::Kaggle { root: resolved }, Some(root))
+                } else {
+                    (Layout::Folder { root: resolved }, Some(root))
+                }
+            }
+            Some("synthetic") => {
+                if root.is_some() {
+                    self.error(line, "data.root", "the synthetic layout generates its images and takes no root");
+                }
+                let classes = self.int(&mut t, "classes", 2, 10_000).unwrap_or(4) as usize;
+                let images = self.int(&mut t, "images", 4, 10_000_000).unwrap_or(200) as usize;
+                let width = self.int(&mut t, "width", 8, 8192).unwrap_or(64) as u32;
+                let height = self.int(&mut t, "height", 8, 8192).unwrap_or(64) as u32;
+                let seed = self.int(&mut t, "seed", 0, i64::MAX).unwrap_or(0);
+                if images < classes {
+                    self.error(line, "data.images", format!("must be at least `classes` ({classes}), got {images}"));
+                }
+                (Layout::Synthetic(SyntheticConfig { classes, images, width, height, seed }), None)
+            }
+            Some(other) => {
+                self.error(
+                    layout_line,
+                    "data.layout",
+                    format!("must be one of \"kaggle\", \"folder\", \"synthetic\", got \"{other}\""),
+                );
+                self.finish(t, &schema::keys().data(None)[..]);
+                return None;
+            }
+            None => {
+                if !self.errors.iter().any(|e| e.key == "data.layout") {
+                    self.error(line, "data.layout", "missing: one of \"kaggle\", \"folder\", \"synthetic\"");
+                }
+                self.finish(t, &schema::keys().data(None)[..]);
+                return None;
+            }
+        };
+        self.finish(t, &schema::keys().data(Some(layout.name()))[..]);
+        let valid_fraction = valid_fraction.unwrap_or(0.1);
+        let split_seed = split_seed.unwrap_or(0);
+        Some((DataConfig { layout, valid_fraction, split_seed }, root, folds))
+    }
+
+    /// `[model]` and `weights` as written.
+    fn model(&mut self, node: &Node, base_dir: &Path) -> Option<(ModelConfig, String)> {
+        let mut t = self.table("model", node)?;
+        let line = t.line;
+        let backbone_node_line = t.line_of("backbone");
+        let arch = match self.string(&mut t, "backbone").as_deref() {
+            None => Some(Arch::Resnet50),
+            Some(name) => {
+                let arch = Arch::from_name(name);
+                if arch.is_none() {
+                    let names: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
+                    self.error(
+                        backbone_node_line,
+                        "model.backbone",
+                        format!("must be one of {}, got \"{name}\"", quoted(&names)),
+                    );
+                }
+                arch
+            }
+        };
+        let weights_line = t.line_of("weights");
+        let weights = match self.string(&mut t, "weights") {
+            None => {
+                if !self.errors.iter().any(|e| e.key == "model.weights") {
+                    self.error(
+                        line,
+                        "model.weights",
+                        "missing: a .safetensors or .pth file, \"hub:<repo>\", or \"random\"",
+                    );
+                }
+                None
+            }
+            Some(w) => match parse_weights(&w, base_dir) {
+                Ok(weights) => Some((w, weights)),
+                Err(msg) => {
+                    self.error(weights_line, "model.weights", msg);
+                    None
+                }
+            },
+        };
+        let image_size = self.int(&mut t, "image_size", 32, 4096).unwrap_or(224) as usize;
+        let mean = self.triple(&mut t, "mean", |_| true, "finite").unwrap_or([0.485, 0.456, 0.406]);
+        let std = self.triple(&mut t, "std", |x| x > 0.0, "> 0").unwrap_or([0.229, 0.224, 0.225]);
+        let dtype_line = t.line_of("dtype");
+        let dtype = match self.string(&mut t, "dtype").as_deref() {
+            None | Some("f32") => DType::F32,
+            Some("f16") => DType::F16,
+            Some("bf16") => DType::BF16,
+            Some(other) => {
+                self.error(
+                    dtype_line,
+                    "model.dtype",
+                    format!("must be one of \"f32\", \"f16\", \"bf16\", got \"{other}\""),
+                );
+                DType::F32
+            }
+        };
+        self.finish(t, &schema::keys().model[..]);
+        let (arch, (weights_text, weights)) = (arch?, weights?);
+        Some((ModelConfig { arch, weights, image_size, mean, std, dtype }, weights_text))
+    }
+
+    fn overrides(&mut self, path: &str, node: &Node) -> Vec<(TrainKey, Param)> {
+        let Some(mut t) = self.table(path, node) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (key, line, value) in std::mem::take(&mut t.entries) {
+            match TrainKey::from_name(key) {
+                Some(train_key) => match train_key.parse(value) {
+                    Ok(param) => out.push((train_key, param)),
+                    Err(msg) => self.error(value.line.or(line), t.key(key), msg),
+                },
+                None => t.entries.push((key, line, value)),
+            }
+        }
+        let known: Vec<&str> = TrainKey::ALL.iter().map(|k| k.name()).collect();
+        self.finish(t, &known);
+        out
+    }
+
+    fn grid(&mut self, node: &Node) -> Vec<(TrainKey, Vec<Param>)> {
+        let Some(mut t) = self.table("grid", node) else { return Vec::new() };
+        let mut axes = Vec::new();
+        for (key, line, value) in std::mem::take(&mut t.entries) {
+            let Some(train_key) = TrainKey::from_name(key) else {
+                t.entries.push((key, line, value));
+                continue;
+            };
+            let path = t.key(key);
+            let items: Vec<&Node> = match &value.value {
+                Value::Array(items) if items.is_empty() => {
+                    self.error(value.line.or(line), &path, "must not be an empty list");
+                    continue;
+                }
+                Value::Array(items) => items.iter().collect(),
+                // A single value is a one-point axis.
+                _ => vec![value],
+            };
+            let mut values: Vec<Param> = Vec::new();
+            // Repeats found in linear time: a generated axis may be long.
+            let mut seen = HashSet::new();
+            for (i, item) in items.iter().enumerate() {
+                match train_key.parse(item) {
+                    Ok(param) if !seen.insert(identity(param)) => {
+                        self.error(item.line, format!("{path}[{i}]"), format!("repeats the value {param}"))
+                    }
+                    Ok(param) => values.push(param),
+                    Err(msg) => self.error(item.line.or(line), format!("{path}[{i}]"), msg),
+                }
+            }
+            axes.push((train_key, values));
+        }
+        let known: Vec<&str> = TrainKey::ALL.iter().map(|k| k.name()).collect();
+        self.finish(t, &known);
+        axes.sort_by_key(|(k, _)| *k);
+        axes
+    }
+}
+
+fn parse_weights(text: &str, base_dir: &Path) -> Result<Weights, String> {
+    if text == "random" {
+        return Ok(Weights::Random { seed: 0 });
+    }
+    if let Some(seed) = text.strip_prefix("random:") {
+        return seed
+            .parse()
+            .map(|seed| Weights::Random { seed })
+            .map_err(|_| format!("\"{text}\": the seed after `random:` must be a whole number"));
+    }
+    if let Some(repo) = text.strip_prefix("hub:") {
+        if repo.is_empty() || !repo.contains('/') {
+            return Err(format!("\"{text}\": expected hub:<owner>/<repo>"));
+        }
+        return Ok(Weights::Hub { repo: repo.to_owned() });
+    }
+    let path = base_dir.join(text);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => Ok(Weights::Safetensors(path)),
+        Some("pth" | "pt" | "bin") => Ok(Weights::Pth(path)),
+        _ => Err(format!("\"{text}\": expected a .safetensors or .pth file, \"hub:<repo>\", or \"random\"")),
+    }
+}
+
+/// A hashable stand-in for a value, equal exactly when the values are equal
+/// (`0.0` and `-0.0` alike; NaN never gets this far).
+fn identity(param: Param) -> (u8, u64, &'static str) {
+    match param {
+        Param::Int(i) => (0, i, ""),
+        Param::Float(x) => (1, if x == 0.0 { 0 } else { x.to_bits() }, ""),
+        Param::Choice(s) => (2, 0, s),
+    }
+}
+
+/// The known name closest to a misspelt key, if any is close.
+fn closest<'a>(key: &str, known: &'a [impl AsRef<str>]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(key, k.as_ref()), k.as_ref()))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}

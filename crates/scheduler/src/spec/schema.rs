@@ -1,0 +1,434 @@
+//! The sweep file format as Rust types ("wire types"), and its JSON Schema.
+//!
+//! These types are the one declaration of the keys a sweep file may hold:
+//! [`json_schema`] generates the JSON Schema from them (their doc comments
+//! become its descriptions; `sweeps/sweep.schema.json` is its output), and the
+//! checker (`check.rs`) takes the keys it accepts in the top level, `[data]`
+//! (per layout) and `[model]` from that schema ([`keys`]). The checker still
+//! does the checking, so that every problem is reported at once with its
+//! line; the tests (`schema/tests.rs`) prove that the schema and the checker
+//! agree on every key, type and range, and that `[train]`'s keys are
+//! [`TrainKey::ALL`](super::TrainKey::ALL).
+
+// The fields are read by the schema generator and by the tests that
+// deserialize every sweep file into these types, never by code.
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use schemars::generate::SchemaSettings;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[cfg(test)]
+mod tests;
+
+/// A sweep file: a data set, a backbone with its weights, and the
+/// head-training settings to sweep (TOML, or JSON with the same keys).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "sweep file")]
+pub(crate) struct SweepFile {
+    /// The JSON Schema of this file, for editors; ignored by sweep (TOML
+    /// files point at it with a `#:schema ./sweep.schema.json` comment).
+    #[serde(rename = "$schema")]
+    schema: Option<String>,
+    /// The sweep's name.
+    #[schemars(regex(pattern = r"\S"))]
+    name: String,
+    /// Where the images are and how they are split.
+    data: Data,
+    /// The frozen backbone and its weights.
+    model: Model,
+    /// Head-training settings of every job; keys left out keep their defaults.
+    train: Option<Train>,
+    /// The cartesian product of these values (a list per key, or one value),
+    /// each point a job with `[train]`'s other settings.
+    grid: Option<Grid>,
+    /// An explicit list of jobs, each `[train]` settings overriding
+    /// `[train]`'s; joined with the grid, without duplicates.
+    #[schemars(length(min = 1))]
+    configs: Option<Vec<Train>>,
+}
+
+/// `[data]`: the data set, by `layout`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(tag = "layout", rename_all = "lowercase")]
+pub(crate) enum Data {
+    /// Kaggle's dog-breed layout: `root/labels.csv` (`id,breed`) and
+    /// `root/train/<id>.jpg`.
+    Kaggle(FileData),
+    /// torchvision's ImageFolder: `root/<class>/*.jpg`.
+    Folder(FileData),
+    /// Generated images (no files, no downloads).
+    Synthetic(SyntheticData),
+}
+
+/// `[data]` of images in files.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileData {
+    /// The folder of the data, relative to the sweep file.
+    #[schemars(regex(pattern = r"\S"))]
+    root: String,
+    /// Share of the images held out for validation (not with `folds`).
+    #[schemars(extend("exclusiveMinimum" = 0, "exclusiveMaximum" = 1, "default" = 0.1))]
+    valid_fraction: Option<f64>,
+    /// Seed of the train/valid split (and of the folds).
+    #[schemars(range(min = 0, max = i64::MAX), extend("default" = 0))]
+    split_seed: Option<u64>,
+    /// k-fold cross-validation instead of one split: each configuration
+    /// trains once per fold.
+    #[schemars(range(min = 2, max = 1000))]
+    folds: Option<u64>,
+}
+
+/// `[data]` of generated images.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SyntheticData {
+    /// Share of the images held out for validation (not with `folds`).
+    #[schemars(extend("exclusiveMinimum" = 0, "exclusiveMaximum" = 1, "default" = 0.1))]
+    valid_fraction: Option<f64>,
+    /// Seed of the train/valid split (and of the folds).
+    #[schemars(range(min = 0, max = i64::MAX), extend("default" = 0))]
+    split_seed: Option<u64>,
+    /// k-fold cross-validation instead of one split: each configuration
+    /// trains once per fold.
+    #[schemars(range(min = 2, max = 1000))]
+    folds: Option<u64>,
+    /// Number of classes.
+    #[schemars(range(min = 2, max = 10_000), extend("default" = 4))]
+    classes: Option<u64>,
+    /// Number of images, spread evenly over the classes (at least `classes`).
+    #[schemars(range(min = 4, max = 10_000_000), extend("default" = 200))]
+    images: Option<u64>,
+    /// Image width in pixels.
+    #[schemars(range(min = 8, max = 8192), extend("default" = 64))]
+    width: Option<u64>,
+    /// Image height in pixels.
+    #[schemars(range(min = 8, max = 8192), extend("default" = 64))]
+    height: Option<u64>,
+    /// Seed of the generator.
+    #[schemars(range(min = 0, max = i64::MAX), extend("default" = 0))]
+    seed: Option<u64>,
+}
+
+/// `[model]`: the frozen backbone.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Model {
+    /// The architecture.
+    #[schemars(extend("default" = "resnet50"))]
+    backbone: Option<Backbone>,
+    /// A `.safetensors` or `.pth` file in torchvision's tensor names
+    /// (relative to the sweep file), `hub:<owner>/<repo>` (its
+    /// `model.safetensors` on the Hugging Face hub), `random` or `random:SEED`.
+    #[schemars(regex(pattern = r"^(random(:[0-9]+)?|hub:.*/.*|.*[^/]\.(safetensors|pth|pt|bin))$"))]
+    weights: String,
+    /// Resize (shorter side) and centre-crop size in pixels.
+    #[schemars(range(min = 32, max = 4096), extend("default" = 224))]
+    image_size: Option<u64>,
+    /// Normalisation mean (R, G, B).
+    #[schemars(extend("default" = [0.485, 0.456, 0.406]))]
+    mean: Option<[f64; 3]>,
+    /// Normalisation standard deviation (R, G, B).
+    #[schemars(extend("default" = [0.229, 0.224, 0.225]))]
+    std: Option<[Positive; 3]>,
+    /// Precision of the backbone pass.
+    #[schemars(extend("default" = "f32"))]
+    dtype: Option<DType>,
+}
+
+/// A number > 0.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(extend("exclusiveMinimum" = 0))]
+pub(crate) struct Positive(f64);
+
+/// A backbone architecture, in torchvision's names.
+#[derive(Deserialize, JsonSchema)]
+pub(crate) enum Backbone {
+    /// ResNet-18 (512 features).
+    #[serde(rename = "resnet18")]
+    Resnet18,
+    /// ResNet-34 (512 features).
+    #[serde(rename = "resnet34")]
+    Resnet34,
+    /// ResNet-50 (2048 features), the stride on the 3x3 convolution (torchvision's).
+    #[serde(rename = "resnet50")]
+    Resnet50,
+    /// ResNet-50 (2048 features), the stride on the first 1x1 convolution (the original paper's).
+    #[serde(rename = "resnet50-v1")]
+    Resnet50V1,
+}
+
+/// The precision of the backbone pass.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DType {
+    /// 32-bit floats.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// `[train]`, and each of `[[configs]]`: head-training settings.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Train {
+    #[schemars(extend("default" = 16))]
+    batch_size: Option<BatchSize>,
+    #[schemars(extend("default" = 2))]
+    workers: Option<Workers>,
+    #[schemars(extend("default" = 0.01))]
+    lr: Option<Lr>,
+    #[schemars(extend("default" = 0.9))]
+    momentum: Option<Momentum>,
+    #[schemars(extend("default" = 14))]
+    epochs: Option<Epochs>,
+    #[schemars(extend("default" = "sgd"))]
+    optimizer: Option<Optimizer>,
+    #[schemars(extend("default" = 0.0))]
+    weight_decay: Option<WeightDecay>,
+    #[schemars(extend("default" = 15))]
+    step_size: Option<StepSize>,
+    #[schemars(extend("default" = 0.1))]
+    gamma: Option<Gamma>,
+    #[schemars(extend("default" = 0))]
+    seed: Option<Seed>,
+    #[schemars(extend("default" = "cross_entropy"))]
+    loss: Option<Loss>,
+}
+
+/// `[grid]`: each `[train]` key with a list of values (or one value).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Grid {
+    batch_size: Option<Axis<BatchSize>>,
+    workers: Option<Axis<Workers>>,
+    lr: Option<Axis<Lr>>,
+    momentum: Option<Axis<Momentum>>,
+    epochs: Option<Axis<Epochs>>,
+    optimizer: Option<Axis<Optimizer>>,
+    weight_decay: Option<Axis<WeightDecay>>,
+    step_size: Option<Axis<StepSize>>,
+    gamma: Option<Axis<Gamma>>,
+    seed: Option<Axis<Seed>>,
+    loss: Option<Axis<Loss>>,
+}
+
+/// One axis of the grid: distinct values, or a single value.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Axis<T> {
+    /// A one-point axis.
+    One(T),
+    /// The values, in order.
+    Many(Vec<T>),
+}
+
+impl<T: JsonSchema> JsonSchema for Axis<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        format!("Axis_of_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let one = generator.subschema_for::<T>();
+        json_schema!({
+            "anyOf": [one, { "type": "array", "items": one, "minItems": 1, "uniqueItems": true }]
+        })
+    }
+}
+
+/// Mini-batch size of head training.
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct BatchSize(#[schemars(range(min = 1, max = 1_048_576))] u64);
+
+/// Threads decoding images for the backbone pass: speed only, never results.
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct Workers(#[schemars(range(min = 0, max = 1024))] u64);
+
+/// Base learning rate (> 0).
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct Lr(#[schemars(extend("exclusiveMinimum" = 0))] f64);
+
+/// SGD momentum (>= 0 and < 1).
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct Momentum(#[schemars(extend("minimum" = 0, "exclusiveMaximum" = 1))] f64);
+
+/// Number of epochs.
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct Epochs(#[schemars(range(min = 1, max = 100_000))] u64);
+
+/// The optimizer: SGD with momentum, as `torch.optim.SGD`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Optimizer {
+    /// Stochastic gradient descent with momentum.
+    Sgd,
+}
+
+/// L2 penalty added to the gradient (>= 0).
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct WeightDecay(#[schemars(extend("minimum" = 0))] f64);
+
+/// StepLR: epochs between learning-rate decays.
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct StepSize(#[schemars(range(min = 1, max = 100_000))] u64);
+
+/// StepLR: the factor of each decay (> 0 and <= 1).
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct Gamma(#[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1))] f64);
+
+/// Seed of the head's initialisation and of the shuffling.
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct Seed(#[schemars(range(min = 0, max = i64::MAX))] u64);
+
+/// The loss.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Loss {
+    /// Cross-entropy (softmax), as `nn.CrossEntropyLoss`.
+    CrossEntropy,
+    /// Multi-class hinge, as `nn.MultiMarginLoss`.
+    MultiMargin,
+}
+
+/// The JSON Schema (draft 2020-12) of sweep files, as pretty JSON with a
+/// final newline: the text of `sweeps/sweep.schema.json`.
+///
+/// Object keys are sorted, whatever order serde_json's maps keep.
+pub fn json_schema() -> String {
+    let mut text = serde_json::to_string_pretty(&schema_value()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The schema as a JSON value: no `null` anywhere (sweep files have no
+/// nulls, and a key left out is how a setting keeps its default), keys
+/// sorted, each description's paragraphs on one line.
+pub(crate) fn schema_value() -> Value {
+    let generator = SchemaSettings::draft2020_12().into_generator();
+    let mut value = generator.into_root_schema_for::<SweepFile>().to_value();
+    remove_nulls(&mut value);
+    tidy(value)
+}
+
+/// Drops the `null` that schemars allows for an `Option`: `"type": [T, "null"]`
+/// becomes `T`, and `"anyOf": [S, {"type": "null"}]` becomes `S` merged
+/// into its parent.
+fn remove_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    map.insert("type".to_owned(), only);
+                }
+            }
+            let is_null =
+                |s: &Value| s.get("type").is_some_and(|t| t == "null") && s.as_object().is_some_and(|o| o.len() == 1);
+            if let Some(Value::Array(any)) = map.get("anyOf") {
+                if any.len() == 2 && any.iter().any(is_null) {
+                    let other = any.iter().find(|s| !is_null(s)).cloned();
+                    map.remove("anyOf");
+                    if let Some(Value::Object(inner)) = other {
+                        for (k, v) in inner {
+                            map.entry(k).or_insert(v);
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(remove_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(remove_nulls),
+        _ => {}
+    }
+}
+
+/// `value` with every object's keys inserted in sorted order, and the line
+/// breaks of a doc comment's paragraph turned into spaces in descriptions.
+fn tidy(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| match v {
+                        Value::String(text) if k == "description" => {
+                            let paragraphs: Vec<String> = text.split("\n\n").map(|p| p.replace('\n', " ")).collect();
+                            (k, Value::String(paragraphs.join("\n\n")))
+                        }
+                        v => (k, tidy(v)),
+                    })
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(tidy).collect()),
+        other => other,
+    }
+}
+
+/// The keys each section of a sweep file may hold, as the schema declares them.
+pub(crate) struct Keys {
+    /// The top level.
+    pub(crate) top: Vec<String>,
+    /// `[data]` by layout name, `layout` included.
+    pub(crate) data: Vec<(String, Vec<String>)>,
+    /// `[model]`.
+    pub(crate) model: Vec<String>,
+}
+
+impl Keys {
+    /// `[data]`'s keys with `layout`, or with any layout when it is unknown.
+    pub(crate) fn data(&self, layout: Option<&str>) -> Vec<&str> {
+        let mut keys: Vec<&str> = Vec::new();
+        for (name, names) in &self.data {
+            if layout.is_none_or(|l| l == name) {
+                for key in names {
+                    if !keys.contains(&key.as_str()) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        keys
+    }
+}
+
+/// The keys of every section, read once from the generated schema.
+pub(crate) fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let root = schema_value();
+        let names = |schema: &Value| -> Vec<String> {
+            schema.get("properties").and_then(Value::as_object).map(|p| p.keys().cloned().collect()).unwrap_or_default()
+        };
+        let def = |name: &str| root.pointer(&format!("/$defs/{name}")).cloned().unwrap_or_default();
+        let data = def("Data")
+            .get("oneOf")
+            .and_then(Value::as_array)
+            .map(|variants| {
+                variants
+                    .iter()
+                    .map(|v| {
+                        let layout = v.pointer("/properties/layout/const").and_then(Value::as_str).unwrap_or_default();
+                        (layout.to_owned(), names(v))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Keys { top: names(&root), data, model: names(&def("Model")) }
+    })
+}
