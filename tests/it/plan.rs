@@ -166,3 +166,33 @@ fn help_names_the_subcommands_and_plan_options() {
         assert!(text.contains(option), "no `{option}` in:\n{text}");
     }
 }
+
+/// Issue 15: `sweep schema` prints exactly the committed schema, so editors
+/// pointed at `sweeps/sweep.schema.json` check what this build accepts.
+#[test]
+fn schema_prints_the_committed_schema() {
+    let env = Env::new();
+    let out = env.sweep(&["schema"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps/sweep.schema.json");
+    let committed = std::fs::read_to_string(committed).unwrap();
+    assert!(
+        out.stdout == committed.as_bytes(),
+        "sweeps/sweep.schema.json is stale: run `sweep schema > sweeps/sweep.schema.json`"
+    );
+    let schema = json(&out);
+    assert_eq!(schema["additionalProperties"], false);
+    assert!(schema["properties"]["train"].is_object(), "{schema}");
+}
+
+/// Issue 16: `--max-jobs` cannot be raised past the ceiling that keeps a
+/// plan's memory bounded; the refusal is bad input, at once.
+#[test]
+fn max_jobs_past_the_ceiling_is_refused_as_bad_input() {
+    let env = Env::new();
+    let file =
+        env.write("huge.toml", "name = \"huge\"\n[data]\nlayout = \"synthetic\"\n[model]\nweights = \"random\"\n");
+    let out = env.sweep(&["plan", file.to_str().unwrap(), "--max-jobs", "10000000000000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--max-jobs"), "{}", stderr(&out));
+}

@@ -55,6 +55,8 @@ pub enum Command {
     Synth(SynthArgs),
     /// Measure decode, backbone and head speed and the seed table end to end, as JSON.
     Bench(BenchArgs),
+    /// Print the JSON Schema of sweep files (committed as sweeps/sweep.schema.json), for editors.
+    Schema,
 }
 
 #[derive(Debug, Args)]
@@ -76,7 +78,8 @@ pub struct ExecArgs {
     pub retry_failed: bool,
 
     /// Refuse sweeps that expand past this many jobs.
-    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N")]
+    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=sweep_scheduler::MAX_JOBS_CEILING))]
     pub max_jobs: u64,
 }
 
@@ -116,7 +119,8 @@ pub struct PlanArgs {
     pub format: Format,
 
     /// Refuse sweeps that expand past this many jobs.
-    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N")]
+    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=sweep_scheduler::MAX_JOBS_CEILING))]
     pub max_jobs: u64,
 }
 

@@ -42,6 +42,7 @@ pub fn main() -> ExitCode {
         Command::Export(args) => commands::export::export(&cli.global, args),
         Command::Synth(args) => commands::synth::synth(args),
         Command::Bench(args) => commands::bench::bench(args),
+        Command::Schema => commands::plan::schema(),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! `sweep plan FILE`: the jobs a sweep file expands to.
+//! `sweep plan FILE`: the jobs a sweep file expands to; `sweep schema`: the
+//! format of sweep files.
 
 use std::io::Write;
 
@@ -31,5 +32,12 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     if args.format == crate::args::Format::Table {
         eprintln!("{}: {} jobs in sweep `{}` ({})", args.file.display(), jobs.len(), spec.name, spec.id());
     }
+    Ok(Outcome::Success)
+}
+
+/// `sweep schema`: the JSON Schema of sweep files, made from the same types
+/// the checker reads its keys from.
+pub fn schema() -> anyhow::Result<Outcome> {
+    std::io::stdout().lock().write_all(sweep_scheduler::json_schema().as_bytes())?;
     Ok(Outcome::Success)
 }
