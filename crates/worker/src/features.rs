@@ -13,6 +13,7 @@ use candle_core::{Device, Tensor};
 
 use crate::backbone::{Backbone, ModelConfig, Weights};
 use crate::data::{Dataset, Source};
+use crate::image_check::inspect;
 use crate::preprocess::{preprocess, Transform};
 use crate::synthetic::synthetic_image;
 use crate::Error;
@@ -168,11 +169,14 @@ fn hash_file(path: &Path) -> Result<blake3::Hash, String> {
 
 /// Reads and decodes an image file (JPEG or PNG, told by its bytes, not its
 /// name) to 8-bit RGB, as torchvision's loader does (`Image.open(f).convert("RGB")`):
-/// grey is repeated, alpha dropped.
+/// grey is repeated, alpha dropped. A truncated file (a JPEG without its
+/// end-of-image marker, a PNG cut inside a chunk or before `IEND`) is
+/// refused, as Pillow refuses it, rather than decoded with grey rows.
 pub fn decode_image(path: &Path) -> Result<image::RgbImage, Error> {
     let err = |message: String| Error::Image { path: path.to_owned(), message };
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| err(e.to_string()))?;
+    let header = inspect(&bytes).map_err(err)?;
+    let img = image::load_from_memory_with_format(&bytes, header.format).map_err(|e| err(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(err("the image has no pixels".to_owned()));
     }
@@ -385,6 +389,39 @@ mod tests {
         assert!(
             message.starts_with(&format!("{}: cannot decode image: cannot read: ", dir.path().join("2.png").display()))
         );
+    }
+
+    /// Issue 16a: the first half of a JPEG decoded without a word (its
+    /// missing rows grey) and trained; Pillow refuses it, and so does sweep.
+    #[test]
+    fn a_truncated_jpeg_is_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SyntheticConfig { classes: 2, images: 2, width: 64, height: 48, seed: 5 };
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&synthetic_image(&cfg, 0))
+            .unwrap();
+        let whole = dir.path().join("whole.jpg");
+        std::fs::write(&whole, &jpeg).unwrap();
+        assert_eq!(decode_image(&whole).unwrap().dimensions(), (64, 48));
+        let half = dir.path().join("half.jpg");
+        std::fs::write(&half, &jpeg[..jpeg.len() / 2]).unwrap();
+        let message = decode_image(&half).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{}: cannot decode image: truncated: the file ends (after {} bytes) before the JPEG's end-of-image marker",
+                half.display(),
+                jpeg.len() / 2
+            )
+        );
+        // A PNG cut short likewise.
+        let png = dir.path().join("cut.png");
+        synthetic_image(&cfg, 1).save(&png).unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        std::fs::write(&png, &bytes[..bytes.len() - 12]).unwrap();
+        let message = decode_image(&png).unwrap_err().to_string();
+        assert!(message.starts_with(&format!("{}: cannot decode image: truncated: ", png.display())), "{message}");
     }
 
     #[test]

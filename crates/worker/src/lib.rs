@@ -10,6 +10,7 @@ pub mod bench;
 mod data;
 mod error;
 mod features;
+mod image_check;
 mod preprocess;
 mod synthetic;
 mod train;
