@@ -21,6 +21,9 @@ pub enum Error {
         /// The decoder's message.
         message: String,
     },
+    /// Images failed the check before the backbone pass: every one is listed.
+    #[error(transparent)]
+    BadImages(#[from] crate::BadImages),
     /// A weights file does not fit the backbone.
     #[error("{path}: {message}")]
     Weights {

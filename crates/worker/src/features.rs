@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 
 use crate::backbone::{Backbone, ModelConfig, Weights};
 use crate::data::{Dataset, Source};
-use crate::image_check::inspect;
+use crate::image_check::{check_images, inspect};
 use crate::preprocess::{preprocess, Transform};
 use crate::synthetic::synthetic_image;
 use crate::Error;
@@ -196,7 +196,9 @@ fn decode(dataset: &Dataset, source: &Source) -> Result<image::RgbImage, Error> 
 
 /// Returns the data set's features, from the cache when it holds them, else
 /// by one streaming backbone pass (decode, batch, forward, store), after which
-/// the cache holds them.
+/// the cache holds them. Before that pass, every image file is checked
+/// ([`check_images`]): all bad files are reported at once, as
+/// [`Error::BadImages`].
 pub fn compute_features(
     dataset: &Dataset,
     model: &ModelConfig,
@@ -220,6 +222,9 @@ pub fn compute_features(
             CacheOutcome::Rebuilt { reason }
         }
     };
+    // Every image is checked before the backbone is even loaded, so that one
+    // run reports every bad file rather than the first, after a long pass.
+    check_images(dataset, workers)?;
     let backbone = Backbone::load(model, device)?;
     let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
     cache.store(&key, &data)?;
@@ -359,7 +364,26 @@ mod tests {
     }
 
     #[test]
-    fn the_first_bad_image_in_data_order_is_reported_and_nothing_is_cached() {
+    fn every_bad_image_is_reported_before_the_pass_and_nothing_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = files(dir.path(), 9);
+        std::fs::write(dir.path().join("7.png"), b"not an image").unwrap();
+        let bytes = std::fs::read(dir.path().join("4.png")).unwrap();
+        std::fs::write(dir.path().join("4.png"), &bytes[..bytes.len() / 2]).unwrap();
+        let cache = FeatureCache::new(dir.path().join("cache"));
+        for workers in [1, 3] {
+            let progress = |_: usize| panic!("no image reaches the backbone");
+            let err = compute_features(&dataset, &model(), &cache, workers, 2, &Device::Cpu, &progress).unwrap_err();
+            let Error::BadImages(bad) = &err else { panic!("{err}") };
+            let paths: Vec<&Path> = bad.images.iter().map(|b| b.path.as_path()).collect();
+            assert_eq!(paths, [dir.path().join("4.png"), dir.path().join("7.png")]);
+            assert!(err.to_string().starts_with("2 of 9 images cannot be decoded:\n"), "{err}");
+        }
+        assert!(!cache.path(&cache_key(&dataset, &model()).unwrap()).exists(), "a failed pass writes no cache entry");
+    }
+
+    #[test]
+    fn in_the_pass_the_first_bad_image_in_data_order_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let dataset = files(dir.path(), 9);
         // Item 7 is corrupt and item 4 truncated: with 3 decoders and batches of 2,
@@ -367,15 +391,14 @@ mod tests {
         std::fs::write(dir.path().join("7.png"), b"not an image").unwrap();
         let bytes = std::fs::read(dir.path().join("4.png")).unwrap();
         std::fs::write(dir.path().join("4.png"), &bytes[..bytes.len() / 2]).unwrap();
-        let cache = FeatureCache::new(dir.path().join("cache"));
+        let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();
         for workers in [1, 3] {
-            let err = compute_features(&dataset, &model(), &cache, workers, 2, &Device::Cpu, &no_progress).unwrap_err();
+            let err = run_backbone(&dataset, &model(), &backbone, workers, 2, &Device::Cpu, &no_progress).unwrap_err();
             let message = err.to_string();
             assert!(matches!(&err, Error::Image { path, .. } if path.ends_with("4.png")), "{message}");
             assert!(message.starts_with(&format!("{}: cannot decode image: ", dir.path().join("4.png").display())));
             assert!(!message.contains('\n'), "{message}");
         }
-        assert!(!cache.dir().exists(), "a failed pass writes no cache entry");
     }
 
     #[test]

@@ -4,8 +4,17 @@
 //! `IEND` chunk: the decoders would otherwise fill a truncated image's
 //! missing rows with grey and train on it, where Pillow refuses the file
 //! ("image file is truncated").
+//!
+//! [`check_images`] runs these checks over a whole data set before any
+//! backbone work, on several threads, and reports every bad file at once.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use image::ImageFormat;
+
+use crate::data::{Dataset, Source};
 
 /// The format and size of a complete image file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +149,99 @@ fn png(b: &[u8]) -> Result<Header, String> {
     Ok(Header { format: ImageFormat::Png, width, height })
 }
 
+/// An image file that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadImage {
+    /// Its position in [`Dataset::items`].
+    pub index: usize,
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it (`truncated: ...`, `not a JPEG or PNG file ...`).
+    pub problem: String,
+}
+
+/// Every image of a data set that failed [`check_images`], in data-set order.
+/// All of them are collected; the message lists the first
+/// [`BadImages::SHOWN`], one per line, and counts the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadImages {
+    /// The bad images, in data-set order.
+    pub images: Vec<BadImage>,
+    /// How many images were checked.
+    pub checked: usize,
+}
+
+impl BadImages {
+    /// How many bad images the message lists by name.
+    pub const SHOWN: usize = 10;
+}
+
+/// One bad image is one line, as the backbone pass reports it
+/// (`PATH: cannot decode image: PROBLEM`); several are a count, then one
+/// indented line each for the first [`BadImages::SHOWN`], then `and N more`.
+impl fmt::Display for BadImages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.images.len();
+        if let [bad] = self.images.as_slice() {
+            return write!(f, "{}: cannot decode image: {}", bad.path.display(), bad.problem);
+        }
+        write!(f, "{n} of {} images cannot be decoded:", self.checked)?;
+        for bad in self.images.iter().take(Self::SHOWN) {
+            write!(f, "\n  {}: {}", bad.path.display(), bad.problem)?;
+        }
+        if n > Self::SHOWN {
+            write!(f, "\n  and {} more", n - Self::SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BadImages {}
+
+/// Checks every image file of `dataset` before any backbone work, on
+/// `threads` threads: each is read whole, its format sniffed from its magic
+/// bytes, its size read from its header and its structure walked to the end
+/// (no pixel is decoded). Returns every bad file at once, in data-set order,
+/// so that one run finds them all; generated images need no check.
+///
+/// A caller that would rather skip the bad images can drop
+/// [`BadImage::index`] from [`Dataset::items`].
+pub fn check_images(dataset: &Dataset, threads: usize) -> Result<(), BadImages> {
+    let files: Vec<(usize, &PathBuf)> = dataset
+        .items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| match &item.source {
+            Source::File(path) => Some((i, path)),
+            Source::Synthetic { .. } => None,
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let check = || {
+        let mut bad = Vec::new();
+        while let Some(&(index, path)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let problem = match std::fs::read(path) {
+                Ok(bytes) => inspect(&bytes).err(),
+                Err(e) => Some(format!("cannot read: {e}")),
+            };
+            if let Some(problem) = problem {
+                bad.push(BadImage { index, path: path.clone(), problem });
+            }
+        }
+        bad
+    };
+    let threads = threads.clamp(1, files.len().max(1));
+    let mut images: Vec<BadImage> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(check)).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("the image check does not panic")).collect()
+    });
+    if images.is_empty() {
+        return Ok(());
+    }
+    images.sort_by_key(|bad| bad.index);
+    Err(BadImages { images, checked: files.len() })
+}
+
 #[cfg(test)]
 mod tests {
     use image::codecs::jpeg::JpegEncoder;
@@ -221,5 +323,70 @@ mod tests {
         let mut png = png_bytes(&picture());
         png[16..24].copy_from_slice(&[0; 8]); // IHDR width and height
         assert_eq!(inspect(&png), Err("the image has no pixels (0x0)".to_owned()));
+    }
+
+    /// Issue 16b: a broken image was found only by the backbone pass, one
+    /// per run. The pre-check finds every one at once, on any thread count.
+    #[test]
+    fn check_images_reports_every_bad_file_at_once_in_data_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = jpeg_bytes(&picture());
+        let mut items = Vec::new();
+        for i in 0..30 {
+            let path = dir.path().join(format!("{i:02}.jpg"));
+            let bytes: &[u8] = match i {
+                3 => &good[..good.len() / 2],
+                7 => b"not an image",
+                11..=24 => &good[..good.len() - 2],
+                _ => &good,
+            };
+            std::fs::write(&path, bytes).unwrap();
+            items.push(crate::data::Item { source: Source::File(path), label: i % 2 });
+        }
+        let missing = dir.path().join("gone.jpg");
+        items.push(crate::data::Item { source: Source::File(missing.clone()), label: 0 });
+        let dataset = Dataset { classes: vec!["a".into(), "b".into()], items, synthetic: None };
+        for threads in [1, 4] {
+            let bad = check_images(&dataset, threads).unwrap_err();
+            let indices: Vec<usize> = bad.images.iter().map(|b| b.index).collect();
+            let mut want = vec![3, 7];
+            want.extend(11..=24);
+            want.push(30);
+            assert_eq!(indices, want, "{threads} threads");
+            assert_eq!(bad.checked, 31);
+            let message = bad.to_string();
+            let lines: Vec<&str> = message.lines().collect();
+            assert_eq!(lines.len(), 1 + BadImages::SHOWN + 1, "{message}");
+            assert_eq!(lines[0], "17 of 31 images cannot be decoded:");
+            assert_eq!(
+                lines[1],
+                format!(
+                    "  {}: truncated: the file ends (after {} bytes) before the JPEG's end-of-image marker",
+                    dir.path().join("03.jpg").display(),
+                    good.len() / 2
+                )
+            );
+            assert_eq!(
+                lines[2],
+                format!(
+                    "  {}: not a JPEG or PNG file (it starts with 6e 6f 74 20 61 6e 20 69)",
+                    dir.path().join("07.jpg").display()
+                )
+            );
+            assert_eq!(lines[11], "  and 7 more");
+            assert!(bad.images[16].path == missing && bad.images[16].problem.starts_with("cannot read: "));
+        }
+        let fine = Dataset { items: dataset.items[..3].to_vec(), ..dataset.clone() };
+        assert_eq!(check_images(&fine, 2), Ok(()));
+        // One bad image is one line, as the backbone pass would have put it.
+        let one = Dataset { items: dataset.items[..4].to_vec(), ..dataset.clone() };
+        assert_eq!(
+            check_images(&one, 2).unwrap_err().to_string(),
+            format!(
+                "{}: cannot decode image: truncated: the file ends (after {} bytes) before the JPEG's end-of-image marker",
+                dir.path().join("03.jpg").display(),
+                good.len() / 2
+            )
+        );
     }
 }

@@ -21,6 +21,7 @@ pub use backbone::{param_shapes, random_weights, Arch, Backbone, DType, ModelCon
 pub use data::{kfold, load_dataset, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig};
 pub use error::Error;
 pub use features::{compute_features, decode_image, CacheOutcome, FeatureCache, Features, Progress};
+pub use image_check::{check_images, BadImage, BadImages};
 pub use preprocess::{preprocess, Transform};
 pub use synthetic::synthetic_image;
 pub use train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainOutcome, TrainState};
