@@ -32,6 +32,14 @@ pub enum Error {
         /// What does not fit.
         message: String,
     },
+    /// The backbone gave an image NaN or infinite features.
+    #[error("{image}: {message}")]
+    Features {
+        /// The image: its file, or `synthetic image N`.
+        image: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The feature cache could not be read or written.
     #[error("feature cache {path}: {message}")]
     Cache {

@@ -11,8 +11,8 @@ use std::sync::mpsc;
 
 use candle_core::{Device, Tensor};
 
-use crate::backbone::{Backbone, ModelConfig, Weights};
-use crate::data::{Dataset, Source};
+use crate::backbone::{Backbone, DType, ModelConfig, Weights};
+use crate::data::{Dataset, Item, Source};
 use crate::image_check::{check_images, inspect};
 use crate::preprocess::{preprocess, Transform};
 use crate::synthetic::synthetic_image;
@@ -283,6 +283,7 @@ fn run_backbone(
             let count = pixels.len() / transform.len();
             let xs = Tensor::from_vec(pixels, (count, 3, transform.size, transform.size), device)?;
             let feats: Vec<f32> = backbone.forward(&xs)?.flatten_all()?.to_vec1()?;
+            check_finite(&feats, &dataset.items[b * batch_size..][..count], model.dtype)?;
             out[b * batch_size * dim..][..count * dim].copy_from_slice(&feats);
             progress(((b + 1) * batch_size).min(n));
             Ok(())
@@ -303,11 +304,37 @@ fn run_backbone(
     Ok(Tensor::from_vec(out, (n, dim), &Device::Cpu)?)
 }
 
+/// Refuses a batch whose features hold NaN or infinity, naming the first
+/// image at fault: such features would train a head at chance accuracy and
+/// end in a "done" job. (The weights are checked when loaded, so this is an
+/// overflow, typically of a half-precision pass.)
+fn check_finite(feats: &[f32], items: &[Item], dtype: DType) -> Result<(), Error> {
+    let dim = feats.len() / items.len().max(1);
+    for (row, item) in feats.chunks(dim.max(1)).zip(items) {
+        let bad = row.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            let hint = match dtype {
+                DType::F16 => "; the f16 pass overflowed: try dtype bf16 or f32",
+                DType::BF16 | DType::F32 => "; the backbone's activations overflowed",
+            };
+            let image = match &item.source {
+                Source::File(path) => path.display().to_string(),
+                Source::Synthetic { index } => format!("synthetic image {index}"),
+            };
+            return Err(Error::Features {
+                image,
+                message: format!("{bad} of its {dim} features are NaN or infinite{hint}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::{Arch, DType};
-    use crate::data::{Item, SyntheticConfig};
+    use crate::backbone::Arch;
+    use crate::data::SyntheticConfig;
 
     fn model() -> ModelConfig {
         ModelConfig {
@@ -464,5 +491,60 @@ mod tests {
         let empty = dir.path().join("empty.jpg");
         std::fs::write(&empty, b"").unwrap();
         assert!(decode_image(&empty).unwrap_err().to_string().starts_with(&empty.display().to_string()));
+    }
+
+    /// Issue 16c: NaN features trained a head at chance accuracy and a
+    /// "done" job. Each batch is checked; the error names the image.
+    #[test]
+    fn non_finite_features_are_an_error_naming_the_image() {
+        let items: Vec<Item> = ["a.jpg", "b.jpg", "c.jpg"]
+            .iter()
+            .map(|name| Item { source: Source::File(PathBuf::from("data").join(name)), label: 0 })
+            .collect();
+        let mut feats = vec![0.5f32; 3 * 4];
+        assert!(check_finite(&feats, &items, DType::F32).is_ok());
+        feats[4 + 1] = f32::NAN;
+        feats[4 + 3] = f32::INFINITY;
+        feats[8] = f32::NAN;
+        let err = check_finite(&feats, &items, DType::F16).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: 2 of its 4 features are NaN or infinite; the f16 pass overflowed: try dtype bf16 or f32",
+                Path::new("data").join("b.jpg").display()
+            )
+        );
+        let synthetic = [Item { source: Source::Synthetic { index: 12 }, label: 0 }];
+        let err = check_finite(&[f32::NAN], &synthetic, DType::F32).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "synthetic image 12: 1 of its 1 features are NaN or infinite; the backbone's activations overflowed"
+        );
+    }
+
+    /// The same end to end: finite weights, positive and large enough to
+    /// overflow f32, give infinite features (positive, so no `inf - inf`
+    /// NaN that a ReLU would turn into 0); the pass fails on the first image
+    /// and caches nothing.
+    #[test]
+    fn a_pass_that_overflows_fails_and_caches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = files(dir.path(), 3);
+        let mut tensors = crate::random_weights(Arch::Resnet18, 0).unwrap();
+        for t in tensors.values_mut() {
+            if t.rank() == 4 {
+                *t = (t.abs().unwrap() * 1e6).unwrap();
+            }
+        }
+        let path = dir.path().join("huge.safetensors");
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let cfg = ModelConfig { weights: Weights::Safetensors(path), ..model() };
+        let cache = FeatureCache::new(dir.path().join("cache"));
+        let err = compute_features(&dataset, &cfg, &cache, 1, 2, &Device::Cpu, &no_progress).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::Features { .. }), "{message}");
+        assert!(message.starts_with(&format!("{}: ", dir.path().join("0.png").display())), "{message}");
+        assert!(message.contains("features are NaN or infinite"), "{message}");
+        assert!(!cache.path(&cache_key(&dataset, &cfg).unwrap()).exists());
     }
 }
