@@ -106,12 +106,69 @@ impl FeatureCache {
         let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, features.dims().to_vec(), &bytes)
             .map_err(|e| err(e.to_string()))?;
         let out = safetensors::serialize([("features", view)], Some(meta)).map_err(|e| err(e.to_string()))?;
-        // Write beside, then rename: a reader never sees half a file.
+        // Write beside, then rename: a reader never sees half a file. A
+        // process killed in between leaves `KEY.tmpPID`, which the next pass
+        // removes (`remove_stale_temporaries`).
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, out).map_err(|e| err(format!("cannot write: {e}")))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(format!("cannot rename into place: {e}")))?;
-        Ok(())
+        let written = std::fs::write(&tmp, out)
+            .map_err(|e| err(format!("cannot write: {e}")))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| err(format!("cannot rename into place: {e}"))));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
+
+    /// Removes the temporary files (`KEY.tmpPID`) that a pass killed while
+    /// storing an entry left behind: on Linux, those whose process is gone
+    /// (no `/proc/PID`); elsewhere, those older than a day. Returns how many
+    /// were removed; a failure is logged, never fatal.
+    pub(crate) fn remove_stale_temporaries(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(temporary_pid) else { continue };
+            let stale = match process_alive(pid) {
+                Some(alive) => !alive,
+                None => entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 24 * 3600)),
+            };
+            if !stale {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), pid, "removed a stale feature cache temporary");
+                    removed += 1;
+                }
+                Err(e) => tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale temporary"),
+            }
+        }
+        removed
+    }
+}
+
+/// The PID of a cache temporary's name, `KEY.tmpPID` (`KEY`: 32 hex digits).
+fn temporary_pid(name: &str) -> Option<u32> {
+    let (key, pid) = name.split_once(".tmp")?;
+    let is_key = key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_pid = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    if is_key && is_pid {
+        pid.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Whether process `pid` is alive, where that is cheap to know without
+/// `unsafe`: on Linux with `/proc` mounted. A reused PID reads as alive,
+/// which only keeps a temporary longer.
+fn process_alive(pid: u32) -> Option<bool> {
+    let proc = Path::new("/proc");
+    (cfg!(target_os = "linux") && proc.join("self").exists()).then(|| proc.join(pid.to_string()).exists())
 }
 
 /// The cache key of a data set under a model: BLAKE3 over the cache format,
@@ -198,7 +255,8 @@ fn decode(dataset: &Dataset, source: &Source) -> Result<image::RgbImage, Error> 
 /// by one streaming backbone pass (decode, batch, forward, store), after which
 /// the cache holds them. Before that pass, every image file is checked
 /// ([`check_images`]): all bad files are reported at once, as
-/// [`Error::BadImages`].
+/// [`Error::BadImages`]. Temporaries that killed passes left in the cache
+/// are removed first.
 pub fn compute_features(
     dataset: &Dataset,
     model: &ModelConfig,
@@ -208,6 +266,7 @@ pub fn compute_features(
     device: &Device,
     progress: Progress<'_>,
 ) -> Result<Features, Error> {
+    cache.remove_stale_temporaries();
     let key = cache_key(dataset, model)?;
     let outcome = match cache.load(&key) {
         Ok(Some(data)) if data.dims() == [dataset.items.len(), model.arch.feature_dim()] => {
@@ -546,5 +605,39 @@ mod tests {
         assert!(message.starts_with(&format!("{}: ", dir.path().join("0.png").display())), "{message}");
         assert!(message.contains("features are NaN or infinite"), "{message}");
         assert!(!cache.path(&cache_key(&dataset, &cfg).unwrap()).exists());
+    }
+
+    /// Issue 16e: a killed run left `KEY.tmpPID` files in the cache forever.
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FeatureCache::new(dir.path());
+        let key = "0123456789abcdef0123456789abcdef";
+        let dead = dir.path().join(format!("{key}.tmp999999999")); // above any Linux pid_max
+        let mine = dir.path().join(format!("{key}.tmp{}", std::process::id()));
+        let others = ["notes.tmp12", &format!("{key}.safetensors"), &format!("{key}.tmp12x")];
+        for path in [&dead, &mine] {
+            std::fs::write(path, b"half an entry").unwrap();
+        }
+        for name in others {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert_eq!(temporary_pid(&format!("{key}.tmp42")), Some(42));
+        assert_eq!(temporary_pid("abc.tmp42"), None);
+        let removed = cache.remove_stale_temporaries();
+        if cfg!(target_os = "linux") {
+            assert_eq!(removed, 1);
+            assert!(!dead.exists(), "the dead process's temporary is removed");
+        } else {
+            assert_eq!(removed, 0, "a fresh temporary stays where liveness is unknown");
+        }
+        assert!(mine.exists(), "a live process's temporary stays");
+        for name in others {
+            assert!(dir.path().join(name).exists(), "{name} is not a temporary");
+        }
+        // compute_features cleans up first thing.
+        std::fs::write(&dead, b"half an entry").unwrap();
+        let _ = compute_features(&files(dir.path(), 2), &model(), &cache, 1, 2, &Device::Cpu, &no_progress);
+        assert_eq!(!dead.exists(), cfg!(target_os = "linux"));
     }
 }
