@@ -21,6 +21,9 @@ use crate::Error;
 /// Bumped whenever what a cache entry holds, or how it is computed, changes.
 const CACHE_FORMAT: &str = "sweep-features-v2";
 
+/// An entry's bytes beyond its features (the safetensors header), rounded up.
+const ENTRY_OVERHEAD: u64 = 64 << 10;
+
 /// A folder of feature files named by the hash of everything they depend on.
 #[derive(Debug, Clone)]
 pub struct FeatureCache {
@@ -74,7 +77,10 @@ impl FeatureCache {
         let path = self.path(key);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // A cache folder that is a file: no entry; `prepare` says what is wrong.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+                return Ok(None)
+            }
             Err(e) => return Err(format!("cannot read: {e}")),
         };
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
@@ -117,6 +123,32 @@ impl FeatureCache {
             let _ = std::fs::remove_file(&tmp);
         }
         written
+    }
+
+    /// Checks, before a backbone pass, that an entry of `bytes` can be
+    /// stored: the folder is created if need be, must be a folder, must take
+    /// a probe file, and (where the platform tells it: statvfs on Unix) must
+    /// have `bytes` free. Otherwise a cache folder that is a file, read-only
+    /// or full would fail the run only after the whole pass.
+    pub fn prepare(&self, bytes: u64) -> Result<(), Error> {
+        let err = |message: String| Error::Cache { path: self.dir.clone(), message };
+        if self.dir.exists() && !self.dir.is_dir() {
+            return Err(err("not a folder".to_owned()));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| err(format!("cannot create the folder: {e}")))?;
+        let probe = self.dir.join(format!(".sweep-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"sweep").map_err(|e| err(format!("cannot write in the folder: {e}")))?;
+        std::fs::remove_file(&probe).map_err(|e| err(format!("cannot remove {}: {e}", probe.display())))?;
+        if let Some(free) = free_space(&self.dir) {
+            if free < bytes {
+                return Err(err(format!(
+                    "the features need {} but only {} are free",
+                    human_bytes(bytes),
+                    human_bytes(free)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Removes the temporary files (`KEY.tmpPID`) that a pass killed while
@@ -169,6 +201,35 @@ fn temporary_pid(name: &str) -> Option<u32> {
 fn process_alive(pid: u32) -> Option<bool> {
     let proc = Path::new("/proc");
     (cfg!(target_os = "linux") && proc.join("self").exists()).then(|| proc.join(pid.to_string()).exists())
+}
+
+/// Bytes free to this user under `dir`, where the platform tells it.
+#[cfg(unix)]
+fn free_space(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let block = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
+    Some(st.f_bavail.saturating_mul(block))
+}
+
+/// Bytes free to this user under `dir`, where the platform tells it.
+#[cfg(not(unix))]
+fn free_space(_dir: &Path) -> Option<u64> {
+    None
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `300 bytes`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let (mut value, mut unit) = (bytes as f64, 0);
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// The cache key of a data set under a model: BLAKE3 over the cache format,
@@ -253,7 +314,8 @@ fn decode(dataset: &Dataset, source: &Source) -> Result<image::RgbImage, Error> 
 
 /// Returns the data set's features, from the cache when it holds them, else
 /// by one streaming backbone pass (decode, batch, forward, store), after which
-/// the cache holds them. Before that pass, every image file is checked
+/// the cache holds them. Before that pass, the cache folder is checked
+/// ([`FeatureCache::prepare`]) and so is every image file
 /// ([`check_images`]): all bad files are reported at once, as
 /// [`Error::BadImages`]. Temporaries that killed passes left in the cache
 /// are removed first.
@@ -281,8 +343,10 @@ pub fn compute_features(
             CacheOutcome::Rebuilt { reason }
         }
     };
-    // Every image is checked before the backbone is even loaded, so that one
-    // run reports every bad file rather than the first, after a long pass.
+    // What would fail only after the pass is found before it: a cache that
+    // cannot take the entry, and every bad image (all of them, not the first).
+    let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
+    cache.prepare((n * dim * 4) as u64 + ENTRY_OVERHEAD)?;
     check_images(dataset, workers)?;
     let backbone = Backbone::load(model, device)?;
     let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
@@ -639,5 +703,34 @@ mod tests {
         std::fs::write(&dead, b"half an entry").unwrap();
         let _ = compute_features(&files(dir.path(), 2), &model(), &cache, 1, 2, &Device::Cpu, &no_progress);
         assert_eq!(!dead.exists(), cfg!(target_os = "linux"));
+    }
+
+    /// Issue 16f: a `--cache-dir` that is a file failed the run only after
+    /// the whole backbone pass. It fails before any image is decoded.
+    #[test]
+    fn a_cache_that_cannot_take_the_entry_fails_before_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = files(dir.path(), 3);
+        let file = dir.path().join("cache-is-a-file");
+        std::fs::write(&file, b"").unwrap();
+        let progress = |_: usize| panic!("no image reaches the backbone");
+        let err = compute_features(&dataset, &model(), &FeatureCache::new(&file), 1, 2, &Device::Cpu, &progress)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, format!("feature cache {}: not a folder", file.display()));
+        let under_file = FeatureCache::new(file.join("sub"));
+        let err = under_file.prepare(1).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("feature cache {}: cannot create the folder: ", file.join("sub").display())));
+        // A folder is created, and the probe leaves nothing behind.
+        let fresh = FeatureCache::new(dir.path().join("a/b"));
+        fresh.prepare(1).unwrap();
+        assert_eq!(std::fs::read_dir(fresh.dir()).unwrap().count(), 0);
+        if cfg!(unix) {
+            let err = fresh.prepare(u64::MAX).unwrap_err().to_string();
+            let want = format!("feature cache {}: the features need 16777216.0 TiB but only ", fresh.dir().display());
+            assert!(err.starts_with(&want) && err.ends_with(" are free"), "{err}");
+        }
+        assert_eq!(human_bytes(300), "300 bytes");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
     }
 }
