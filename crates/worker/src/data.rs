@@ -98,19 +98,87 @@ pub struct Dataset {
 }
 
 /// Lists the images of a data set and checks that each one exists.
-/// Nothing is decoded yet.
+/// Nothing is decoded yet. A data set of fewer than two classes is refused:
+/// a head trained on one class reaches accuracy 1.0 and means nothing.
 pub fn load_dataset(config: &DataConfig) -> Result<Dataset, Error> {
-    match &config.layout {
-        Layout::Kaggle { root } => load_kaggle(root),
-        Layout::Folder { root } => load_folder(root),
-        Layout::Synthetic(cfg) => Ok(Dataset {
-            classes: (0..cfg.classes).map(|c| format!("class{c:03}")).collect(),
-            items: (0..cfg.images)
-                .map(|index| Item { source: Source::Synthetic { index }, label: (index % cfg.classes) as u32 })
-                .collect(),
-            synthetic: Some(*cfg),
-        }),
+    let (dataset, source) = match &config.layout {
+        Layout::Kaggle { root } => (load_kaggle(root)?, root.join("labels.csv")),
+        Layout::Folder { root } => (load_folder(root)?, root.clone()),
+        Layout::Synthetic(cfg) => {
+            let classes = cfg.classes.max(1);
+            let dataset = Dataset {
+                classes: (0..cfg.classes).map(|c| format!("class{c:03}")).collect(),
+                items: (0..cfg.images)
+                    .map(|index| Item { source: Source::Synthetic { index }, label: (index % classes) as u32 })
+                    .collect(),
+                synthetic: Some(*cfg),
+            };
+            (dataset, PathBuf::from("synthetic data"))
+        }
+    };
+    if dataset.classes.len() < 2 {
+        let found = match dataset.classes.first() {
+            Some(name) => format!("only one class, `{name}`"),
+            None => "no class".to_owned(),
+        };
+        return Err(Error::Data {
+            path: source,
+            line: None,
+            message: format!("{found}: a classifier needs at least two classes"),
+        });
     }
+    Ok(dataset)
+}
+
+/// Warns (`tracing::warn`, and returns the warnings) about each class too
+/// small for `splits`: with k-fold splits (more than one), a class with
+/// fewer images than folds, which some folds validate none of; with one
+/// split, a class with no image on one side of it (not validated, or not
+/// learned). `splits` are those of [`split`] or [`kfold`] over `dataset`.
+pub fn small_class_warnings(dataset: &Dataset, splits: &[Split]) -> Vec<String> {
+    let mut counts = vec![0usize; dataset.classes.len()];
+    for item in &dataset.items {
+        counts[item.label as usize] += 1;
+    }
+    let count_in = |indices: &[usize]| {
+        let mut per_class = vec![0usize; dataset.classes.len()];
+        for &i in indices {
+            per_class[dataset.items[i].label as usize] += 1;
+        }
+        per_class
+    };
+    let mut warnings = Vec::new();
+    if splits.len() > 1 {
+        let k = splits.len();
+        let valid: Vec<Vec<usize>> = splits.iter().map(|s| count_in(&s.valid)).collect();
+        for (class, (name, &n)) in dataset.classes.iter().zip(&counts).enumerate() {
+            if n < k {
+                let empty = valid.iter().filter(|v| v[class] == 0).count();
+                warnings.push(format!(
+                    "class `{name}` has {n} image{}, fewer than the {k} folds: {empty} of the folds validate none of it",
+                    if n == 1 { "" } else { "s" }
+                ));
+            }
+        }
+    } else if let Some(split) = splits.first() {
+        let (train, valid) = (count_in(&split.train), count_in(&split.valid));
+        for (class, (name, &n)) in dataset.classes.iter().zip(&counts).enumerate() {
+            let plural = if n == 1 { "" } else { "s" };
+            if valid[class] == 0 {
+                warnings.push(format!(
+                    "class `{name}` has {n} image{plural}, none of them in the valid split: its accuracy is not measured"
+                ));
+            } else if train[class] == 0 {
+                warnings.push(format!(
+                    "class `{name}` has {n} image{plural}, none of them in the train split: the head cannot learn it"
+                ));
+            }
+        }
+    }
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    warnings
 }
 
 fn load_kaggle(root: &Path) -> Result<Dataset, Error> {
@@ -295,8 +363,8 @@ mod tests {
         assert_eq!(files, [(file("b2"), 1), (file("a1"), 0), (file("c3"), 1)]);
         assert!(data.synthetic.is_none());
         // A UTF-8 byte-order mark, as spreadsheets write, is not part of the header.
-        let dir = kaggle("\u{feff}id,breed\nx,pug\n", &["x"]);
-        assert_eq!(load_kaggle_dir(&dir).unwrap().items.len(), 1);
+        let dir = kaggle("\u{feff}id,breed\nx,pug\ny,husky\n", &["x", "y"]);
+        assert_eq!(load_kaggle_dir(&dir).unwrap().items.len(), 2);
     }
 
     #[test]
@@ -364,6 +432,72 @@ mod tests {
         assert_eq!(err, "ROOT: no class folders");
         let err = message(load(Layout::Folder { root: none.path().join("nope") }).unwrap_err(), &none);
         assert!(err.starts_with("ROOT/nope: cannot list: "), "{err}");
+    }
+
+    /// Issue 16d: one class trained to accuracy 1.0 without a word.
+    #[test]
+    fn fewer_than_two_classes_are_refused_naming_the_labels() {
+        let dir = kaggle("id,breed\na,pug\nb,pug\n", &["a", "b"]);
+        let err = message(load_kaggle_dir(&dir).unwrap_err(), &dir);
+        assert_eq!(err, "ROOT/labels.csv: only one class, `pug`: a classifier needs at least two classes");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("cats")).unwrap();
+        std::fs::write(dir.path().join("cats/a.jpg"), b"").unwrap();
+        let err = message(load(Layout::Folder { root: dir.path().to_owned() }).unwrap_err(), &dir);
+        assert_eq!(err, "ROOT: only one class, `cats`: a classifier needs at least two classes");
+        let one = SyntheticConfig { classes: 1, images: 4, width: 8, height: 8, seed: 0 };
+        let err = load(Layout::Synthetic(one)).unwrap_err().to_string();
+        assert_eq!(err, "synthetic data: only one class, `class000`: a classifier needs at least two classes");
+        let none = SyntheticConfig { classes: 0, ..one };
+        assert!(load(Layout::Synthetic(none)).unwrap_err().to_string().contains("no class"));
+    }
+
+    #[test]
+    fn classes_too_small_for_the_split_or_the_folds_are_warned_about() {
+        // 3 classes: `big` 20 images, `few` 3, `one` 1.
+        let labels: Vec<u32> = (0..24)
+            .map(|i| {
+                if i < 20 {
+                    0
+                } else if i < 23 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
+        let dataset = Dataset {
+            classes: vec!["big".into(), "few".into(), "one".into()],
+            items: labels.iter().map(|&label| Item { source: Source::Synthetic { index: 0 }, label }).collect(),
+            synthetic: None,
+        };
+        let folds = kfold(24, 5, 0).unwrap();
+        let warnings = small_class_warnings(&dataset, &folds);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        let without_few = folds.iter().filter(|f| f.valid.iter().all(|&i| labels[i] != 1)).count();
+        assert_eq!(
+            warnings[0],
+            format!("class `few` has 3 images, fewer than the 5 folds: {without_few} of the folds validate none of it")
+        );
+        assert_eq!(warnings[1], "class `one` has 1 image, fewer than the 5 folds: 4 of the folds validate none of it");
+        // One split: the single `one` image is either validated (not learned) or learned (not validated).
+        let one_split = Split { train: (0..23).collect(), valid: vec![23] };
+        let warnings = small_class_warnings(&dataset, &[one_split]);
+        assert_eq!(
+            warnings,
+            [
+                "class `big` has 20 images, none of them in the valid split: its accuracy is not measured",
+                "class `few` has 3 images, none of them in the valid split: its accuracy is not measured",
+                "class `one` has 1 image, none of them in the train split: the head cannot learn it",
+            ]
+        );
+        let even = Split { train: vec![0, 1, 20, 21, 23], valid: vec![2, 22] };
+        let mut warned = small_class_warnings(&dataset, &[even]);
+        assert_eq!(
+            warned.pop().unwrap(),
+            "class `one` has 1 image, none of them in the valid split: its accuracy is not measured"
+        );
+        assert!(warned.is_empty());
     }
 
     #[test]

@@ -21,12 +21,23 @@ pub enum Error {
         /// The decoder's message.
         message: String,
     },
+    /// Images failed the check before the backbone pass: every one is listed.
+    #[error(transparent)]
+    BadImages(#[from] crate::BadImages),
     /// A weights file does not fit the backbone.
     #[error("{path}: {message}")]
     Weights {
         /// The weights file (or hub repo).
         path: String,
         /// What does not fit.
+        message: String,
+    },
+    /// The backbone gave an image NaN or infinite features.
+    #[error("{image}: {message}")]
+    Features {
+        /// The image: its file, or `synthetic image N`.
+        image: String,
+        /// What is wrong.
         message: String,
     },
     /// The feature cache could not be read or written.

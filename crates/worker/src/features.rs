@@ -11,14 +11,18 @@ use std::sync::mpsc;
 
 use candle_core::{Device, Tensor};
 
-use crate::backbone::{Backbone, ModelConfig, Weights};
-use crate::data::{Dataset, Source};
+use crate::backbone::{Backbone, DType, ModelConfig, Weights};
+use crate::data::{Dataset, Item, Source};
+use crate::image_check::{check_images, inspect};
 use crate::preprocess::{preprocess, Transform};
 use crate::synthetic::synthetic_image;
 use crate::Error;
 
 /// Bumped whenever what a cache entry holds, or how it is computed, changes.
 const CACHE_FORMAT: &str = "sweep-features-v2";
+
+/// An entry's bytes beyond its features (the safetensors header), rounded up.
+const ENTRY_OVERHEAD: u64 = 64 << 10;
 
 /// A folder of feature files named by the hash of everything they depend on.
 #[derive(Debug, Clone)]
@@ -73,7 +77,10 @@ impl FeatureCache {
         let path = self.path(key);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // A cache folder that is a file: no entry; `prepare` says what is wrong.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+                return Ok(None)
+            }
             Err(e) => return Err(format!("cannot read: {e}")),
         };
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
@@ -105,11 +112,123 @@ impl FeatureCache {
         let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, features.dims().to_vec(), &bytes)
             .map_err(|e| err(e.to_string()))?;
         let out = safetensors::serialize([("features", view)], Some(meta)).map_err(|e| err(e.to_string()))?;
-        // Write beside, then rename: a reader never sees half a file.
+        // Write beside, then rename: a reader never sees half a file. A
+        // process killed in between leaves `KEY.tmpPID`, which the next pass
+        // removes (`remove_stale_temporaries`).
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, out).map_err(|e| err(format!("cannot write: {e}")))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(format!("cannot rename into place: {e}")))?;
+        let written = std::fs::write(&tmp, out)
+            .map_err(|e| err(format!("cannot write: {e}")))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| err(format!("cannot rename into place: {e}"))));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Checks, before a backbone pass, that an entry of `bytes` can be
+    /// stored: the folder is created if need be, must be a folder, must take
+    /// a probe file, and (where the platform tells it: statvfs on Unix) must
+    /// have `bytes` free. Otherwise a cache folder that is a file, read-only
+    /// or full would fail the run only after the whole pass.
+    pub fn prepare(&self, bytes: u64) -> Result<(), Error> {
+        let err = |message: String| Error::Cache { path: self.dir.clone(), message };
+        if self.dir.exists() && !self.dir.is_dir() {
+            return Err(err("not a folder".to_owned()));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| err(format!("cannot create the folder: {e}")))?;
+        let probe = self.dir.join(format!(".sweep-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"sweep").map_err(|e| err(format!("cannot write in the folder: {e}")))?;
+        std::fs::remove_file(&probe).map_err(|e| err(format!("cannot remove {}: {e}", probe.display())))?;
+        if let Some(free) = free_space(&self.dir) {
+            if free < bytes {
+                return Err(err(format!(
+                    "the features need {} but only {} are free",
+                    human_bytes(bytes),
+                    human_bytes(free)
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Removes the temporary files (`KEY.tmpPID`) that a pass killed while
+    /// storing an entry left behind: on Linux, those whose process is gone
+    /// (no `/proc/PID`); elsewhere, those older than a day. Returns how many
+    /// were removed; a failure is logged, never fatal.
+    pub(crate) fn remove_stale_temporaries(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(temporary_pid) else { continue };
+            let stale = match process_alive(pid) {
+                Some(alive) => !alive,
+                None => entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 24 * 3600)),
+            };
+            if !stale {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), pid, "removed a stale feature cache temporary");
+                    removed += 1;
+                }
+                Err(e) => tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale temporary"),
+            }
+        }
+        removed
+    }
+}
+
+/// The PID of a cache temporary's name, `KEY.tmpPID` (`KEY`: 32 hex digits).
+fn temporary_pid(name: &str) -> Option<u32> {
+    let (key, pid) = name.split_once(".tmp")?;
+    let is_key = key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_pid = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    if is_key && is_pid {
+        pid.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Whether process `pid` is alive, where that is cheap to know without
+/// `unsafe`: on Linux with `/proc` mounted. A reused PID reads as alive,
+/// which only keeps a temporary longer.
+fn process_alive(pid: u32) -> Option<bool> {
+    let proc = Path::new("/proc");
+    (cfg!(target_os = "linux") && proc.join("self").exists()).then(|| proc.join(pid.to_string()).exists())
+}
+
+/// Bytes free to this user under `dir`, where the platform tells it.
+#[cfg(unix)]
+fn free_space(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let block = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
+    Some(st.f_bavail.saturating_mul(block))
+}
+
+/// Bytes free to this user under `dir`, where the platform tells it.
+#[cfg(not(unix))]
+fn free_space(_dir: &Path) -> Option<u64> {
+    None
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `300 bytes`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let (mut value, mut unit) = (bytes as f64, 0);
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -168,11 +287,14 @@ fn hash_file(path: &Path) -> Result<blake3::Hash, String> {
 
 /// Reads and decodes an image file (JPEG or PNG, told by its bytes, not its
 /// name) to 8-bit RGB, as torchvision's loader does (`Image.open(f).convert("RGB")`):
-/// grey is repeated, alpha dropped.
+/// grey is repeated, alpha dropped. A truncated file (a JPEG without its
+/// end-of-image marker, a PNG cut inside a chunk or before `IEND`) is
+/// refused, as Pillow refuses it, rather than decoded with grey rows.
 pub fn decode_image(path: &Path) -> Result<image::RgbImage, Error> {
     let err = |message: String| Error::Image { path: path.to_owned(), message };
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| err(e.to_string()))?;
+    let header = inspect(&bytes).map_err(err)?;
+    let img = image::load_from_memory_with_format(&bytes, header.format).map_err(|e| err(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(err("the image has no pixels".to_owned()));
     }
@@ -192,7 +314,11 @@ fn decode(dataset: &Dataset, source: &Source) -> Result<image::RgbImage, Error> 
 
 /// Returns the data set's features, from the cache when it holds them, else
 /// by one streaming backbone pass (decode, batch, forward, store), after which
-/// the cache holds them.
+/// the cache holds them. Before that pass, the cache folder is checked
+/// ([`FeatureCache::prepare`]) and so is every image file
+/// ([`check_images`]): all bad files are reported at once, as
+/// [`Error::BadImages`]. Temporaries that killed passes left in the cache
+/// are removed first.
 pub fn compute_features(
     dataset: &Dataset,
     model: &ModelConfig,
@@ -202,6 +328,7 @@ pub fn compute_features(
     device: &Device,
     progress: Progress<'_>,
 ) -> Result<Features, Error> {
+    cache.remove_stale_temporaries();
     let key = cache_key(dataset, model)?;
     let outcome = match cache.load(&key) {
         Ok(Some(data)) if data.dims() == [dataset.items.len(), model.arch.feature_dim()] => {
@@ -216,6 +343,11 @@ pub fn compute_features(
             CacheOutcome::Rebuilt { reason }
         }
     };
+    // What would fail only after the pass is found before it: a cache that
+    // cannot take the entry, and every bad image (all of them, not the first).
+    let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
+    cache.prepare((n * dim * 4) as u64 + ENTRY_OVERHEAD)?;
+    check_images(dataset, workers)?;
     let backbone = Backbone::load(model, device)?;
     let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
     cache.store(&key, &data)?;
@@ -274,6 +406,7 @@ fn run_backbone(
             let count = pixels.len() / transform.len();
             let xs = Tensor::from_vec(pixels, (count, 3, transform.size, transform.size), device)?;
             let feats: Vec<f32> = backbone.forward(&xs)?.flatten_all()?.to_vec1()?;
+            check_finite(&feats, &dataset.items[b * batch_size..][..count], model.dtype)?;
             out[b * batch_size * dim..][..count * dim].copy_from_slice(&feats);
             progress(((b + 1) * batch_size).min(n));
             Ok(())
@@ -294,11 +427,37 @@ fn run_backbone(
     Ok(Tensor::from_vec(out, (n, dim), &Device::Cpu)?)
 }
 
+/// Refuses a batch whose features hold NaN or infinity, naming the first
+/// image at fault: such features would train a head at chance accuracy and
+/// end in a "done" job. (The weights are checked when loaded, so this is an
+/// overflow, typically of a half-precision pass.)
+fn check_finite(feats: &[f32], items: &[Item], dtype: DType) -> Result<(), Error> {
+    let dim = feats.len() / items.len().max(1);
+    for (row, item) in feats.chunks(dim.max(1)).zip(items) {
+        let bad = row.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            let hint = match dtype {
+                DType::F16 => "; the f16 pass overflowed: try dtype bf16 or f32",
+                DType::BF16 | DType::F32 => "; the backbone's activations overflowed",
+            };
+            let image = match &item.source {
+                Source::File(path) => path.display().to_string(),
+                Source::Synthetic { index } => format!("synthetic image {index}"),
+            };
+            return Err(Error::Features {
+                image,
+                message: format!("{bad} of its {dim} features are NaN or infinite{hint}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::{Arch, DType};
-    use crate::data::{Item, SyntheticConfig};
+    use crate::backbone::Arch;
+    use crate::data::SyntheticConfig;
 
     fn model() -> ModelConfig {
         ModelConfig {
@@ -355,7 +514,26 @@ mod tests {
     }
 
     #[test]
-    fn the_first_bad_image_in_data_order_is_reported_and_nothing_is_cached() {
+    fn every_bad_image_is_reported_before_the_pass_and_nothing_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = files(dir.path(), 9);
+        std::fs::write(dir.path().join("7.png"), b"not an image").unwrap();
+        let bytes = std::fs::read(dir.path().join("4.png")).unwrap();
+        std::fs::write(dir.path().join("4.png"), &bytes[..bytes.len() / 2]).unwrap();
+        let cache = FeatureCache::new(dir.path().join("cache"));
+        for workers in [1, 3] {
+            let progress = |_: usize| panic!("no image reaches the backbone");
+            let err = compute_features(&dataset, &model(), &cache, workers, 2, &Device::Cpu, &progress).unwrap_err();
+            let Error::BadImages(bad) = &err else { panic!("{err}") };
+            let paths: Vec<&Path> = bad.images.iter().map(|b| b.path.as_path()).collect();
+            assert_eq!(paths, [dir.path().join("4.png"), dir.path().join("7.png")]);
+            assert!(err.to_string().starts_with("2 of 9 images cannot be decoded:\n"), "{err}");
+        }
+        assert!(!cache.path(&cache_key(&dataset, &model()).unwrap()).exists(), "a failed pass writes no cache entry");
+    }
+
+    #[test]
+    fn in_the_pass_the_first_bad_image_in_data_order_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let dataset = files(dir.path(), 9);
         // Item 7 is corrupt and item 4 truncated: with 3 decoders and batches of 2,
@@ -363,15 +541,14 @@ mod tests {
         std::fs::write(dir.path().join("7.png"), b"not an image").unwrap();
         let bytes = std::fs::read(dir.path().join("4.png")).unwrap();
         std::fs::write(dir.path().join("4.png"), &bytes[..bytes.len() / 2]).unwrap();
-        let cache = FeatureCache::new(dir.path().join("cache"));
+        let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();
         for workers in [1, 3] {
-            let err = compute_features(&dataset, &model(), &cache, workers, 2, &Device::Cpu, &no_progress).unwrap_err();
+            let err = run_backbone(&dataset, &model(), &backbone, workers, 2, &Device::Cpu, &no_progress).unwrap_err();
             let message = err.to_string();
             assert!(matches!(&err, Error::Image { path, .. } if path.ends_with("4.png")), "{message}");
             assert!(message.starts_with(&format!("{}: cannot decode image: ", dir.path().join("4.png").display())));
             assert!(!message.contains('\n'), "{message}");
         }
-        assert!(!cache.dir().exists(), "a failed pass writes no cache entry");
     }
 
     #[test]
@@ -385,6 +562,39 @@ mod tests {
         assert!(
             message.starts_with(&format!("{}: cannot decode image: cannot read: ", dir.path().join("2.png").display()))
         );
+    }
+
+    /// Issue 16a: the first half of a JPEG decoded without a word (its
+    /// missing rows grey) and trained; Pillow refuses it, and so does sweep.
+    #[test]
+    fn a_truncated_jpeg_is_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SyntheticConfig { classes: 2, images: 2, width: 64, height: 48, seed: 5 };
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&synthetic_image(&cfg, 0))
+            .unwrap();
+        let whole = dir.path().join("whole.jpg");
+        std::fs::write(&whole, &jpeg).unwrap();
+        assert_eq!(decode_image(&whole).unwrap().dimensions(), (64, 48));
+        let half = dir.path().join("half.jpg");
+        std::fs::write(&half, &jpeg[..jpeg.len() / 2]).unwrap();
+        let message = decode_image(&half).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{}: cannot decode image: truncated: the file ends (after {} bytes) before the JPEG's end-of-image marker",
+                half.display(),
+                jpeg.len() / 2
+            )
+        );
+        // A PNG cut short likewise.
+        let png = dir.path().join("cut.png");
+        synthetic_image(&cfg, 1).save(&png).unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        std::fs::write(&png, &bytes[..bytes.len() - 12]).unwrap();
+        let message = decode_image(&png).unwrap_err().to_string();
+        assert!(message.starts_with(&format!("{}: cannot decode image: truncated: ", png.display())), "{message}");
     }
 
     #[test]
@@ -404,5 +614,123 @@ mod tests {
         let empty = dir.path().join("empty.jpg");
         std::fs::write(&empty, b"").unwrap();
         assert!(decode_image(&empty).unwrap_err().to_string().starts_with(&empty.display().to_string()));
+    }
+
+    /// Issue 16c: NaN features trained a head at chance accuracy and a
+    /// "done" job. Each batch is checked; the error names the image.
+    #[test]
+    fn non_finite_features_are_an_error_naming_the_image() {
+        let items: Vec<Item> = ["a.jpg", "b.jpg", "c.jpg"]
+            .iter()
+            .map(|name| Item { source: Source::File(PathBuf::from("data").join(name)), label: 0 })
+            .collect();
+        let mut feats = vec![0.5f32; 3 * 4];
+        assert!(check_finite(&feats, &items, DType::F32).is_ok());
+        feats[4 + 1] = f32::NAN;
+        feats[4 + 3] = f32::INFINITY;
+        feats[8] = f32::NAN;
+        let err = check_finite(&feats, &items, DType::F16).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: 2 of its 4 features are NaN or infinite; the f16 pass overflowed: try dtype bf16 or f32",
+                Path::new("data").join("b.jpg").display()
+            )
+        );
+        let synthetic = [Item { source: Source::Synthetic { index: 12 }, label: 0 }];
+        let err = check_finite(&[f32::NAN], &synthetic, DType::F32).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "synthetic image 12: 1 of its 1 features are NaN or infinite; the backbone's activations overflowed"
+        );
+    }
+
+    /// The same end to end: finite weights, positive and large enough to
+    /// overflow f32, give infinite features (positive, so no `inf - inf`
+    /// NaN that a ReLU would turn into 0); the pass fails on the first image
+    /// and caches nothing.
+    #[test]
+    fn a_pass_that_overflows_fails_and_caches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = files(dir.path(), 3);
+        let mut tensors = crate::random_weights(Arch::Resnet18, 0).unwrap();
+        for t in tensors.values_mut() {
+            if t.rank() == 4 {
+                *t = (t.abs().unwrap() * 1e6).unwrap();
+            }
+        }
+        let path = dir.path().join("huge.safetensors");
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let cfg = ModelConfig { weights: Weights::Safetensors(path), ..model() };
+        let cache = FeatureCache::new(dir.path().join("cache"));
+        let err = compute_features(&dataset, &cfg, &cache, 1, 2, &Device::Cpu, &no_progress).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::Features { .. }), "{message}");
+        assert!(message.starts_with(&format!("{}: ", dir.path().join("0.png").display())), "{message}");
+        assert!(message.contains("features are NaN or infinite"), "{message}");
+        assert!(!cache.path(&cache_key(&dataset, &cfg).unwrap()).exists());
+    }
+
+    /// Issue 16e: a killed run left `KEY.tmpPID` files in the cache forever.
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FeatureCache::new(dir.path());
+        let key = "0123456789abcdef0123456789abcdef";
+        let dead = dir.path().join(format!("{key}.tmp999999999")); // above any Linux pid_max
+        let mine = dir.path().join(format!("{key}.tmp{}", std::process::id()));
+        let others = ["notes.tmp12", &format!("{key}.safetensors"), &format!("{key}.tmp12x")];
+        for path in [&dead, &mine] {
+            std::fs::write(path, b"half an entry").unwrap();
+        }
+        for name in others {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert_eq!(temporary_pid(&format!("{key}.tmp42")), Some(42));
+        assert_eq!(temporary_pid("abc.tmp42"), None);
+        let removed = cache.remove_stale_temporaries();
+        if cfg!(target_os = "linux") {
+            assert_eq!(removed, 1);
+            assert!(!dead.exists(), "the dead process's temporary is removed");
+        } else {
+            assert_eq!(removed, 0, "a fresh temporary stays where liveness is unknown");
+        }
+        assert!(mine.exists(), "a live process's temporary stays");
+        for name in others {
+            assert!(dir.path().join(name).exists(), "{name} is not a temporary");
+        }
+        // compute_features cleans up first thing.
+        std::fs::write(&dead, b"half an entry").unwrap();
+        let _ = compute_features(&files(dir.path(), 2), &model(), &cache, 1, 2, &Device::Cpu, &no_progress);
+        assert_eq!(!dead.exists(), cfg!(target_os = "linux"));
+    }
+
+    /// Issue 16f: a `--cache-dir` that is a file failed the run only after
+    /// the whole backbone pass. It fails before any image is decoded.
+    #[test]
+    fn a_cache_that_cannot_take_the_entry_fails_before_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = files(dir.path(), 3);
+        let file = dir.path().join("cache-is-a-file");
+        std::fs::write(&file, b"").unwrap();
+        let progress = |_: usize| panic!("no image reaches the backbone");
+        let err = compute_features(&dataset, &model(), &FeatureCache::new(&file), 1, 2, &Device::Cpu, &progress)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, format!("feature cache {}: not a folder", file.display()));
+        let under_file = FeatureCache::new(file.join("sub"));
+        let err = under_file.prepare(1).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("feature cache {}: cannot create the folder: ", file.join("sub").display())));
+        // A folder is created, and the probe leaves nothing behind.
+        let fresh = FeatureCache::new(dir.path().join("a/b"));
+        fresh.prepare(1).unwrap();
+        assert_eq!(std::fs::read_dir(fresh.dir()).unwrap().count(), 0);
+        if cfg!(unix) {
+            let err = fresh.prepare(u64::MAX).unwrap_err().to_string();
+            let want = format!("feature cache {}: the features need 16777216.0 TiB but only ", fresh.dir().display());
+            assert!(err.starts_with(&want) && err.ends_with(" are free"), "{err}");
+        }
+        assert_eq!(human_bytes(300), "300 bytes");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
     }
 }

@@ -10,6 +10,7 @@ pub mod bench;
 mod data;
 mod error;
 mod features;
+mod image_check;
 mod preprocess;
 mod synthetic;
 mod train;
@@ -17,9 +18,12 @@ mod train;
 pub use candle_core::Device;
 
 pub use backbone::{param_shapes, random_weights, Arch, Backbone, DType, ModelConfig, Weights};
-pub use data::{kfold, load_dataset, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig};
+pub use data::{
+    kfold, load_dataset, small_class_warnings, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig,
+};
 pub use error::Error;
 pub use features::{compute_features, decode_image, CacheOutcome, FeatureCache, Features, Progress};
+pub use image_check::{check_images, BadImage, BadImages};
 pub use preprocess::{preprocess, Transform};
 pub use synthetic::synthetic_image;
 pub use train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainOutcome, TrainState};

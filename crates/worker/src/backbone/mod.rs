@@ -18,6 +18,7 @@ mod ops;
 mod weights;
 
 use candle_core::{DType as CDType, Device, Tensor};
+use candle_nn::VarBuilder;
 use std::path::PathBuf;
 
 pub use weights::{param_shapes, random_weights};
@@ -156,9 +157,12 @@ impl std::fmt::Debug for Backbone {
 }
 
 impl Backbone {
-    /// Loads the weights the config names, checking every name and shape.
+    /// Loads the weights the config names, checking every name and shape,
+    /// and that every value is finite (a weights file full of NaN would
+    /// otherwise give NaN features and a head at chance accuracy).
     pub fn load(cfg: &ModelConfig, device: &Device) -> Result<Backbone, Error> {
-        let (vb, file) = weights::open(cfg, device)?;
+        let weights::Loaded { tensors, file } = weights::load(cfg)?;
+        let vb = VarBuilder::from_tensors(tensors, cfg.dtype.candle(), device);
         let net = model::ResNet::build(cfg.arch, vb).map_err(|e| match &file {
             Some(path) => weights::weights_err(path, e),
             None => Error::from(e),

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType as CDType, Device, Tensor};
-use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -90,45 +89,98 @@ fn normal(rng: &mut ChaCha8Rng) -> f32 {
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }
 
-/// A `VarBuilder` over the weights `cfg` names, their names and shapes
-/// checked, and the file they come from (for the errors of the build that
-/// reads them; `None` for random weights).
-pub(super) fn open(cfg: &ModelConfig, device: &Device) -> Result<(VarBuilder<'static>, Option<PathBuf>), Error> {
-    let dtype = cfg.dtype.candle();
-    match &cfg.weights {
-        Weights::Random { seed } => {
-            let tensors = random_weights(cfg.arch, *seed)?;
-            Ok((VarBuilder::from_tensors(tensors, dtype, device), None))
-        }
-        Weights::Safetensors(path) => open_safetensors(cfg.arch, path, dtype, device),
-        Weights::Pth(path) => {
-            let infos =
-                candle_core::pickle::read_pth_tensor_info(path, false, None).map_err(|e| weights_err(path, e))?;
-            let shapes: HashMap<String, Vec<usize>> =
-                infos.into_iter().map(|i| (i.name.clone(), i.layout.shape().dims().to_vec())).collect();
-            check_shapes(cfg.arch, &shapes, &path.display().to_string())?;
-            let vb = VarBuilder::from_pth(path, dtype, device).map_err(|e| weights_err(path, e))?;
-            Ok((vb, Some(path.clone())))
-        }
-        Weights::Hub { repo } => open_safetensors(cfg.arch, &hub_file(repo)?, dtype, device),
-    }
+/// The tensors a backbone is built from, checked: every name and shape the
+/// architecture needs is there, and every value is usable.
+pub(super) struct Loaded {
+    /// By torchvision name, on the CPU, in the file's dtype; nothing else.
+    pub tensors: HashMap<String, Tensor>,
+    /// The file they come from, for the errors of the build that reads them
+    /// (`None` for random weights).
+    pub file: Option<PathBuf>,
 }
 
-fn open_safetensors(
-    arch: Arch,
-    path: &Path,
-    dtype: CDType,
-    device: &Device,
-) -> Result<(VarBuilder<'static>, Option<PathBuf>), Error> {
+/// Loads and checks the weights `cfg` names (see [`Loaded`]).
+pub(super) fn load(cfg: &ModelConfig) -> Result<Loaded, Error> {
+    let (tensors, file) = match &cfg.weights {
+        // Generated here, finite by construction.
+        Weights::Random { seed } => return Ok(Loaded { tensors: random_weights(cfg.arch, *seed)?, file: None }),
+        Weights::Safetensors(path) => (load_safetensors(cfg.arch, path)?, path.clone()),
+        Weights::Pth(path) => (load_pth(cfg.arch, path)?, path.clone()),
+        Weights::Hub { repo } => {
+            let path = hub_file(repo)?;
+            (load_safetensors(cfg.arch, &path)?, path)
+        }
+    };
+    check_values(cfg.arch, &tensors, &file)?;
+    Ok(Loaded { tensors, file: Some(file) })
+}
+
+fn load_safetensors(arch: Arch, path: &Path) -> Result<HashMap<String, Tensor>, Error> {
     let shapes = safetensors_shapes(path)?;
     check_shapes(arch, &shapes, &path.display().to_string())?;
     // SAFETY: the file is mapped read-only and sweep never writes weight
     // files; as with every mmap, another process truncating it underneath
     // would be undefined behaviour, which candle's own loaders accept too.
     #[allow(unsafe_code)]
-    let vb =
-        unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }.map_err(|e| weights_err(path, e))?;
-    Ok((vb, Some(path.to_owned())))
+    let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(|e| weights_err(path, e))?;
+    param_shapes(arch)
+        .into_iter()
+        .map(|(name, _)| {
+            let tensor = file.load(&name, &Device::Cpu).map_err(|e| weights_err(path, e))?;
+            Ok((name, tensor))
+        })
+        .collect()
+}
+
+fn load_pth(arch: Arch, path: &Path) -> Result<HashMap<String, Tensor>, Error> {
+    let file = candle_core::pickle::PthTensors::new(path, None).map_err(|e| weights_err(path, e))?;
+    let shapes: HashMap<String, Vec<usize>> =
+        file.tensor_infos().iter().map(|(name, info)| (name.clone(), info.layout.shape().dims().to_vec())).collect();
+    check_shapes(arch, &shapes, &path.display().to_string())?;
+    param_shapes(arch)
+        .into_iter()
+        .map(|(name, _)| {
+            let tensor = file
+                .get(&name)
+                .map_err(|e| weights_err(path, e))?
+                .ok_or_else(|| weights_err(path, format!("cannot read `{name}`")))?;
+            Ok((name, tensor))
+        })
+        .collect()
+}
+
+/// Refuses weights whose values would make every feature NaN, naming each
+/// tensor at fault (the first few): NaN or infinite values anywhere, and
+/// negative running variances (the fold takes their square root). Such
+/// weights once gave all-zero features and a "done" job at chance accuracy.
+fn check_values(arch: Arch, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    let expected = param_shapes(arch);
+    for (name, _) in &expected {
+        let values: Vec<f32> = tensors[name]
+            .to_dtype(CDType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1())
+            .map_err(|e| weights_err(path, e))?;
+        let n = values.len();
+        let non_finite = values.iter().filter(|v| !v.is_finite()).count();
+        let negative = values.iter().filter(|&&v| v < 0.0).count();
+        if non_finite > 0 {
+            problems.push(format!("`{name}` has {non_finite} of {n} values NaN or infinite"));
+        } else if name.ends_with(".running_var") && negative > 0 {
+            problems.push(format!("`{name}` has {negative} of {n} variances negative"));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let total = problems.len();
+    let mut message = format!("{total} of {} tensors hold unusable values: ", expected.len());
+    message.push_str(&problems.iter().take(4).cloned().collect::<Vec<_>>().join(", "));
+    if total > 4 {
+        message.push_str(&format!(", and {} more", total - 4));
+    }
+    Err(weights_err(path, message))
 }
 
 /// The file a hub repository must hold. Its tensors need torchvision's names
@@ -247,5 +299,47 @@ mod tests {
         assert!(err.starts_with("w.safetensors: does not fit resnet18 (2 of"), "{err}");
         assert!(err.contains("`conv1.weight` has shape [64, 3, 3, 3], expected [64, 3, 7, 7]"), "{err}");
         assert!(err.contains("missing `layer1.0.conv1.weight`"), "{err}");
+    }
+
+    /// Issue 16c: weights full of NaN gave all-zero features and a "done" job
+    /// at chance accuracy. They are refused at load time, each tensor named.
+    #[test]
+    fn non_finite_weights_are_refused_naming_the_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tensors = random_weights(Arch::Resnet18, 0).unwrap();
+        let poison = |t: &Tensor, at: &[usize], value: f32| {
+            let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            for &i in at {
+                v[i] = value;
+            }
+            Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap()
+        };
+        let conv = poison(&tensors["layer2.0.conv1.weight"], &[0, 5, 9], f32::NAN);
+        tensors.insert("layer2.0.conv1.weight".into(), conv);
+        let var = poison(&tensors["layer3.1.bn2.running_var"], &[7], -1.0);
+        tensors.insert("layer3.1.bn2.running_var".into(), var);
+        let bias = poison(&tensors["bn1.bias"], &[0], f32::INFINITY);
+        tensors.insert("bn1.bias".into(), bias);
+        let path = dir.path().join("nan.safetensors");
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let cfg = ModelConfig {
+            arch: Arch::Resnet18,
+            weights: Weights::Safetensors(path.clone()),
+            image_size: 32,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            dtype: crate::backbone::DType::F32,
+        };
+        let err = load(&cfg).map(|_| ()).unwrap_err().to_string();
+        let n = param_shapes(Arch::Resnet18).len();
+        assert_eq!(
+            err,
+            format!(
+                "{}: 3 of {n} tensors hold unusable values: `layer2.0.conv1.weight` has 3 of 73728 values NaN or \
+                 infinite, `bn1.bias` has 1 of 64 values NaN or infinite, `layer3.1.bn2.running_var` has 1 of 256 \
+                 variances negative",
+                path.display()
+            )
+        );
     }
 }
