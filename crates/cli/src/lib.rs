@@ -62,6 +62,17 @@ pub fn main() -> ExitCode {
                 }
                 return ExitCode::from(2);
             }
+            // Every bad image of a data set, one per line, found before any backbone work.
+            let bad_images = match err.downcast_ref::<sweep_scheduler::Error>() {
+                Some(sweep_scheduler::Error::Worker(sweep_worker::Error::BadImages(bad))) => Some(bad),
+                _ => None,
+            };
+            if let Some(bad) = bad_images.filter(|b| b.images.len() > 1) {
+                for line in bad.to_string().lines() {
+                    eprintln!("error: {}", line.trim_start());
+                }
+                return ExitCode::from(1);
+            }
             let bad_input =
                 matches!(err.downcast_ref::<sweep_scheduler::Error>(), Some(sweep_scheduler::Error::TooManyJobs(_)))
                     || err.downcast_ref::<sweep_scheduler::TooManyJobs>().is_some();

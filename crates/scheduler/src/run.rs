@@ -267,6 +267,8 @@ pub async fn run(
         Some(k) => sweep_worker::kfold(n, k, spec.data.split_seed)?,
         None => vec![sweep_worker::split(n, spec.data.valid_fraction, spec.data.split_seed)?],
     };
+    // Classes too small for the folds or the valid split: logged, not fatal.
+    sweep_worker::small_class_warnings(&dataset, &splits);
     let valid_lists: Vec<&[usize]> = splits.iter().map(|s| s.valid.as_slice()).collect();
     let split_json = serde_json::json!({
         "seed": spec.data.split_seed,
