@@ -42,6 +42,25 @@ pub fn decode_throughput(paths: &[PathBuf], transform: &Transform, threads: usiz
     Ok(paths.len() as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Images per second that `threads` threads check before a backbone pass
+/// (each file read whole, its structure walked, no pixel decoded: what
+/// [`crate::check_images`] does), the files already in the page cache or not.
+pub fn check_throughput(paths: &[PathBuf], threads: usize) -> Result<f64, Error> {
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                while let Some(path) = paths.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let bytes = std::fs::read(path).unwrap_or_default();
+                    std::hint::black_box(crate::image_check::inspect(&bytes).is_ok());
+                }
+            });
+        }
+    });
+    Ok(paths.len() as f64 / start.elapsed().as_secs_f64())
+}
+
 /// Images per second of the backbone's forward pass on random weights, over
 /// `batches` batches after one warm-up batch.
 pub fn backbone_throughput(

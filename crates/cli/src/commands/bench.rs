@@ -93,6 +93,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<Outcome> {
     paths.truncate(args.decode_images);
     let transform = Transform { size: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
     for threads in [1, 2] {
+        eprintln!("bench: image check with {threads} thread(s)");
+        let rate = bench::check_throughput(&paths, threads)?;
+        out[format!("check_images_per_second_{threads}_threads")] = json!(rate);
+    }
+    for threads in [1, 2] {
         eprintln!("bench: decode with {threads} thread(s)");
         let rate = bench::decode_throughput(&paths, &transform, threads)?;
         out[format!("decode_images_per_second_{threads}_threads")] = json!(rate);
