@@ -31,10 +31,16 @@ impl Env {
 
     /// `sweep ARGS` with `--db` in the scratch folder.
     pub(crate) fn sweep(&self, args: &[&str]) -> Output {
+        self.sweep_with(args, &[])
+    }
+
+    /// `sweep ARGS` with `--db` in the scratch folder and more environment.
+    pub(crate) fn sweep_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_sweep-under-test"))
             .args(args)
             .env("SWEEP_DB", self.path("sweep.db"))
             .env_remove("RUST_LOG")
+            .envs(vars.iter().copied())
             .current_dir(self.dir.path())
             .output()
             .expect("run sweep")

@@ -147,3 +147,26 @@ fn k_fold_sweeps_report_mean_and_deviation_over_folds() {
     let text = stdout(&env.sweep(&["table"]));
     assert!(text.contains("k-fold: mean and standard deviation over the folds"), "{text}");
 }
+
+/// Issue 18: off a terminal (logs, CI, Slurm) the backbone pass prints a
+/// progress line at a steady interval: images done, images/s, ETA.
+#[test]
+fn the_backbone_pass_prints_progress_lines_off_a_terminal() {
+    let env = Env::new();
+    let file =
+        env.write("tiny.toml", &TINY.replace("epochs = 3", "epochs = 1").replace("lr = [0.01, 0.05]", "lr = [0.01]"));
+    let out = env.sweep_with(&["run", file.to_str().unwrap(), "--parallel", "1"], &[("SWEEP_PROGRESS_SECONDS", "0")]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("features: ") && l.contains(" images/s, ")).collect();
+    assert!(!lines.is_empty(), "no progress line:\n{err}");
+    let last = lines.last().unwrap();
+    assert!(last.starts_with("features: 48/48 images, "), "{last}");
+    assert!(last.contains(", elapsed ") && last.ends_with(", eta 0s"), "{last}");
+    // The default interval (10 s) prints none for a pass this short.
+    let env = Env::new();
+    let file =
+        env.write("tiny.toml", &TINY.replace("epochs = 3", "epochs = 1").replace("lr = [0.01, 0.05]", "lr = [0.01]"));
+    let out = env.sweep(&["run", file.to_str().unwrap()]);
+    assert!(!stderr(&out).contains(" images/s, "), "{}", stderr(&out));
+}

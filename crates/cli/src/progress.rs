@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sweep_scheduler::{JobEnd, Observer, TrainKey, TrainParams};
@@ -28,7 +28,37 @@ struct State {
     jobs_total: usize,
     jobs_ended: usize,
     features: Option<ProgressBar>,
+    /// Off a terminal: the backbone pass's progress, printed as a line every
+    /// `interval`.
+    features_lines: Option<Lines>,
     jobs: HashMap<String, JobBar>,
+}
+
+/// Progress lines for logs (Slurm, CI, `2> file`), where bars cannot draw.
+struct Lines {
+    total: usize,
+    started: Instant,
+    last: Instant,
+}
+
+/// How often a progress line is printed off a terminal:
+/// `SWEEP_PROGRESS_SECONDS`, 10 s by default.
+fn line_interval() -> Duration {
+    std::env::var("SWEEP_PROGRESS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(10), Duration::from_secs_f64)
+}
+
+/// `1h 02m 03s`, `4m 05s`, `6s`.
+fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, min, sec) => format!("{min}m {sec:02}s"),
+        (h, min, sec) => format!("{h}h {min:02}m {sec:02}s"),
+    }
 }
 
 struct JobBar {
@@ -122,16 +152,39 @@ impl Observer for Progress {
     fn features_started(&self, images: usize) {
         let bar =
             self.bar(images as u64, "features         [{bar:30}] {pos}/{len} images, elapsed {elapsed}, eta {eta}");
+        let mut lines = None;
         if bar.is_none() {
             self.line(format!("features: {images} images"));
+            let now = Instant::now();
+            lines = Some(Lines { total: images, started: now, last: now });
         }
-        self.state().features = bar;
+        let mut state = self.state();
+        state.features = bar;
+        state.features_lines = lines;
     }
 
     fn features_progress(&self, done: usize) {
-        if let Some(bar) = &self.state().features {
+        let mut state = self.state();
+        if let Some(bar) = &state.features {
             bar.set_position(done as u64);
         }
+        let Some(lines) = &mut state.features_lines else { return };
+        let now = Instant::now();
+        if self.quiet || now.duration_since(lines.last) < line_interval() || done == 0 {
+            return;
+        }
+        lines.last = now;
+        let elapsed = now.duration_since(lines.started).as_secs_f64();
+        let rate = done as f64 / elapsed.max(1e-9);
+        let left = lines.total.saturating_sub(done) as f64 / rate.max(1e-9);
+        let msg = format!(
+            "features: {done}/{} images, {rate:.1} images/s, elapsed {}, eta {}",
+            lines.total,
+            duration(Duration::from_secs_f64(elapsed)),
+            duration(Duration::from_secs_f64(left.min(1e9)))
+        );
+        drop(state);
+        self.message(&msg);
     }
 
     fn features_done(&self, outcome: &CacheOutcome) {
@@ -139,6 +192,7 @@ impl Observer for Progress {
         if let Some(bar) = state.features.take() {
             bar.finish_and_clear();
         }
+        state.features_lines = None;
         // The sweep's ETA counts training only.
         if let Some(sweep) = &state.sweep {
             sweep.reset_eta();
