@@ -110,6 +110,21 @@ fn a_second_sweep_on_the_same_data_runs_no_backbone_pass() {
     let status: serde_json::Value = serde_json::from_str(&stdout(&env.sweep(&["status", "--format", "json"]))).unwrap();
     assert_eq!(status[0]["features"], "computed");
     assert_eq!(status[1]["features"], "cached");
+
+    // Issue 18: the backbone pass's cost is shown, for the sweep that paid
+    // it and for the one that reused it.
+    for row in status.as_array().unwrap() {
+        assert_eq!(row["feature_images"], 48, "{row}");
+        let seconds = row["feature_pass_seconds"].as_f64().expect("the pass was timed");
+        let rate = row["feature_images_per_second"].as_f64().unwrap();
+        assert!(seconds > 0.0 && (rate - 48.0 / seconds).abs() < 1e-6 * rate, "{row}");
+    }
+    let first_id = status[0]["sweep_id"].as_str().unwrap().to_owned();
+    let table = stdout(&env.sweep(&["table", &first_id]));
+    assert!(table.contains("features: 48 images, computed by a backbone pass of "), "{table}");
+    let table = stdout(&env.sweep(&["table"]));
+    let want = "features: 48 images, reused from the cache (computed by a backbone pass of ";
+    assert!(table.contains(want) && table.contains(&format!("by sweep {first_id})")), "{table}");
 }
 
 #[test]

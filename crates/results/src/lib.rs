@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 pub use folds::FoldGroup;
 pub use job::{Job, Value};
-use sweep_store::{EpochRow, Store, SweepRow};
+use sweep_store::{EpochRow, FeatureRun, Store, SweepRow};
 
 /// The paper's five hyperparameters, the first columns of every table, in
 /// its order.
@@ -45,6 +45,35 @@ pub struct SweepResults {
     pub sweep: SweepRow,
     /// Its jobs.
     pub jobs: Vec<Job>,
+    /// Its features, once a run has computed or found them.
+    pub features: Option<Features>,
+}
+
+/// Where a sweep's features came from, and what the backbone pass cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// Images the features cover.
+    pub images: i64,
+    /// Whether this sweep's last run found them in the cache.
+    pub reused: bool,
+    /// The backbone pass that computed them (this sweep's or another's), if
+    /// the database recorded it.
+    pub pass: Option<FeatureRun>,
+}
+
+impl Features {
+    /// The features of `sweep`'s last run, with the pass that computed them.
+    pub fn of(store: &Store, sweep: &SweepRow) -> Result<Option<Features>, Error> {
+        let Some(last) = store.feature_runs(&sweep.id)?.pop() else { return Ok(None) };
+        let pass = store.feature_pass(&last.cache_key)?;
+        Ok(Some(Features { images: last.images, reused: last.reused, pass }))
+    }
+
+    /// Images per second of the backbone pass, when it was timed.
+    pub fn images_per_second(&self) -> Option<f64> {
+        let pass = self.pass.as_ref()?;
+        pass.seconds.filter(|s| *s > 0.0).map(|s| pass.images as f64 / s)
+    }
 }
 
 impl SweepResults {
@@ -65,7 +94,8 @@ impl SweepResults {
                 job
             })
             .collect();
-        Ok(SweepResults { sweep, jobs })
+        let features = Features::of(store, &sweep)?;
+        Ok(SweepResults { sweep, jobs, features })
     }
 
     /// Whether the sweep is a k-fold one (its jobs carry a `fold`).

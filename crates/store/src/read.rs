@@ -130,27 +130,37 @@ impl Store {
 
     /// Every feature pass recorded for a sweep, oldest first.
     pub fn feature_runs(&self, sweep_id: &str) -> Result<Vec<FeatureRun>, Error> {
+        self.feature_runs_where("sweep_id = ?1 ORDER BY id", sweep_id)
+    }
+
+    /// The latest backbone pass (not a cache hit) that computed the features
+    /// of `cache_key`, by whichever sweep ran it.
+    pub fn feature_pass(&self, cache_key: &str) -> Result<Option<FeatureRun>, Error> {
+        Ok(self.feature_runs_where("cache_key = ?1 AND NOT reused ORDER BY id DESC LIMIT 1", cache_key)?.pop())
+    }
+
+    fn feature_runs_where(&self, condition: &str, value: &str) -> Result<Vec<FeatureRun>, Error> {
         if self.schema < FEATURE_RUNS {
             // An older file read as it is: it recorded none.
             return Ok(Vec::new());
         }
+        let sql = format!(
+            "SELECT id, sweep_id, cache_key, reused, images, seconds, recorded_at FROM feature_runs WHERE {condition}"
+        );
         self.read(|conn| {
-            conn.prepare(
-                "SELECT id, sweep_id, cache_key, reused, images, seconds, recorded_at
-             FROM feature_runs WHERE sweep_id = ?1 ORDER BY id",
-            )?
-            .query_map([sweep_id], |r| {
-                Ok(FeatureRun {
-                    id: r.get(0)?,
-                    sweep_id: r.get(1)?,
-                    cache_key: r.get(2)?,
-                    reused: r.get(3)?,
-                    images: r.get(4)?,
-                    seconds: r.get(5)?,
-                    recorded_at: r.get(6)?,
-                })
-            })?
-            .collect()
+            conn.prepare(&sql)?
+                .query_map([value], |r| {
+                    Ok(FeatureRun {
+                        id: r.get(0)?,
+                        sweep_id: r.get(1)?,
+                        cache_key: r.get(2)?,
+                        reused: r.get(3)?,
+                        images: r.get(4)?,
+                        seconds: r.get(5)?,
+                        recorded_at: r.get(6)?,
+                    })
+                })?
+                .collect()
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use sweep_results::{Job, SweepResults};
+use sweep_results::{Features, Job, SweepResults};
 use sweep_store::{Status, Store, SweepRow};
 
 use crate::args::{Format, GlobalArgs, ShowArgs, StatusArgs, TableArgs};
@@ -130,6 +130,9 @@ pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&
         writeln!(out, "sweep {} ({})", results.sweep.name, results.sweep.id)?;
     }
     write!(out, "{}", jobs_table(&results).render(format))?;
+    if let (Format::Table, Some(features)) = (format, &results.features) {
+        writeln!(out, "{}", features_line(features, &results.sweep.id))?;
+    }
     let same = results.same_as_count();
     if format == Format::Table && same > 0 {
         writeln!(
@@ -139,6 +142,24 @@ pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&
         )?;
     }
     Ok(())
+}
+
+/// Where the features came from and what their backbone pass cost, in one line.
+fn features_line(features: &Features, sweep_id: &str) -> String {
+    let pass = features.pass.as_ref().and_then(|p| {
+        let seconds = p.seconds?;
+        let rate = features.images_per_second().map_or(String::new(), |r| format!(", {r:.1} images/s"));
+        let whose = if p.sweep_id == sweep_id { String::new() } else { format!(" by sweep {}", p.sweep_id) };
+        Some(format!("a backbone pass of {seconds:.1} s{rate}{whose}"))
+    });
+    match (features.reused, pass) {
+        (false, Some(pass)) => format!("features: {} images, computed by {pass}", features.images),
+        (true, Some(pass)) => {
+            format!("features: {} images, reused from the cache (computed by {pass})", features.images)
+        }
+        (true, None) => format!("features: {} images, reused from the cache", features.images),
+        (false, None) => format!("features: {} images, computed", features.images),
+    }
 }
 
 pub fn table(global: &GlobalArgs, args: &TableArgs) -> anyhow::Result<Outcome> {
@@ -188,23 +209,32 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome>
     let mut columns =
         vec![col("sweep_id", "Sweep", false), col("name", "Name", false), col("created_at", "Created", false)];
     columns.extend(Status::ALL.iter().map(|s| col(s.as_str(), s.as_str(), true)));
-    columns.push(col("features", "Features", false));
-    let rows = store
-        .sweeps()?
-        .iter()
-        .map(|s| {
-            let mut row = vec![Cell::text(&s.id), Cell::text(&s.name), Cell::text(&s.created_at)];
-            row.extend(
-                Status::ALL.iter().map(|st| Cell::int(s.counts.iter().find(|c| c.0 == *st).map_or(0, |c| c.1) as i64)),
-            );
-            row.push(match s.features_reused {
-                Some(true) => Cell::text("cached"),
-                Some(false) => Cell::text("computed"),
-                None => Cell::none(),
-            });
-            row
-        })
-        .collect();
+    columns.extend([
+        col("features", "Features", false),
+        col("feature_images", "Images", true),
+        col("feature_pass_seconds", "Pass s", true),
+        col("feature_images_per_second", "Images/s", true),
+    ]);
+    let mut rows = Vec::new();
+    for s in store.sweeps()? {
+        let mut row = vec![Cell::text(&s.id), Cell::text(&s.name), Cell::text(&s.created_at)];
+        row.extend(
+            Status::ALL.iter().map(|st| Cell::int(s.counts.iter().find(|c| c.0 == *st).map_or(0, |c| c.1) as i64)),
+        );
+        row.push(match s.features_reused {
+            Some(true) => Cell::text("cached"),
+            Some(false) => Cell::text("computed"),
+            None => Cell::none(),
+        });
+        let features = Features::of(&store, &s)?;
+        let pass_seconds = features.as_ref().and_then(|f| f.pass.as_ref()?.seconds);
+        row.extend([
+            Cell::opt_int(features.as_ref().map(|f| f.images)),
+            Cell::opt_float(pass_seconds, |x| format!("{x:.1}")),
+            Cell::opt_float(features.as_ref().and_then(Features::images_per_second), |x| format!("{x:.1}")),
+        ]);
+        rows.push(row);
+    }
     write!(std::io::stdout().lock(), "{}", Table { columns, rows }.render(args.format))?;
     Ok(Outcome::Success)
 }
