@@ -1,5 +1,6 @@
 //! End-to-end tests: the `sweep` binary, run as a user runs it.
 
+mod adversarial;
 mod data;
 mod plan;
 mod results;

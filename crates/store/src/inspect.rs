@@ -3,7 +3,6 @@
 //! be told from the file alone), a sweep database's `application_id`, a schema
 //! version this build knows, and SQLite's own `quick_check`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -73,17 +72,8 @@ pub(crate) fn read_header(path: &Path) -> Result<Option<Header>, Error> {
         return Ok(None);
     }
     let mut header = [0u8; 100];
-    let mut read = 0;
-    let mut file =
-        std::fs::File::open(path).map_err(|e| Error::Open { path: path.to_owned(), reason: e.to_string() })?;
-    while read < header.len() {
-        match file.read(&mut header[read..]) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::Open { path: path.to_owned(), reason: e.to_string() }),
-        }
-    }
+    let read =
+        read_start(path, &mut header).map_err(|e| Error::Open { path: path.to_owned(), reason: e.to_string() })?;
     if read < 16 || &header[..16] != b"SQLite format 3\0" {
         return Err(Error::Foreign { path: path.to_owned(), reason: "not an SQLite database".to_owned() });
     }
@@ -102,6 +92,67 @@ pub(crate) fn read_header(path: &Path) -> Result<Option<Header>, Error> {
     // change counter (offset 24) it records as valid-for (offset 92).
     let pages = Some(be32(28) as u64).filter(|&n| n > 0 && be32(24) == be32(92));
     Ok(Some(Header { len, page_size, pages }))
+}
+
+/// Reads the first bytes of `path` into `buf`; returns how many there were.
+///
+/// The file is opened once per process and never closed (on Unix): POSIX
+/// locks belong to the process, and closing *any* descriptor of a file drops
+/// all of them, those of this process's SQLite connections included. A
+/// connection that lost its shared lock on the main file lets another
+/// process's closing connection believe itself the last one, checkpoint, and
+/// delete the WAL from under it: that connection's later commits go to an
+/// unlinked file (lost), and readers meanwhile see pages of two states
+/// ("damaged"). A run opens the database once per job slot while the others
+/// write, so every look at the file goes through a descriptor kept open.
+#[cfg(unix)]
+fn read_start(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    use std::sync::{Arc, Mutex};
+    /// Each file by (device, inode), with the descriptor kept open for it.
+    type Kept = Vec<((u64, u64), Arc<std::fs::File>)>;
+    static KEPT: Mutex<Kept> = Mutex::new(Vec::new());
+    let meta = std::fs::metadata(path)?;
+    let id = (meta.dev(), meta.ino());
+    let file = {
+        let mut kept = KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kept.iter().find(|(k, _)| *k == id) {
+            Some((_, file)) => file.clone(),
+            None => {
+                let file = Arc::new(std::fs::File::open(path)?);
+                // Another file now has the name: keep it too (a few per process).
+                kept.push((id, file.clone()));
+                file
+            }
+        }
+    };
+    let mut read = 0;
+    while read < buf.len() {
+        match file.read_at(&mut buf[read..], read as u64) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(read)
+}
+
+/// Reads the first bytes of `path` into `buf`; returns how many there were.
+#[cfg(not(unix))]
+fn read_start(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut read = 0;
+    while read < buf.len() {
+        match file.read(&mut buf[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(read)
 }
 
 /// Whether the main file alone is as long as its header promises, in whole
@@ -186,8 +237,13 @@ pub(crate) fn check_contents(conn: &Connection, path: &Path, latest: i64) -> Res
         .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
         .map_err(|e| classify(path, e))?;
     if problems.first().map(String::as_str) != Some("ok") {
-        // The first line names the schema ("*** in database main ***"), not a problem.
-        let problems: Vec<&str> = problems.iter().map(String::as_str).filter(|p| !p.starts_with("***")).collect();
+        // The first problem comes after a line naming the schema ("*** in
+        // database main ***"), in the same row.
+        let problems: Vec<&str> = problems
+            .iter()
+            .flat_map(|p| p.lines())
+            .filter(|line| !line.starts_with("***") && !line.trim().is_empty())
+            .collect();
         let reason = format!("integrity check failed: {}", problems.join("; "));
         return Err(Error::Corrupt { path: path.to_owned(), reason });
     }
