@@ -1,6 +1,7 @@
 //! End-to-end tests: the `sweep` binary, run as a user runs it.
 
 mod data;
+mod hostile;
 mod plan;
 mod results;
 mod resume;
