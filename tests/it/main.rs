@@ -2,6 +2,7 @@
 
 mod adversarial;
 mod data;
+mod hostile;
 mod plan;
 mod results;
 mod resume;

@@ -149,6 +149,12 @@ impl Observer for Progress {
         }
     }
 
+    fn parallel_capped(&self, requested: usize, used: usize, cores: usize, runnable: usize) {
+        let cores = if cores == 1 { "1 core".to_owned() } else { format!("{cores} cores") };
+        let jobs = if runnable == 1 { "1 job".to_owned() } else { format!("{runnable} jobs") };
+        self.line(format!("--parallel {requested}: using {used} ({cores}, {jobs} to run)"));
+    }
+
     fn features_started(&self, images: usize) {
         let bar =
             self.bar(images as u64, "features         [{bar:30}] {pos}/{len} images, elapsed {elapsed}, eta {eta}");

@@ -112,6 +112,9 @@ pub trait Observer: Send + Sync {
     fn epoch(&self, _job_id: &str, _report: &EpochReport) {}
     /// A job stopped.
     fn job_finished(&self, _job_id: &str, _end: &JobEnd) {}
+    /// `--parallel` asked for more job slots than there are jobs to run or
+    /// cores to run them on: `used` slots run instead of `requested`.
+    fn parallel_capped(&self, _requested: usize, _used: usize, _cores: usize, _runnable: usize) {}
 }
 
 /// What a run did.
@@ -229,6 +232,13 @@ pub async fn run(
         tracing::info!("every job is finished or held by another runner: nothing to train");
         return Ok(summary);
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu_only = opts.devices.iter().all(|d| d == "cpu");
+    let parallel = slot_count(opts.parallel, runnable, cores, cpu_only);
+    if parallel < opts.parallel {
+        tracing::info!(requested = opts.parallel, parallel, cores, runnable, "fewer job slots than asked for");
+        observer.parallel_capped(opts.parallel, parallel, cores, runnable);
+    }
 
     // The backbone pass, once for the whole sweep.
     let workers = jobs.iter().map(|j| j.params.workers()).max().unwrap_or(1);
@@ -298,7 +308,7 @@ pub async fn run(
         cancel: cancel.child_token(),
     });
     let mut slots = tokio::task::JoinSet::new();
-    for slot in 0..opts.parallel.max(1) {
+    for slot in 0..parallel {
         let shared = shared.clone();
         let device = opts.devices[slot % opts.devices.len()].clone();
         slots.spawn_blocking(move || run_slot(&shared, &device));
@@ -342,6 +352,19 @@ pub async fn resume(
     let base = path.parent().unwrap_or(Path::new("."));
     let spec = SweepSpec::parse(&source, format, &path, base)?;
     run(spec, Some((source, path)), opts, observer, cancel).await
+}
+
+/// How many job slots to run: what was asked for, but no more than the jobs
+/// to run, nor (on CPU) than the cores. Each CPU job already spreads its
+/// matrix products over candle's threads: more slots than cores only make
+/// them fight for the cores (64 slots on 2 cores took 45 times as long), and
+/// a slot without a job to claim does nothing. At least one.
+fn slot_count(requested: usize, runnable: usize, cores: usize, cpu_only: bool) -> usize {
+    let mut n = requested.min(runnable);
+    if cpu_only {
+        n = n.min(cores);
+    }
+    n.max(1)
 }
 
 fn needs_work(job: &sweep_store::JobRow) -> bool {
@@ -568,7 +591,20 @@ impl EpochSink for StoreSink<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::owner_is_dead;
+    use super::{owner_is_dead, slot_count};
+
+    /// Issue 16: `--parallel` past the jobs or the cores.
+    #[test]
+    fn job_slots_are_capped_by_the_jobs_and_on_cpu_by_the_cores() {
+        assert_eq!(slot_count(64, 6, 2, true), 2);
+        assert_eq!(slot_count(64, 2, 16, true), 2);
+        assert_eq!(slot_count(4, 10, 16, true), 4);
+        assert_eq!(slot_count(1, 10, 1, true), 1);
+        // On GPUs the cores do not bound the slots; the jobs still do.
+        assert_eq!(slot_count(8, 6, 2, false), 6);
+        // Never zero, even with nothing to run.
+        assert_eq!(slot_count(3, 0, 2, true), 1);
+    }
 
     #[test]
     fn a_lease_owner_is_dead_when_its_process_is_gone_from_this_host() {
