@@ -182,7 +182,7 @@ fn every_broken_image_is_listed_at_once_before_any_backbone_work() {
     assert_eq!(bad.len(), 3, "{err}");
     for (line, (i, problem)) in bad.iter().zip([(0, "not a JPEG or PNG"), (6, "the file is empty"), (11, "truncated")])
     {
-        let want = format!("  {}: ", image(&env, i).display());
+        let want = format!("error: {}: ", image(&env, i).display());
         assert!(line.starts_with(&want), "want `{want}` in\n{err}");
         assert!(line.contains(problem), "want `{problem}` in `{line}`");
     }

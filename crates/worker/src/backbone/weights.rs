@@ -265,10 +265,38 @@ fn check_shapes(arch: Arch, found: &HashMap<String, Vec<usize>>, path: &str) -> 
     if total > 4 {
         message.push_str(&format!(", and {} more", total - 4));
     }
-    if found.keys().any(|k| k.starts_with("model.") || k.starts_with("module.")) {
-        message.push_str(" (its names carry a `model.`/`module.` prefix: save the bare state_dict)");
+    let missing = expected.iter().filter(|(name, _)| !found.contains_key(name)).count();
+    if missing * 2 > expected.len() {
+        // Most names are not torchvision's: say what they are instead.
+        message.push_str(&format!("; {}", naming_hint(found)));
     }
     Err(Error::Weights { path: path.to_owned(), message })
+}
+
+/// What a weights file's tensor names look like when they are not
+/// torchvision's, and what to do about it: a few of them, and the framework
+/// they most likely come from.
+fn naming_hint(found: &HashMap<String, Vec<usize>>) -> String {
+    let mut names: Vec<&str> = found.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let sample = names.iter().take(3).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    let has = |needle: &str| names.iter().any(|n| n.contains(needle));
+    let all_prefixed = |prefix: &str| !names.is_empty() && names.iter().all(|n| n.starts_with(prefix));
+    let looks = if names.is_empty() {
+        "the file holds no tensors".to_owned()
+    } else if let Some(prefix) = ["module.", "model.", "backbone.", "encoder."].into_iter().find(|p| all_prefixed(p)) {
+        format!("every name starts with `{prefix}` (a wrapped model's state_dict): save the inner model's state_dict, or strip the prefix")
+    } else if has("/kernel") || has(":0") || has("moving_mean") || has("_branch2a") || has("conv2_block1") {
+        "these look like Keras/TensorFlow names (`…/kernel`, `moving_mean`, `res2a_branch2a`): convert the model to PyTorch and save torchvision's `resnet50().state_dict()` names".to_owned()
+    } else if has("embedder.") || has("encoder.stages.") {
+        "these look like Hugging Face transformers' ResNet (`embedder`, `encoder.stages`): load it with torchvision's names instead (e.g. timm's or torchvision's own resnet50 weights)".to_owned()
+    } else if has("stem.") || has("stages.") || has("downsample_layers") {
+        "these look like another architecture's names (`stem`, `stages`): sweep's backbones are torchvision's ResNets"
+            .to_owned()
+    } else {
+        "these are not torchvision's ResNet names (`conv1.weight`, `layer1.0.conv1.weight`, …)".to_owned()
+    };
+    format!("found {} tensors such as {sample}: {looks}", names.len())
 }
 
 #[cfg(test)]
@@ -288,6 +316,36 @@ mod tests {
         };
         assert_eq!(count(Arch::Resnet50), 25_557_032 - 2_049_000);
         assert_eq!(count(Arch::Resnet18), 11_689_512 - 513_000);
+    }
+
+    /// Issue 18: a file of another framework's names says what it found and
+    /// what they look like, not only "265 of 265 tensors wrong".
+    #[test]
+    fn foreign_names_are_recognised() {
+        let check = |names: &[&str]| {
+            let found: HashMap<String, Vec<usize>> = names.iter().map(|n| (n.to_string(), vec![1])).collect();
+            check_shapes(Arch::Resnet50, &found, "w.safetensors").unwrap_err().to_string()
+        };
+        let keras = check(&["res2a_branch2a/kernel:0", "bn2a_branch2a/moving_mean:0", "conv1/kernel:0"]);
+        assert!(keras.contains("found 3 tensors such as `bn2a_branch2a/moving_mean:0`"), "{keras}");
+        assert!(keras.contains("look like Keras/TensorFlow names"), "{keras}");
+        let wrapped: Vec<String> =
+            param_shapes(Arch::Resnet50).into_iter().map(|(n, _)| format!("module.{n}")).collect();
+        let wrapped = check(&wrapped.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(wrapped.contains("every name starts with `module.`"), "{wrapped}");
+        let hf = check(&[
+            "resnet.embedder.embedder.convolution.weight",
+            "resnet.encoder.stages.0.layers.0.shortcut.convolution.weight",
+        ]);
+        assert!(hf.contains("Hugging Face transformers' ResNet"), "{hf}");
+        let other = check(&["foo.weight"]);
+        assert!(other.contains("not torchvision's ResNet names"), "{other}");
+        // A file that is nearly right gets no guess, only its mismatches.
+        let mut found: HashMap<String, Vec<usize>> = param_shapes(Arch::Resnet50).into_iter().collect();
+        found.remove("fc.weight");
+        found.remove("layer1.0.conv1.weight");
+        let near = check_shapes(Arch::Resnet50, &found, "w.safetensors").unwrap_err().to_string();
+        assert!(!near.contains("found "), "{near}");
     }
 
     #[test]
