@@ -663,3 +663,54 @@ fn a_full_disk_stops_the_sweep_keeps_every_epoch_and_resume_completes() {
     assert!(got["table"].as_array().unwrap().iter().all(|r| r["status"] == "done"), "{got}");
     assert_eq!(got, crate::resume::results(&env, &reference));
 }
+
+/// Issue 16: a job whose `last` checkpoint is damaged cannot resume, and
+/// `--retry-failed` fails it the same way forever. The error says what to do:
+/// `sweep resume SWEEP --restart JOB`, which starts the job again from epoch
+/// 0 (its recorded epochs deleted first) and ends as a run never damaged.
+#[test]
+fn a_damaged_last_checkpoint_says_restart_and_restart_completes_the_job() {
+    let env = Env::new();
+    let file = env.write("tiny.toml", &synthetic("tiny", 24, 3, "lr = [0.01, 0.05]"));
+    let out = run(&env, &file);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let db = env.path("sweep.db");
+    let before = crate::resume::results(&env, &db);
+    let table = json(&out);
+    let (job, other) = (table[0]["job_id"].as_str().unwrap(), table[1]["job_id"].as_str().unwrap());
+    let sweep = json(&env.sweep(&["status", "--format", "json"]))[0]["sweep_id"].as_str().unwrap().to_owned();
+
+    // Stopped after epoch 2, then its saved state damaged on disk.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(&format!(
+        "UPDATE jobs SET status = 'interrupted', best_valid_acc = NULL, best_epoch = NULL WHERE id = '{job}';
+         DELETE FROM epochs WHERE job_id = '{job}' AND epoch = 3;
+         DELETE FROM checkpoints WHERE job_id = '{job}' AND kind = 'best';
+         UPDATE checkpoints SET epoch = 2, state = X'00DEADBEEF' WHERE job_id = '{job}' AND kind = 'last';"
+    ))
+    .unwrap();
+    drop(conn);
+
+    let hint = format!("start it again with `sweep resume {sweep} --restart {job}`");
+    for args in [&["resume"][..], &["resume", "--retry-failed"][..]] {
+        let out = env.sweep(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let line = err.lines().find(|l| l.starts_with(&format!("job {job} failed: "))).expect(&err);
+        assert!(line.contains("cannot resume: its last checkpoint is damaged (checkpoint: "), "{line}");
+        assert!(line.ends_with(&hint), "{line}");
+    }
+    // An unknown job, or one of another sweep, is refused naming it.
+    let out = env.sweep(&["resume", &sweep, "--restart", "ffffffff"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot restart job ffffffff: "), "{}", stderr(&out));
+
+    // --restart with a prefix of the id, as `sweep show` takes it.
+    let out = env.sweep(&["resume", &sweep, "--restart", &job[..8], "--format", "json"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("job restarted from epoch 0") && err.contains("discarded_epochs=2"), "{err}");
+    assert!(err.contains(&format!("job {job} started")) && !err.contains(&format!("job {other} started")), "{err}");
+    // The same results as before the damage: training is seeded.
+    assert_eq!(crate::resume::results(&env, &db), before);
+}

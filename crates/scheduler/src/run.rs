@@ -50,6 +50,14 @@ pub enum Error {
         /// A rough bound on the room they need, in MiB.
         needed_mib: u64,
     },
+    /// A job asked to restart cannot be.
+    #[error("cannot restart job {job}: {reason}")]
+    Restart {
+        /// The job as given.
+        job: String,
+        /// Why.
+        reason: String,
+    },
     /// A sweep recorded without its file cannot be resumed.
     #[error("sweep {0} was recorded without its sweep file: run the file again with `sweep run FILE`")]
     NoSource(String),
@@ -73,6 +81,9 @@ pub struct RunOptions {
     pub max_jobs: u64,
     /// Make failed jobs runnable again first.
     pub retry_failed: bool,
+    /// Jobs (ids or unique prefixes) to start again from epoch 0, their
+    /// recorded epochs and checkpoints deleted first.
+    pub restart: Vec<String>,
     /// How long a claim lasts without renewal.
     pub lease: Duration,
     /// Images per backbone batch.
@@ -90,6 +101,7 @@ impl RunOptions {
             devices: vec!["cpu".to_owned()],
             max_jobs: crate::spec::DEFAULT_MAX_JOBS,
             retry_failed: false,
+            restart: Vec::new(),
             lease: Duration::from_secs(60),
             backbone_batch: 32,
         }
@@ -232,6 +244,10 @@ pub async fn run(
         let n = store.retry_failed(&sweep_id).map_err(full)?;
         tracing::info!(jobs = n, "failed jobs made runnable again");
     }
+    restart(&store, &sweep_id, &opts.restart).map_err(|e| match e {
+        Error::Store(e) => full(e),
+        e => e,
+    })?;
     let me = lease_owner();
     let unfinished: Vec<_> = store.jobs(&sweep_id)?.into_iter().filter(needs_work).collect();
     let runnable = unfinished.len();
@@ -365,6 +381,29 @@ fn disk_full(e: sweep_store::Error, opts: &RunOptions, sweep_id: &str, checkpoin
     let per_epoch = 2 * (2 * checkpoint as u64 + 8192);
     let needed_mib = (epochs_left * per_epoch).div_ceil(1 << 20).max(1);
     Error::DiskFull { path, sweep_id: sweep_id.to_owned(), epochs_left, needed_mib }
+}
+
+/// Starts each of `jobs` (ids or unique prefixes, of this sweep) again from
+/// epoch 0, logging how many recorded epochs each loses.
+fn restart(store: &Store, sweep_id: &str, jobs: &[String]) -> Result<(), Error> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let ours = store.jobs(sweep_id)?;
+    for given in jobs {
+        let refuse = |reason: String| Error::Restart { job: given.clone(), reason };
+        let id = store.resolve_job(given).map_err(|e| refuse(e.to_string()))?;
+        if !ours.iter().any(|j| j.id == id) {
+            return Err(refuse(format!("it is not a job of sweep {sweep_id}")));
+        }
+        match store.restart(&id)? {
+            Some(epochs) => {
+                tracing::warn!(job = %id, discarded_epochs = epochs, "job restarted from epoch 0");
+            }
+            None => return Err(refuse("a runner holds it: stop that run first".to_owned())),
+        }
+    }
+    Ok(())
 }
 
 /// Resumes a recorded sweep from its stored file.
@@ -529,7 +568,13 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     let resume = match store.checkpoint(job_id, "last") {
         Ok(Some((_, bytes))) => match TrainState::from_bytes(&bytes, device) {
             Ok(state) => Some(state),
-            Err(e) => return JobEnd::Failed(format!("cannot resume: {e}")),
+            Err(e) => {
+                return JobEnd::Failed(format!(
+                    "cannot resume: its last checkpoint is damaged ({e}): start it again with `sweep resume {} \
+                     --restart {job_id}`",
+                    shared.sweep_id
+                ))
+            }
         },
         Ok(None) => None,
         Err(e) => return JobEnd::Failed(e.to_string()),
