@@ -182,7 +182,7 @@ fn is_epoch_line(line: &str) -> bool {
 }
 
 /// The table and every job's epochs, without the wall-clock `seconds`.
-fn results(env: &Env, db: &Path) -> Value {
+pub(crate) fn results(env: &Env, db: &Path) -> Value {
     let db = db.to_str().unwrap();
     let table = env.sweep(&["--db", db, "table", "--format", "json"]);
     assert!(table.status.success(), "{}", stderr(&table));

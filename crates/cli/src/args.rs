@@ -101,6 +101,12 @@ pub struct ResumeArgs {
     /// A sweep's name or id [default: the latest sweep].
     pub sweep: Option<String>,
 
+    /// Start this job (its id, or a unique prefix) again from epoch 0: its
+    /// recorded epochs and checkpoints are deleted first. For a job whose
+    /// last checkpoint is damaged. May be given more than once.
+    #[arg(long, value_name = "JOB")]
+    pub restart: Vec<String>,
+
     #[command(flatten)]
     pub exec: ExecArgs,
 

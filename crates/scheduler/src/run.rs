@@ -33,6 +33,31 @@ pub enum Error {
     /// The data, the weights or the backbone pass failed.
     #[error("{0}")]
     Worker(#[from] sweep_worker::Error),
+    /// The disk holding the database is full: the sweep stopped, every
+    /// recorded epoch is kept, and the jobs that were running are interrupted.
+    #[error(
+        "{}: the disk is full: every recorded epoch is kept and the running jobs are interrupted; free at least \
+         {needed_mib} MiB ({epochs_left} epochs left to record) and continue with `sweep resume {sweep_id}`",
+        path.display()
+    )]
+    DiskFull {
+        /// The database file.
+        path: PathBuf,
+        /// The sweep that stopped.
+        sweep_id: String,
+        /// Epochs its unfinished jobs have left.
+        epochs_left: u64,
+        /// A rough bound on the room they need, in MiB.
+        needed_mib: u64,
+    },
+    /// A job asked to restart cannot be.
+    #[error("cannot restart job {job}: {reason}")]
+    Restart {
+        /// The job as given.
+        job: String,
+        /// Why.
+        reason: String,
+    },
     /// A sweep recorded without its file cannot be resumed.
     #[error("sweep {0} was recorded without its sweep file: run the file again with `sweep run FILE`")]
     NoSource(String),
@@ -56,6 +81,9 @@ pub struct RunOptions {
     pub max_jobs: u64,
     /// Make failed jobs runnable again first.
     pub retry_failed: bool,
+    /// Jobs (ids or unique prefixes) to start again from epoch 0, their
+    /// recorded epochs and checkpoints deleted first.
+    pub restart: Vec<String>,
     /// How long a claim lasts without renewal.
     pub lease: Duration,
     /// Images per backbone batch.
@@ -73,6 +101,7 @@ impl RunOptions {
             devices: vec!["cpu".to_owned()],
             max_jobs: crate::spec::DEFAULT_MAX_JOBS,
             retry_failed: false,
+            restart: Vec::new(),
             lease: Duration::from_secs(60),
             backbone_batch: 32,
         }
@@ -200,21 +229,28 @@ pub async fn run(
     let new_jobs: Vec<NewJob<'_>> = new_jobs.iter().map(|(j, cfg)| NewJob { config_json: cfg, ..j.clone() }).collect();
     let spec_json = spec.canonical_json();
     let source_path = source.as_ref().map(|(_, p)| p.display().to_string());
-    let registered = store.register_sweep(
-        &NewSweep {
-            id: &sweep_id,
-            name: &spec.name,
-            spec_json: &spec_json,
-            source: source.as_ref().map(|(s, _)| s.as_str()),
-            source_path: source_path.as_deref(),
-        },
-        &new_jobs,
-    )?;
+    let full = |e: sweep_store::Error| disk_full(e, &opts, &sweep_id, 0);
+    let registered = store
+        .register_sweep(
+            &NewSweep {
+                id: &sweep_id,
+                name: &spec.name,
+                spec_json: &spec_json,
+                source: source.as_ref().map(|(s, _)| s.as_str()),
+                source_path: source_path.as_deref(),
+            },
+            &new_jobs,
+        )
+        .map_err(full)?;
     tracing::info!(sweep = %sweep_id, name = %spec.name, jobs = jobs.len(), new_jobs = registered.new_jobs, "sweep registered");
     if opts.retry_failed {
-        let n = store.retry_failed(&sweep_id)?;
+        let n = store.retry_failed(&sweep_id).map_err(full)?;
         tracing::info!(jobs = n, "failed jobs made runnable again");
     }
+    restart(&store, &sweep_id, &opts.restart).map_err(|e| match e {
+        Error::Store(e) => full(e),
+        e => e,
+    })?;
     let me = lease_owner();
     let unfinished: Vec<_> = store.jobs(&sweep_id)?.into_iter().filter(needs_work).collect();
     let runnable = unfinished.len();
@@ -288,8 +324,10 @@ pub async fn run(
         "hash": blake3::hash(format!("{valid_lists:?}").as_bytes()).to_hex()[..16].to_string(),
     });
     let reused = features.outcome == CacheOutcome::Hit;
-    store.set_features(&sweep_id, &features.key, reused, &split_json.to_string())?;
-    store.record_feature_run(&sweep_id, &features.key, reused, dataset.items.len() as u64, Some(feature_seconds))?;
+    store.set_features(&sweep_id, &features.key, reused, &split_json.to_string()).map_err(full)?;
+    store
+        .record_feature_run(&sweep_id, &features.key, reused, dataset.items.len() as u64, Some(feature_seconds))
+        .map_err(full)?;
     summary.features_reused = Some(reused);
     drop(store);
 
@@ -303,9 +341,10 @@ pub async fn run(
         opts: opts.clone(),
         owner: me,
         observer,
-        // Ctrl-C, or a slot's store failure: either stops every slot at its
-        // last recorded epoch.
+        // Ctrl-C, a full disk, or a slot's store failure: each stops every
+        // slot at its last recorded epoch.
         cancel: cancel.child_token(),
+        full: std::sync::OnceLock::new(),
     });
     let mut slots = tokio::task::JoinSet::new();
     for slot in 0..parallel {
@@ -329,11 +368,54 @@ pub async fn run(
             }
         }
     }
+    if let Some(&checkpoint) = shared.full.get() {
+        return Err(disk_full(sweep_store::Error::Full { path: opts.db.clone() }, &opts, &sweep_id, checkpoint));
+    }
     if let Some(e) = first_error {
         return Err(e);
     }
     summary.cancelled = cancel.is_cancelled();
     Ok(summary)
+}
+
+/// A full disk as the run reports it: with the epochs the sweep has left and
+/// a rough bound on the room they need (each epoch writes its `last`
+/// checkpoint, and its `best` when it is the best, plus a few pages; once in
+/// the WAL and again in the database); any other error as it is.
+/// `checkpoint` is the size of a job's state, 0 when none was written yet.
+fn disk_full(e: sweep_store::Error, opts: &RunOptions, sweep_id: &str, checkpoint: usize) -> Error {
+    let sweep_store::Error::Full { path } = e else { return e.into() };
+    // Reading needs no room.
+    let epochs_left: u64 = Store::open_read_only(&opts.db)
+        .and_then(|store| store.jobs(sweep_id))
+        .map(|jobs| jobs.iter().filter(|j| needs_work(j)).map(|j| (j.epochs - j.epochs_done).max(0) as u64).sum())
+        .unwrap_or(0);
+    let per_epoch = 2 * (2 * checkpoint as u64 + 8192);
+    let needed_mib = (epochs_left * per_epoch).div_ceil(1 << 20).max(1);
+    Error::DiskFull { path, sweep_id: sweep_id.to_owned(), epochs_left, needed_mib }
+}
+
+/// Starts each of `jobs` (ids or unique prefixes, of this sweep) again from
+/// epoch 0, logging how many recorded epochs each loses.
+fn restart(store: &Store, sweep_id: &str, jobs: &[String]) -> Result<(), Error> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let ours = store.jobs(sweep_id)?;
+    for given in jobs {
+        let refuse = |reason: String| Error::Restart { job: given.clone(), reason };
+        let id = store.resolve_job(given).map_err(|e| refuse(e.to_string()))?;
+        if !ours.iter().any(|j| j.id == id) {
+            return Err(refuse(format!("it is not a job of sweep {sweep_id}")));
+        }
+        match store.restart(&id)? {
+            Some(epochs) => {
+                tracing::warn!(job = %id, discarded_epochs = epochs, "job restarted from epoch 0");
+            }
+            None => return Err(refuse("a runner holds it: stop that run first".to_owned())),
+        }
+    }
+    Ok(())
 }
 
 /// Resumes a recorded sweep from its stored file.
@@ -384,6 +466,20 @@ struct Shared {
     owner: String,
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
+    /// Set when the disk filled up, to the size of the state the write that
+    /// failed carried (0 if none): the run stops, and says how much room it needs.
+    full: std::sync::OnceLock<usize>,
+}
+
+impl Shared {
+    /// Stops the run because the disk is full. A full disk is nobody's
+    /// fault: the job that met it is interrupted like every other.
+    fn disk_full(&self, checkpoint: usize) {
+        if self.full.set(checkpoint).is_ok() {
+            tracing::info!(db = %self.opts.db.display(), "the disk is full: stopping every job at its last recorded epoch");
+        }
+        self.cancel.cancel();
+    }
 }
 
 /// How often a slot with nothing to claim looks again while other runners
@@ -398,13 +494,24 @@ const POLL: Duration = Duration::from_millis(500);
 /// interrupted, or its lease expired because the runner died elsewhere), so
 /// that a run ends only when the sweep does.
 fn run_slot(shared: &Shared, device_name: &str) -> Result<(usize, usize, usize), Error> {
-    let mut store = Store::open(&shared.opts.db)?;
     let mut counts = (0, 0, 0);
+    match slot_loop(shared, device_name, &mut counts) {
+        Err(Error::Store(sweep_store::Error::Full { .. })) => {
+            shared.disk_full(0);
+            Ok(counts)
+        }
+        other => other.map(|()| counts),
+    }
+}
+
+/// [`run_slot`]'s loop, counting into `counts`.
+fn slot_loop(shared: &Shared, device_name: &str, counts: &mut (usize, usize, usize)) -> Result<(), Error> {
+    let mut store = Store::open(&shared.opts.db)?;
     let device = sweep_worker::device(device_name)?;
     let mut waiting = false;
     loop {
         if shared.cancel.is_cancelled() {
-            return Ok(counts);
+            return Ok(());
         }
         let mut held_by_others = 0;
         for (job_id, owner) in store.leases(&shared.sweep_id)? {
@@ -416,7 +523,7 @@ fn run_slot(shared: &Shared, device_name: &str) -> Result<(usize, usize, usize),
         }
         let Some(claimed) = store.claim(&shared.sweep_id, &shared.owner, shared.opts.lease)? else {
             if held_by_others == 0 {
-                return Ok(counts);
+                return Ok(());
             }
             if !waiting {
                 tracing::info!(jobs = held_by_others, "waiting for jobs that other runners hold");
@@ -433,7 +540,7 @@ fn run_slot(shared: &Shared, device_name: &str) -> Result<(usize, usize, usize),
             // Ctrl-C came between the check above and the claim: give the job
             // back untouched rather than start it.
             release(&store, &claimed.id, &shared.owner)?;
-            return Ok(counts);
+            return Ok(());
         }
         let end = run_job(shared, &mut store, &claimed.id, &device);
         shared.observer.job_finished(&claimed.id, &end);
@@ -458,6 +565,13 @@ fn run_slot(shared: &Shared, device_name: &str) -> Result<(usize, usize, usize),
             Err(sweep_store::Error::LeaseLost { job_id }) => {
                 tracing::warn!(job = %job_id, "lease lost before the job could be closed; another runner holds it")
             }
+            // Not even its status fits: it stays `running` under this
+            // runner's lease, which the next run on this host expires at once
+            // (elsewhere, when it runs out).
+            Err(sweep_store::Error::Full { .. }) => {
+                tracing::warn!(job = %claimed.id, "the disk is full: the job could not be marked interrupted");
+                shared.disk_full(0);
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -479,7 +593,13 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     let resume = match store.checkpoint(job_id, "last") {
         Ok(Some((_, bytes))) => match TrainState::from_bytes(&bytes, device) {
             Ok(state) => Some(state),
-            Err(e) => return JobEnd::Failed(format!("cannot resume: {e}")),
+            Err(e) => {
+                return JobEnd::Failed(format!(
+                    "cannot resume: its last checkpoint is damaged ({e}): start it again with `sweep resume {} \
+                     --restart {job_id}`",
+                    shared.sweep_id
+                ))
+            }
         },
         Ok(None) => None,
         Err(e) => return JobEnd::Failed(e.to_string()),
@@ -495,6 +615,7 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
         last_renew: Cell::new(Instant::now()),
         lost: Cell::new(false),
         busy: Cell::new(false),
+        full: Cell::new(false),
         recorded: Cell::new(from_epoch),
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -518,6 +639,8 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
             tracing::warn!(error = %e, "the database stayed locked; the job stops at its last recorded epoch");
             JobEnd::Interrupted(sink.recorded.get())
         }
+        // Nor is a full disk: the whole run stops (`Shared::disk_full`).
+        Ok(Err(_)) if sink.full.get() => JobEnd::Interrupted(sink.recorded.get()),
         Ok(Err(e)) => JobEnd::Failed(e.to_string()),
         Err(panic) => {
             let msg =
@@ -537,6 +660,8 @@ struct StoreSink<'a> {
     lost: Cell<bool>,
     /// Recording an epoch failed because the database stayed locked.
     busy: Cell<bool>,
+    /// Recording an epoch failed because the disk is full.
+    full: Cell<bool>,
     /// Epochs recorded, resumed ones included.
     recorded: Cell<usize>,
 }
@@ -563,6 +688,10 @@ impl EpochSink for StoreSink<'_> {
         );
         if let Err(e) = recorded {
             self.busy.set(matches!(e, sweep_store::Error::Busy { .. }));
+            if matches!(e, sweep_store::Error::Full { .. }) {
+                self.full.set(true);
+                self.shared.disk_full(bytes.len());
+            }
             return Err(e.into());
         }
         self.recorded.set(report.epoch);
@@ -578,6 +707,10 @@ impl EpochSink for StoreSink<'_> {
         if self.last_renew.get().elapsed() > self.shared.opts.lease / 3 {
             match self.store.renew(self.job_id, &self.shared.owner, self.shared.opts.lease) {
                 Ok(()) => self.last_renew.set(Instant::now()),
+                Err(sweep_store::Error::Full { .. }) => {
+                    self.shared.disk_full(0);
+                    return true;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "stopping the job");
                     self.lost.set(true);

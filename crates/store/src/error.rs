@@ -73,6 +73,14 @@ pub enum Error {
         /// How long it waited.
         waited: Duration,
     },
+    /// The disk (or the file system's quota) is full: SQLite could not write
+    /// the transaction, which was rolled back whole. Nothing recorded is lost,
+    /// and the same write succeeds once there is room.
+    #[error("{path}: the disk is full")]
+    Full {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A store opened with [`Store::open_read_only`](crate::Store::open_read_only) was asked to write.
     #[error("{path}: opened for reading only, so it cannot be written")]
     ReadOnly {
@@ -104,15 +112,20 @@ pub(crate) fn classify(path: &Path, e: rusqlite::Error) -> Error {
             Error::Foreign { path: path.to_owned(), reason: "not an SQLite database".to_owned() }
         }
         Some(ErrorCode::DatabaseCorrupt) => Error::Corrupt { path: path.to_owned(), reason: e.to_string() },
+        Some(ErrorCode::DiskFull) => Error::Full { path: path.to_owned() },
         _ => Error::Open { path: path.to_owned(), reason: e.to_string() },
     }
 }
 
-/// Maps SQLite's errors on an open database to ours: busy (to be tried again)
-/// or anything else.
+/// Maps SQLite's errors on an open database to ours: busy (to be tried
+/// again), a full disk (SQLite's `SQLITE_FULL`, which its file layer returns
+/// when a write fails with `ENOSPC`), or anything else.
 pub(crate) fn sqlite(path: &Path, e: rusqlite::Error) -> Error {
     if is_busy(&e) {
         return Error::Busy { path: path.to_owned(), waited: Duration::ZERO };
+    }
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return Error::Full { path: path.to_owned() };
     }
     Error::Sqlite { path: path.to_owned(), source: e }
 }

@@ -90,6 +90,29 @@ impl Store {
         }
     }
 
+    /// Starts a job again from epoch 0: deletes its recorded epochs and
+    /// checkpoints and makes it pending, in one transaction. Returns how many
+    /// epochs were discarded, or `None` (nothing changed) while a runner
+    /// holds the job.
+    pub fn restart(&self, job_id: &str) -> Result<Option<usize>, Error> {
+        self.write(|tx| {
+            let status: String = tx.query_row("SELECT status FROM jobs WHERE id = ?1", [job_id], |r| r.get(0))?;
+            if status == "running" {
+                return Ok(None);
+            }
+            let epochs = tx.execute("DELETE FROM epochs WHERE job_id = ?1", [job_id])?;
+            tx.execute("DELETE FROM checkpoints WHERE job_id = ?1", [job_id])?;
+            tx.execute(
+                "UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_expires = NULL, heartbeat_at = NULL,
+                   started_at = NULL, finished_at = NULL, error = NULL, best_valid_acc = NULL, best_epoch = NULL,
+                   seconds = 0
+                 WHERE id = ?1",
+                [job_id],
+            )?;
+            Ok(Some(epochs))
+        })
+    }
+
     /// Makes the sweep's failed jobs claimable again; returns how many.
     pub fn retry_failed(&self, sweep_id: &str) -> Result<usize, Error> {
         self.write(|tx| {

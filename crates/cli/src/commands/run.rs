@@ -34,7 +34,8 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn resume(global: &GlobalArgs, args: &ResumeArgs) -> anyhow::Result<Outcome> {
-    let opts = options(global, &args.exec);
+    let mut opts = options(global, &args.exec);
+    opts.restart = args.restart.clone();
     let which = args.sweep.clone();
     execute(global, args.format, move |progress, cancel| async move {
         sweep_scheduler::resume(which.as_deref(), opts, progress, cancel).await

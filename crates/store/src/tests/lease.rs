@@ -145,3 +145,24 @@ fn eight_processes_claim_every_job_exactly_once() {
     let rows = store.jobs("s").unwrap();
     assert!(rows.iter().all(|r| r.status == Status::Done && r.attempts == 1 && r.epochs_done == 1));
 }
+
+/// Issue 16: `sweep resume --restart JOB`. A job starts again from epoch 0,
+/// its epochs and checkpoints gone in one transaction; never under a runner.
+#[test]
+fn restart_deletes_a_jobs_epochs_and_checkpoints_unless_a_runner_holds_it() {
+    let mut store = Store::open_in_memory().unwrap();
+    store.register_sweep(&sweep("s"), &[job("a"), job("b")]).unwrap();
+    let lease = Duration::from_secs(30);
+    store.claim("s", "me", lease).unwrap().unwrap();
+    store.record_epoch("a", "me", &epoch(1), b"one", true, lease).unwrap();
+    store.record_epoch("a", "me", &epoch(2), b"two", false, lease).unwrap();
+    assert_eq!(store.restart("a").unwrap(), None, "running under a lease");
+    assert_eq!(store.epochs("a").unwrap().len(), 2);
+    store.finish("a", "me", Finish::Failed("boom")).unwrap();
+    assert_eq!(store.restart("a").unwrap(), Some(2));
+    assert_eq!(store.epochs("a").unwrap(), []);
+    assert_eq!((store.checkpoint("a", "last").unwrap(), store.checkpoint("a", "best").unwrap()), (None, None));
+    let a = store.jobs("s").unwrap().into_iter().find(|j| j.id == "a").unwrap();
+    assert_eq!((a.status, a.error, a.best_epoch), (Status::Pending, None, None));
+    assert_eq!(store.claim("s", "me", lease).unwrap().unwrap().id, "a");
+}

@@ -53,3 +53,28 @@ fn sqlite_errors_name_the_database() {
         assert!(msg.starts_with(&format!("{}: sqlite: {what}", path.display())), "{msg}");
     }
 }
+
+/// Issue 16: a full disk is its own error, distinct from every other SQLite
+/// failure; the epoch is not written (nor its state), and the same write
+/// succeeds once there is room. SQLite's `max_page_count` returns the
+/// `SQLITE_FULL` a full disk returns.
+#[test]
+fn a_full_disk_is_its_own_error_and_nothing_is_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut store = Store::open(&path).unwrap();
+    store.register_sweep(&sweep("s"), &[job("a")]).unwrap();
+    store.claim("s", "me", Duration::from_secs(60)).unwrap().unwrap();
+    store.record_epoch("a", "me", &epoch(1), b"one", true, Duration::from_secs(60)).unwrap();
+    let pages: i64 = store.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    store.conn.pragma_update(None, "max_page_count", pages).unwrap();
+    let big = vec![7u8; 64 * 1024];
+    let err = store.record_epoch("a", "me", &epoch(2), &big, true, Duration::from_secs(60)).unwrap_err();
+    assert!(matches!(&err, Error::Full { path: p } if *p == path), "{err:?}");
+    assert_eq!(err.to_string(), format!("{}: the disk is full", path.display()));
+    assert_eq!(store.epochs("a").unwrap().len(), 1);
+    assert_eq!(store.checkpoint("a", "last").unwrap(), Some((1, b"one".to_vec())));
+    store.conn.pragma_update(None, "max_page_count", 1_000_000).unwrap();
+    store.record_epoch("a", "me", &epoch(2), &big, true, Duration::from_secs(60)).unwrap();
+    assert_eq!(store.checkpoint("a", "last").unwrap(), Some((2, big)));
+}
