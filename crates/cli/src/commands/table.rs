@@ -7,7 +7,7 @@ use sweep_results::{Job, SweepResults};
 use sweep_store::{Status, Store, SweepRow};
 
 use crate::args::{Format, GlobalArgs, ShowArgs, StatusArgs, TableArgs};
-use crate::output::{Cell, Column, Table};
+use crate::output::{printable, Cell, Column, Table};
 use crate::Outcome;
 
 const fn col(key: &'static str, heading: &'static str, numeric: bool) -> Column {
@@ -118,7 +118,8 @@ pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&
     if results.is_kfold() {
         if format == Format::Table {
             let sweep = &results.sweep;
-            writeln!(out, "sweep {} ({}), k-fold: mean and standard deviation over the folds", sweep.name, sweep.id)?;
+            let (name, id) = (printable(&sweep.name), printable(&sweep.id));
+            writeln!(out, "sweep {name} ({id}), k-fold: mean and standard deviation over the folds")?;
         }
         write!(out, "{}", folds_table(&results).render(format))?;
         return Ok(());
@@ -127,7 +128,7 @@ pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&
         results.sort_by(key).context("--sort")?;
     }
     if format == Format::Table {
-        writeln!(out, "sweep {} ({})", results.sweep.name, results.sweep.id)?;
+        writeln!(out, "sweep {} ({})", printable(&results.sweep.name), printable(&results.sweep.id))?;
     }
     write!(out, "{}", jobs_table(&results).render(format))?;
     let same = results.same_as_count();
@@ -177,7 +178,7 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<Outcome> {
         .collect();
     let mut out = std::io::stdout().lock();
     if args.format == Format::Table {
-        writeln!(out, "job {id}")?;
+        writeln!(out, "job {}", printable(&id))?;
     }
     write!(out, "{}", Table { columns, rows }.render(args.format))?;
     Ok(Outcome::Success)
