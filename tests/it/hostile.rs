@@ -2,6 +2,8 @@
 //! strings and ids from files and databases that would otherwise drive the
 //! terminal or the file system.
 
+use sweep_worker::{synthetic_image, SyntheticConfig};
+
 use crate::run::TINY;
 use crate::{json, stderr, stdout, Env};
 
@@ -112,4 +114,84 @@ fn a_crafted_job_id_cannot_write_outside_the_export_folder() {
     // The data is exported as it is: the CSV holds the crafted id, quoted.
     let jobs = std::fs::read_to_string(env.path("a/b/export/jobs.csv")).unwrap();
     assert!(jobs.contains(evil), "{jobs}");
+}
+
+/// A kaggle-layout set of 22 JPEGs in three classes, two of them broken (one
+/// truncated, one not an image): returns the sweep file (with `extra` in
+/// `[data]`) and the broken files' paths.
+fn with_two_bad_images(env: &Env, extra: &str) -> (std::path::PathBuf, [std::path::PathBuf; 2]) {
+    let root = env.path("dogs");
+    std::fs::create_dir_all(root.join("train")).unwrap();
+    let cfg = SyntheticConfig { classes: 3, images: 22, width: 40, height: 36, seed: 2 };
+    let mut rows = String::from("id,breed\n");
+    for i in 0..22 {
+        let path = root.join("train").join(format!("img{i:02}.jpg"));
+        synthetic_image(&cfg, i).save(&path).unwrap();
+        rows.push_str(&format!("img{i:02},{}\n", ["beagle", "pug", "whippet"][i % 3]));
+    }
+    std::fs::write(root.join("labels.csv"), rows).unwrap();
+    let truncated = root.join("train/img05.jpg");
+    let bytes = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let garbage = root.join("train/img17.jpg");
+    std::fs::write(&garbage, b"<html>not found</html>").unwrap();
+    let toml = format!(
+        r#"
+name = "two-bad"
+
+[data]
+layout = "kaggle"
+root = "dogs"
+valid_fraction = 0.25
+{extra}
+
+[model]
+backbone = "resnet18"
+weights = "random"
+image_size = 32
+
+[train]
+batch_size = 4
+epochs = 2
+"#
+    );
+    (env.write("dogs.toml", &toml), [truncated, garbage])
+}
+
+/// Issue 16: a data set with broken images fails listing every one of them;
+/// with `skip_bad_images = true` it runs without them, warns, and records
+/// which were left out for `sweep status`.
+#[test]
+fn skip_bad_images_leaves_them_out_warns_and_records_them() {
+    let env = Env::new();
+    let (file, bad) = with_two_bad_images(&env, "");
+    let out = env.sweep(&["run", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("2 of 22 images cannot be decoded:"), "{err}");
+    for path in &bad {
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    let (file, bad) = with_two_bad_images(&env, "skip_bad_images = true");
+    let out = env.sweep(&["run", file.to_str().unwrap(), "--format", "json"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(json(&out)[0]["status"], "done", "{err}");
+    let warning: Vec<&str> = err.lines().filter(|l| l.contains("skip_bad_images: left out")).collect();
+    assert_eq!(warning.len(), 1, "{err}");
+    assert!(warning[0].contains("left out 2 of 22 images that cannot be decoded: "), "{err}");
+    assert!(bad.iter().all(|p| warning[0].contains(&p.display().to_string())), "{err}");
+
+    let status = json(&env.sweep(&["status", "--format", "json"]));
+    let sweeps = status.as_array().unwrap();
+    let skipped = sweeps.iter().find(|s| s["done"] == 1).expect("the sweep that ran")["skipped_images"].clone();
+    let paths: Vec<&str> = skipped.as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, bad.iter().map(|p| p.to_str().unwrap()).collect::<Vec<_>>());
+    assert!(skipped[0]["problem"].as_str().unwrap().starts_with("truncated: "), "{skipped}");
+    assert!(skipped[1]["problem"].as_str().unwrap().starts_with("not a JPEG or PNG file"), "{skipped}");
+    // The sweep that failed before any pass skipped nothing.
+    assert!(sweeps.iter().any(|s| s["skipped_images"] == serde_json::json!([])), "{status}");
+    let text = crate::stdout(&env.sweep(&["status"]));
+    assert!(text.lines().next().unwrap().contains("Skipped"), "{text}");
 }

@@ -184,12 +184,24 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// The images `skip_bad_images` left out of a sweep's last run: how many, and
+/// in JSON the list (`path`, `problem`), empty when none were.
+fn skipped_cell(split_json: Option<&str>) -> Cell {
+    let skipped = split_json
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .and_then(|v| v.get("skipped").cloned())
+        .unwrap_or_else(|| serde_json::json!([]));
+    let n = skipped.as_array().map_or(0, Vec::len);
+    Cell { text: n.to_string(), json: skipped }
+}
+
 pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome> {
     let store = Store::open_read_only(&global.db)?;
     let mut columns =
         vec![col("sweep_id", "Sweep", false), col("name", "Name", false), col("created_at", "Created", false)];
     columns.extend(Status::ALL.iter().map(|s| col(s.as_str(), s.as_str(), true)));
     columns.push(col("features", "Features", false));
+    columns.push(col("skipped_images", "Skipped", true));
     let rows = store
         .sweeps()?
         .iter()
@@ -203,6 +215,7 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome>
                 Some(false) => Cell::text("computed"),
                 None => Cell::none(),
             });
+            row.push(skipped_cell(s.split_json.as_deref()));
             row
         })
         .collect();
