@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::args::{Cli, Command};
+use crate::output::printable_lines;
 
 /// Exit codes: 0 success, 1 a failure while working, 2 bad input (sweep
 /// file, arguments), 128 + the signal's number when stopped by one (130
@@ -52,13 +53,13 @@ pub fn main() -> ExitCode {
             // A sweep file's problems come one per line; everything else is one line.
             if let Some(spec) = err.downcast_ref::<sweep_scheduler::SpecErrors>() {
                 for e in &spec.0 {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", printable_lines(&e.to_string()));
                 }
                 return ExitCode::from(2);
             }
             if let Some(sweep_scheduler::Error::Spec(spec)) = err.downcast_ref::<sweep_scheduler::Error>() {
                 for e in &spec.0 {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", printable_lines(&e.to_string()));
                 }
                 return ExitCode::from(2);
             }
@@ -76,7 +77,7 @@ pub fn main() -> ExitCode {
             let bad_input =
                 matches!(err.downcast_ref::<sweep_scheduler::Error>(), Some(sweep_scheduler::Error::TooManyJobs(_)))
                     || err.downcast_ref::<sweep_scheduler::TooManyJobs>().is_some();
-            eprintln!("error: {}", one_line(&err));
+            eprintln!("error: {}", printable_lines(&one_line(&err)));
             ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }
@@ -105,7 +106,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
         (false, _) => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Colours only on a terminal; lines go above any progress bars.
+    // Colours only on a terminal; lines go above any progress bars. The
+    // formatter escapes ESC, BEL and the C1 controls in logged values
+    // (tracing-subscriber >= 0.3.20), so a logged name cannot drive the terminal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -11,6 +11,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sweep_scheduler::{JobEnd, Observer, TrainKey, TrainParams};
 use sweep_worker::{CacheOutcome, EpochReport};
 
+use crate::output::{printable, printable_lines};
+
 /// The bars on screen, if any: log lines are printed above them.
 static ACTIVE_BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
 
@@ -91,8 +93,10 @@ impl Progress {
         self.state().sweep_id.clone()
     }
 
-    /// A line for people, above the bars.
+    /// A line for people, above the bars; control characters of the names
+    /// and errors in it escaped ([`printable_lines`]).
     pub fn message(&self, msg: &str) {
+        let msg = printable_lines(msg);
         match &self.bars {
             Some(bars) => {
                 let _ = bars.println(msg);
@@ -214,10 +218,13 @@ impl Observer for Progress {
     fn job_started(&self, job_id: &str, params: &TrainParams, from_epoch: usize) {
         let epochs = params.train_config().epochs as u64;
         let from = if from_epoch > 0 { format!(" (resuming after epoch {from_epoch})") } else { String::new() };
-        // `wide_msg` is cut to the terminal's width: a wrapped line would break the redraw.
-        let template = format!("{job_id} [{{bar:30}}] epoch {{pos:>3}}/{{len}} {{wide_msg}}");
-        match self.bar(epochs, &template) {
+        // `wide_msg` is cut to the terminal's width: a wrapped line would break
+        // the redraw. The id is the prefix, not part of the template: a brace
+        // in it cannot break the template.
+        let template = "{prefix} [{bar:30}] epoch {pos:>3}/{len} {wide_msg}";
+        match self.bar(epochs, template) {
             Some(bar) => {
+                bar.set_prefix(printable(job_id).into_owned());
                 let params = describe_keys(params, &[TrainKey::BatchSize, TrainKey::Lr, TrainKey::Momentum]);
                 bar.set_position(from_epoch as u64);
                 bar.set_message(format!("{params}{from}"));

@@ -284,7 +284,16 @@ pub async fn run(
     let backbone_batch = opts.backbone_batch;
     let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
     let pass = tokio::task::spawn_blocking(move || -> Result<_, sweep_worker::Error> {
-        let dataset = sweep_worker::load_dataset(&data_cfg)?;
+        let mut dataset = sweep_worker::load_dataset(&data_cfg)?;
+        // `skip_bad_images`: the bad files are left out before anything
+        // depends on the images (the cache key, the split), and recorded.
+        let skipped = match data_cfg.skip_bad_images {
+            true => sweep_worker::skip_bad_images(&mut dataset, workers)?,
+            false => None,
+        };
+        if let Some(bad) = &skipped {
+            tracing::warn!("{}", bad.skipped_line());
+        }
         obs.features_started(dataset.items.len());
         let device = sweep_worker::device(&backbone_device)?;
         let progress = |done: usize| obs.features_progress(done);
@@ -292,12 +301,12 @@ pub async fn run(
         let features =
             sweep_worker::compute_features(&dataset, &model_cfg, &cache, workers, backbone_batch, &device, &progress)?;
         obs.features_done(&features.outcome);
-        Ok((dataset, features, started.elapsed().as_secs_f64()))
+        Ok((dataset, skipped, features, started.elapsed().as_secs_f64()))
     });
     // The backbone pass cannot stop half way; at Ctrl-C it is abandoned (its
     // thread ends with the process) and no job is claimed. The cache is
     // written by rename, so nothing half-written is ever read.
-    let (dataset, features, feature_seconds) = tokio::select! {
+    let (dataset, skipped, features, feature_seconds) = tokio::select! {
         biased;
         () = cancel.cancelled() => {
             tracing::info!("stopped during the backbone pass: no job was started");
@@ -316,13 +325,22 @@ pub async fn run(
     // Classes too small for the folds or the valid split: logged, not fatal.
     sweep_worker::small_class_warnings(&dataset, &splits);
     let valid_lists: Vec<&[usize]> = splits.iter().map(|s| s.valid.as_slice()).collect();
-    let split_json = serde_json::json!({
+    let mut split_json = serde_json::json!({
         "seed": spec.data.split_seed,
         "folds": spec.folds,
         "train": splits[0].train.len(),
         "valid": splits[0].valid.len(),
         "hash": blake3::hash(format!("{valid_lists:?}").as_bytes()).to_hex()[..16].to_string(),
     });
+    // The images `skip_bad_images` left out, each with its problem.
+    if let Some(bad) = &skipped {
+        let list: Vec<serde_json::Value> = bad
+            .images
+            .iter()
+            .map(|b| serde_json::json!({ "path": b.path.display().to_string(), "problem": b.problem }))
+            .collect();
+        split_json["skipped"] = list.into();
+    }
     let reused = features.outcome == CacheOutcome::Hit;
     store.set_features(&sweep_id, &features.key, reused, &split_json.to_string()).map_err(full)?;
     store

@@ -168,7 +168,8 @@ impl Store {
 /// A sweep's row with its job counts.
 fn sweep_row(conn: &Connection, id: &str) -> rusqlite::Result<SweepRow> {
     let mut row = conn.query_row(
-        "SELECT id, name, spec_json, source, source_path, created_at, features_reused, features_key FROM sweeps WHERE id = ?1",
+        "SELECT id, name, spec_json, source, source_path, created_at, features_reused, features_key, split_json
+         FROM sweeps WHERE id = ?1",
         [id],
         |r| {
             Ok(SweepRow {
@@ -180,6 +181,7 @@ fn sweep_row(conn: &Connection, id: &str) -> rusqlite::Result<SweepRow> {
                 created_at: r.get(5)?,
                 features_reused: r.get(6)?,
                 features_key: r.get(7)?,
+                split_json: r.get(8)?,
                 counts: Vec::new(),
             })
         },

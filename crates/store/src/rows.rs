@@ -100,6 +100,9 @@ pub struct SweepRow {
     pub features_reused: Option<bool>,
     /// The feature-cache key of its last run.
     pub features_key: Option<String>,
+    /// The split of its last run (JSON: seed, folds, sizes, a hash of the
+    /// valid sets, and the images `skip_bad_images` left out as `skipped`).
+    pub split_json: Option<String>,
     /// Job counts by status.
     pub counts: Vec<(Status, usize)>,
 }

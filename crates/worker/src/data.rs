@@ -19,6 +19,9 @@ pub struct DataConfig {
     pub valid_fraction: f64,
     /// Seed of the train/valid split.
     pub split_seed: u64,
+    /// Leave out the image files that fail [`check_images`](crate::check_images)
+    /// ([`skip_bad_images`](crate::skip_bad_images)) instead of stopping.
+    pub skip_bad_images: bool,
 }
 
 /// How a data set is laid out.
@@ -341,7 +344,7 @@ mod tests {
     }
 
     fn load(layout: Layout) -> Result<Dataset, Error> {
-        load_dataset(&DataConfig { layout, valid_fraction: 0.1, split_seed: 0 })
+        load_dataset(&DataConfig { layout, valid_fraction: 0.1, split_seed: 0, skip_bad_images: false })
     }
 
     fn load_kaggle_dir(dir: &tempfile::TempDir) -> Result<Dataset, Error> {

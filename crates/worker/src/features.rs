@@ -492,6 +492,7 @@ mod tests {
             layout: crate::Layout::Synthetic(cfg),
             valid_fraction: 0.2,
             split_seed: 0,
+            skip_bad_images: false,
         })
         .unwrap();
         let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();

@@ -242,6 +242,44 @@ pub fn check_images(dataset: &Dataset, threads: usize) -> Result<(), BadImages> 
     Err(BadImages { images, checked: files.len() })
 }
 
+/// `[data] skip_bad_images`: leaves the image files that fail
+/// [`check_images`] out of `dataset` (its labels and classes stay as they
+/// were) and returns them, or `None` when every image passes. The features,
+/// their cache key and the split then cover only the images kept. A data set
+/// whose every image is bad is still refused, with all of them listed.
+pub fn skip_bad_images(dataset: &mut Dataset, threads: usize) -> Result<Option<BadImages>, BadImages> {
+    let bad = match check_images(dataset, threads) {
+        Ok(()) => return Ok(None),
+        Err(bad) if bad.images.len() >= dataset.items.len() => return Err(bad),
+        Err(bad) => bad,
+    };
+    let mut drop = bad.images.iter().map(|b| b.index).peekable();
+    let mut index = 0;
+    dataset.items.retain(|_| {
+        let keep = drop.next_if_eq(&index).is_none();
+        index += 1;
+        keep
+    });
+    Ok(Some(bad))
+}
+
+impl BadImages {
+    /// One line for a warning: how many images were left out and the first
+    /// few of them.
+    pub fn skipped_line(&self) -> String {
+        const NAMED: usize = 3;
+        let n = self.images.len();
+        let named: Vec<String> =
+            self.images.iter().take(NAMED).map(|b| format!("{} ({})", b.path.display(), b.problem)).collect();
+        let more = if n > NAMED { format!(" and {} more", n - NAMED) } else { String::new() };
+        format!(
+            "skip_bad_images: left out {n} of {} images that cannot be decoded: {}{more}",
+            self.checked,
+            named.join(", ")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use image::codecs::jpeg::JpegEncoder;
@@ -388,5 +426,35 @@ mod tests {
                 good.len() / 2
             )
         );
+    }
+
+    /// Issue 16: `skip_bad_images` leaves the bad files out, keeps the rest
+    /// in order, and still refuses a set with no good image.
+    #[test]
+    fn skip_bad_images_leaves_out_every_bad_file_and_keeps_the_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = jpeg_bytes(&picture());
+        let mut items = Vec::new();
+        for i in 0..8u32 {
+            let path = dir.path().join(format!("{i}.jpg"));
+            let bytes: &[u8] = if matches!(i, 2 | 5 | 6 | 7) { &good[..10] } else { &good };
+            std::fs::write(&path, bytes).unwrap();
+            items.push(crate::data::Item { source: Source::File(path), label: i % 2 });
+        }
+        let mut dataset = Dataset { classes: vec!["a".into(), "b".into()], items, synthetic: None };
+        let all = dataset.clone();
+        let bad = skip_bad_images(&mut dataset, 3).unwrap().unwrap();
+        assert_eq!(bad.images.iter().map(|b| b.index).collect::<Vec<_>>(), [2, 5, 6, 7]);
+        let kept: Vec<_> = [0, 1, 3, 4].iter().map(|&i| all.items[i].clone()).collect();
+        assert_eq!(dataset.items, kept);
+        assert_eq!(dataset.classes, all.classes);
+        let line = bad.skipped_line();
+        assert!(line.starts_with("skip_bad_images: left out 4 of 8 images that cannot be decoded: "), "{line}");
+        assert!(line.contains("2.jpg (truncated: ") && line.ends_with(" and 1 more") && !line.contains('\n'), "{line}");
+        // Nothing left out when every image passes; refused when none does.
+        assert_eq!(skip_bad_images(&mut dataset, 2), Ok(None));
+        assert_eq!(dataset.items.len(), 4);
+        let mut none = Dataset { items: vec![all.items[2].clone(), all.items[5].clone()], ..all.clone() };
+        assert_eq!(skip_bad_images(&mut none, 2).unwrap_err().images.len(), 2);
     }
 }

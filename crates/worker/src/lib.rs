@@ -23,7 +23,7 @@ pub use data::{
 };
 pub use error::Error;
 pub use features::{compute_features, decode_image, CacheOutcome, FeatureCache, Features, Progress};
-pub use image_check::{check_images, BadImage, BadImages};
+pub use image_check::{check_images, skip_bad_images, BadImage, BadImages};
 pub use preprocess::{preprocess, Transform};
 pub use synthetic::synthetic_image;
 pub use train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainOutcome, TrainState};

@@ -6,7 +6,7 @@ use std::io::Write;
 use sweep_scheduler::{SweepSpec, TrainKey};
 
 use crate::args::PlanArgs;
-use crate::output::{Cell, Column, Table};
+use crate::output::{printable, Cell, Column, Table};
 use crate::Outcome;
 
 pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
@@ -30,7 +30,8 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
     let mut out = std::io::stdout().lock();
     write!(out, "{}", table.render(args.format))?;
     if args.format == crate::args::Format::Table {
-        eprintln!("{}: {} jobs in sweep `{}` ({})", args.file.display(), jobs.len(), spec.name, spec.id());
+        let (file, name) = (args.file.display().to_string(), printable(&spec.name));
+        eprintln!("{}: {} jobs in sweep `{name}` ({})", printable(&file), jobs.len(), spec.id());
     }
     Ok(Outcome::Success)
 }

@@ -7,6 +7,7 @@ use sweep_scheduler::{RunOptions, RunSummary, SweepSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{ExecArgs, Format, GlobalArgs, ResumeArgs, RunArgs};
+use crate::output::{printable, printable_lines};
 use crate::progress::Progress;
 use crate::Outcome;
 
@@ -97,7 +98,8 @@ where
         store.jobs(&sweep.id)?.into_iter().filter(|j| j.status == sweep_store::Status::Failed).collect();
     if !failed.is_empty() {
         for job in &failed {
-            eprintln!("job {} failed: {}", job.id, job.error.as_deref().unwrap_or("no error recorded"));
+            let error = job.error.as_deref().unwrap_or("no error recorded");
+            eprintln!("job {} failed: {}", printable(&job.id), printable_lines(error));
         }
         eprintln!("{} job(s) failed; retry them with `sweep resume {} --retry-failed`", failed.len(), summary.sweep_id);
         return Ok(Outcome::Failure);

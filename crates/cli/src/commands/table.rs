@@ -7,7 +7,7 @@ use sweep_results::{Features, Job, SweepResults};
 use sweep_store::{Status, Store, SweepRow};
 
 use crate::args::{Format, GlobalArgs, ShowArgs, StatusArgs, TableArgs};
-use crate::output::{Cell, Column, Table};
+use crate::output::{printable, Cell, Column, Table};
 use crate::Outcome;
 
 const fn col(key: &'static str, heading: &'static str, numeric: bool) -> Column {
@@ -118,7 +118,8 @@ pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&
     if results.is_kfold() {
         if format == Format::Table {
             let sweep = &results.sweep;
-            writeln!(out, "sweep {} ({}), k-fold: mean and standard deviation over the folds", sweep.name, sweep.id)?;
+            let (name, id) = (printable(&sweep.name), printable(&sweep.id));
+            writeln!(out, "sweep {name} ({id}), k-fold: mean and standard deviation over the folds")?;
         }
         write!(out, "{}", folds_table(&results).render(format))?;
         return Ok(());
@@ -127,7 +128,7 @@ pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&
         results.sort_by(key).context("--sort")?;
     }
     if format == Format::Table {
-        writeln!(out, "sweep {} ({})", results.sweep.name, results.sweep.id)?;
+        writeln!(out, "sweep {} ({})", printable(&results.sweep.name), printable(&results.sweep.id))?;
     }
     write!(out, "{}", jobs_table(&results).render(format))?;
     if let (Format::Table, Some(features)) = (format, &results.features) {
@@ -198,10 +199,21 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<Outcome> {
         .collect();
     let mut out = std::io::stdout().lock();
     if args.format == Format::Table {
-        writeln!(out, "job {id}")?;
+        writeln!(out, "job {}", printable(&id))?;
     }
     write!(out, "{}", Table { columns, rows }.render(args.format))?;
     Ok(Outcome::Success)
+}
+
+/// The images `skip_bad_images` left out of a sweep's last run: how many, and
+/// in JSON the list (`path`, `problem`), empty when none were.
+fn skipped_cell(split_json: Option<&str>) -> Cell {
+    let skipped = split_json
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .and_then(|v| v.get("skipped").cloned())
+        .unwrap_or_else(|| serde_json::json!([]));
+    let n = skipped.as_array().map_or(0, Vec::len);
+    Cell { text: n.to_string(), json: skipped }
 }
 
 pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome> {
@@ -214,6 +226,7 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome>
         col("feature_images", "Images", true),
         col("feature_pass_seconds", "Pass s", true),
         col("feature_images_per_second", "Images/s", true),
+        col("skipped_images", "Skipped", true),
     ]);
     let mut rows = Vec::new();
     for s in store.sweeps()? {
@@ -232,6 +245,7 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome>
             Cell::opt_int(features.as_ref().map(|f| f.images)),
             Cell::opt_float(pass_seconds, |x| format!("{x:.1}")),
             Cell::opt_float(features.as_ref().and_then(Features::images_per_second), |x| format!("{x:.1}")),
+            skipped_cell(s.split_json.as_deref()),
         ]);
         rows.push(row);
     }

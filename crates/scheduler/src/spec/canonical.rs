@@ -43,6 +43,10 @@ pub(super) fn environment(s: &Sections) -> serde_json::Value {
     if let Some(k) = s.folds {
         data.insert("folds", json!(k));
     }
+    // Only when set: the ids of every file without it stay as they were.
+    if s.data.skip_bad_images {
+        data.insert("skip_bad_images", json!(true));
+    }
     let m = &s.model;
     let model = json!({
         "backbone": m.arch.name(),

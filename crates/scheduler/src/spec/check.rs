@@ -123,6 +123,17 @@ impl Checker {
         }
     }
 
+    fn boolean(&mut self, table: &mut Table<'_>, key: &str) -> Option<bool> {
+        let node = table.take(key)?;
+        match node.value {
+            Value::Bool(b) => Some(b),
+            ref other => {
+                self.error(node.line, table.key(key), format!("must be true or false, got {}", other.type_name()));
+                None
+            }
+        }
+    }
+
     fn int(&mut self, table: &mut Table<'_>, key: &str, min: i64, max: i64) -> Option<u64> {
         let node = table.take(key)?;
         match node.value {
@@ -267,6 +278,7 @@ impl Checker {
         let valid_fraction = self.float(&mut t, "valid_fraction", |x| x > 0.0 && x < 1.0, "> 0 and < 1");
         let split_seed = self.int(&mut t, "split_seed", 0, i64::MAX);
         let line = t.line;
+        let mut skip_bad_images = false;
         let (layout, root) = match layout.as_deref() {
             Some(kind @ ("kaggle" | "folder")) => {
                 let Some(root) = root else {
@@ -280,6 +292,8 @@ impl Checker {
                     self.finish(t, &schema::keys().data(Some(kind))[..]);
                     return None;
                 };
+                // Files only: generated images are never bad.
+                skip_bad_images = self.boolean(&mut t, "skip_bad_images").unwrap_or(false);
                 let resolved = base_dir.join(&root);
                 if kind == "kaggle" {
                     (Layout::Kaggle { root: resolved }, Some(root))
@@ -321,7 +335,7 @@ impl Checker {
         self.finish(t, &schema::keys().data(Some(layout.name()))[..]);
         let valid_fraction = valid_fraction.unwrap_or(0.1);
         let split_seed = split_seed.unwrap_or(0);
-        Some((DataConfig { layout, valid_fraction, split_seed }, root, folds))
+        Some((DataConfig { layout, valid_fraction, split_seed, skip_bad_images }, root, folds))
     }
 
     /// `[model]` and `weights` as written.

@@ -18,7 +18,7 @@ pub(crate) enum Value {
     /// reported against its key like any other bad value).
     BigInt(String),
     Float(f64),
-    Bool,
+    Bool(bool),
     Array(Vec<Node>),
     /// Entries in source order: key, the key's line, value.
     Table(Vec<(String, Option<usize>, Node)>),
@@ -32,7 +32,7 @@ impl Value {
             Value::Str(_) => "a string",
             Value::Int(_) | Value::BigInt(_) => "an integer",
             Value::Float(_) => "a float",
-            Value::Bool => "a boolean",
+            Value::Bool(_) => "a boolean",
             Value::Array(_) => "an array",
             Value::Table(_) => "a table",
             Value::Other(name) => name,
@@ -74,7 +74,7 @@ pub(crate) fn from_toml(src: &str) -> Result<Node, (String, Option<usize>)> {
                 };
                 Value::Float(float)
             }
-            DeValue::Boolean(_) => Value::Bool,
+            DeValue::Boolean(b) => Value::Bool(*b),
             DeValue::Datetime(_) => Value::Other("a datetime"),
             DeValue::Array(items) => Value::Array(
                 items
@@ -116,7 +116,7 @@ pub(crate) fn from_json(src: &str) -> Result<Node, (String, Option<usize>)> {
     fn convert(value: &serde_json::Value) -> Node {
         let value = match value {
             serde_json::Value::Null => Value::Other("null"),
-            serde_json::Value::Bool(_) => Value::Bool,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
             serde_json::Value::Number(n) => match n.as_i64() {
                 Some(i) => Value::Int(i),
                 None if n.is_u64() => Value::BigInt(n.to_string()),

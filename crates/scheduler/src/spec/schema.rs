@@ -83,6 +83,10 @@ pub(crate) struct FileData {
     /// trains once per fold.
     #[schemars(range(min = 2, max = 1000))]
     folds: Option<u64>,
+    /// Leave out the images that cannot be used (truncated, not a JPEG or
+    /// PNG, unreadable) instead of stopping: the run warns and records which.
+    #[schemars(extend("default" = false))]
+    skip_bad_images: Option<bool>,
 }
 
 /// `[data]` of generated images.

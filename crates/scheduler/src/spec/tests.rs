@@ -505,3 +505,34 @@ fn repeats_in_a_long_axis_are_found() {
         &["s.toml:7: grid.seed[100000]: repeats the value 7", "s.toml:8: grid.momentum[2]: repeats the value -0"],
     );
 }
+
+/// Issue 16: `[data] skip_bad_images`, for data sets in files.
+#[test]
+fn skip_bad_images_is_a_boolean_of_file_layouts_and_enters_the_ids_only_when_set() {
+    let kaggle = "name = \"t\"\n[data]\nlayout = \"kaggle\"\nroot = \"dogs\"\n[model]\nweights = \"random\"\n";
+    let plain = parse(kaggle).unwrap();
+    assert!(!plain.data.skip_bad_images);
+    let with = |line: &str| kaggle.replace("root = \"dogs\"\n", &format!("root = \"dogs\"\n{line}\n"));
+    let skip = parse(&with("skip_bad_images = true")).unwrap();
+    assert!(skip.data.skip_bad_images);
+    let off = parse(&with("skip_bad_images = false")).unwrap();
+    let ids = |s: &SweepSpec| s.jobs(10).unwrap().into_iter().map(|j| j.id).collect::<Vec<_>>();
+    // Written false is the default: the same jobs as a file without the key.
+    assert_eq!(ids(&off), ids(&plain));
+    assert_eq!(off.environment_json(), plain.environment_json());
+    // Set, the data set may differ: other jobs.
+    assert_ne!(ids(&skip), ids(&plain));
+    assert_eq!(skip.environment_json()["data"]["skip_bad_images"], true);
+    let folder = with("skip_bad_images = true").replace("\"kaggle\"", "\"folder\"");
+    assert!(parse(&folder).unwrap().data.skip_bad_images);
+    let json = r#"{"name": "t", "data": {"layout": "folder", "root": "x", "skip_bad_images": true}, "model": {"weights": "random"}}"#;
+    assert!(SweepSpec::parse(json, Format::Json, Path::new("s.json"), Path::new("/")).unwrap().data.skip_bad_images);
+
+    check(&with("skip_bad_images = \"yes\""), &["s.toml:5: data.skip_bad_images: must be true or false, got a string"]);
+    check(&with("skip_bad_images = 1"), &["s.toml:5: data.skip_bad_images: must be true or false, got an integer"]);
+    // Generated images are never bad: the key is not the synthetic layout's.
+    check(
+        &HEAD.replace("layout = \"synthetic\"", "layout = \"synthetic\"\nskip_bad_images = true"),
+        &["s.toml:4: data.skip_bad_images: unknown key"],
+    );
+}
