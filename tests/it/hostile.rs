@@ -195,3 +195,44 @@ fn skip_bad_images_leaves_them_out_warns_and_records_them() {
     let text = crate::stdout(&env.sweep(&["status"]));
     assert!(text.lines().next().unwrap().contains("Skipped"), "{text}");
 }
+
+/// A synthetic set of `images` images under `backbone`.
+fn synthetic(images: u64, backbone: &str) -> String {
+    format!(
+        "name = \"huge\"\n[data]\nlayout = \"synthetic\"\nimages = {images}\n\
+         [model]\nbackbone = \"{backbone}\"\nweights = \"random\"\nimage_size = 32\n[train]\nepochs = 1\n"
+    )
+}
+
+/// Issue 16: a synthetic set too large for memory aborted the process. A
+/// billion images are refused by the sweep file's range; ten million, whose
+/// features need 19 GiB, are refused before anything of that size is
+/// allocated, with the sizes, by a process allowed 4 GB (`ulimit -v`).
+#[cfg(unix)]
+#[test]
+fn a_data_set_too_large_for_memory_is_refused_with_its_size() {
+    let env = Env::new();
+    let file = env.write("billion.toml", &synthetic(1_000_000_000, "resnet18"));
+    let started = std::time::Instant::now();
+    let out = env.sweep(&["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("data.images: must be between 4 and 10000000, got 1000000000"), "{}", stderr(&out));
+
+    let file = env.write("ten-million.toml", &synthetic(10_000_000, "resnet18"));
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -v 4000000 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_sweep-under-test")])
+        .args(["run", file.to_str().unwrap()])
+        .env("SWEEP_DB", env.path("sweep.db"))
+        .env_remove("RUST_LOG")
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: synthetic data: 10000000 images need 19.1 GiB of memory for the backbone pass (19.1 GiB of features, 512 floats an image from resnet18; "),
+        "{err}"
+    );
+    assert!(err.contains("allowed by ulimit -v: use fewer or smaller images"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "{:?}", started.elapsed());
+}

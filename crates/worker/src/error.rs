@@ -40,6 +40,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A backbone pass would need more memory than there is.
+    #[error("{what}: {message}")]
+    Memory {
+        /// The data set (its labels file or folder, or `synthetic data`).
+        what: String,
+        /// The sizes: needed, of what, and available.
+        message: String,
+    },
     /// The feature cache could not be read or written.
     #[error("feature cache {path}: {message}")]
     Cache {

@@ -14,6 +14,7 @@ use candle_core::{Device, Tensor};
 use crate::backbone::{Backbone, DType, ModelConfig, Weights};
 use crate::data::{Dataset, Item, Source};
 use crate::image_check::{check_images, inspect};
+use crate::memory::{self, human_bytes};
 use crate::preprocess::{preprocess, Transform};
 use crate::synthetic::synthetic_image;
 use crate::Error;
@@ -217,21 +218,6 @@ fn free_space(_dir: &Path) -> Option<u64> {
     None
 }
 
-/// `1.5 GiB`, `12.0 MiB`, `300 bytes`.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-    let (mut value, mut unit) = (bytes as f64, 0);
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} bytes")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// The cache key of a data set under a model: BLAKE3 over the cache format,
 /// the backbone, the weights' bytes, the transform and every image's bytes.
 fn cache_key(dataset: &Dataset, model: &ModelConfig) -> Result<String, Error> {
@@ -328,6 +314,13 @@ pub fn compute_features(
     device: &Device,
     progress: Progress<'_>,
 ) -> Result<Features, Error> {
+    // Nothing of the pass's size (the features, read from the cache or
+    // computed) is allocated before it is known to fit.
+    let what = match dataset.items.first().map(|i| &i.source) {
+        Some(Source::File(path)) => path.parent().unwrap_or(path).display().to_string(),
+        _ => "synthetic data".to_owned(),
+    };
+    memory::check_pass(&what, dataset.items.len(), model, batch_size, workers, memory::available())?;
     cache.remove_stale_temporaries();
     let key = cache_key(dataset, model)?;
     let outcome = match cache.load(&key) {

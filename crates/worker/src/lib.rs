@@ -11,6 +11,7 @@ mod data;
 mod error;
 mod features;
 mod image_check;
+mod memory;
 mod preprocess;
 mod synthetic;
 mod train;
