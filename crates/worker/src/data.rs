@@ -10,6 +10,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::Error;
 
+#[cfg(test)]
+mod fuzz;
+
 /// Where the images are and how they are split.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataConfig {

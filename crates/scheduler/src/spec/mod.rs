@@ -17,6 +17,8 @@ mod canonical;
 mod check;
 mod error;
 mod expand;
+#[cfg(test)]
+mod fuzz;
 mod keys;
 mod node;
 mod schema;
