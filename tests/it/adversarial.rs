@@ -108,8 +108,18 @@ fn error_text(out: &Output) -> String {
     err[start..].to_owned()
 }
 
-/// The sweep is recorded with its one job pending: no feature pass, no epoch.
+/// Nothing is recorded (issue 18: what fails at once is found before the
+/// sweep is registered): no sweep, no job, no feature pass, nothing cached.
 fn nothing_trained(env: &Env) {
+    let status = json(&env.sweep(&["status", "--format", "json"]));
+    assert_eq!(status, serde_json::json!([]), "nothing is recorded: {status}");
+    assert_eq!(cache_entries(&env.path("sweep-cache")), Vec::<String>::new(), "nothing cached");
+}
+
+/// The sweep is recorded with its one job pending (a fault found only when
+/// the pass starts: the cache folder, the weights' values), but nothing ran:
+/// no feature pass, no epoch, nothing cached.
+fn registered_but_nothing_trained(env: &Env) {
     let status = json(&env.sweep(&["status", "--format", "json"]));
     assert_eq!(status.as_array().map(Vec::len), Some(1), "the sweep is recorded: {status}");
     assert_eq!((status[0]["pending"].as_i64(), status[0]["done"].as_i64()), (Some(1), Some(0)), "{status}");
@@ -250,7 +260,7 @@ fn weights_full_of_nan_are_refused_naming_the_tensors() {
     assert!(err.starts_with(&want), "want `{want}` in\n{err}");
     assert!(err.trim_end().ends_with(&format!("and {} more", tensors - 4)), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    nothing_trained(&env);
+    registered_but_nothing_trained(&env);
 }
 
 #[test]
@@ -301,7 +311,7 @@ fn a_cache_dir_that_is_a_regular_file_is_refused_before_the_pass() {
     assert_eq!(err.trim_end(), format!("error: feature cache {}: not a folder", not_a_folder.display()));
     assert!(!stderr(&out).contains("features: computed"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&not_a_folder).unwrap(), "my notes\n", "the file is untouched");
-    nothing_trained(&env);
+    registered_but_nothing_trained(&env);
 }
 
 /// How to run `sweep` as a user the folder's permissions apply to: root

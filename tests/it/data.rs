@@ -102,7 +102,7 @@ fn a_folder_of_class_folders_runs_end_to_end() {
 
 /// Runs the kaggle sweep after `spoil` damaged its data, and checks it failed
 /// with exactly one error line that contains `want` (with `ROOT` for the data
-/// folder), and that the sweep is recorded with its job pending and no epoch.
+/// folder), and that nothing was registered, computed or cached.
 fn fails_before_training(spoil: impl FnOnce(&Path), want: &str) {
     let env = Env::new();
     let file = kaggle(&env);
@@ -117,15 +117,10 @@ fn fails_before_training(spoil: impl FnOnce(&Path), want: &str) {
     assert!(errors[0].contains(&want), "want `{want}` in\n{err}");
     assert!(!err.contains("panicked"), "{err}");
 
+    // Issue 18: found before anything is registered, so no sweep is left
+    // with pending jobs by a failed start.
     let status = json(&env.sweep(&["status", "--format", "json"]));
-    assert_eq!(status.as_array().map(Vec::len), Some(1), "the sweep is recorded: {status}");
-    assert_eq!((status[0]["pending"].as_i64(), status[0]["done"].as_i64()), (Some(1), Some(0)), "{status}");
-    assert!(status[0]["features"].is_null(), "no features were recorded: {status}");
-    let table = json(&env.sweep(&["table", "--format", "json"]));
-    let job = table[0]["job_id"].as_str().expect("the job is listed");
-    assert!(table[0]["best_valid_acc"].is_null(), "{table}");
-    let epochs = json(&env.sweep(&["show", job, "--format", "json"]));
-    assert_eq!(epochs, serde_json::json!([]), "no epoch was recorded");
+    assert_eq!(status, serde_json::json!([]), "nothing is recorded: {status}");
     assert!(!env.path("sweep-cache").exists() || std::fs::read_dir(env.path("sweep-cache")).unwrap().count() == 0);
 }
 
@@ -191,4 +186,22 @@ fn an_id_leaving_train_is_refused() {
         },
         "ROOT/labels.csv:14: id `../secret` is not a plain file name (it would leave train/)",
     );
+}
+
+/// Issue 18: a missing weights file is found before anything is registered
+/// (it used to leave a sweep with pending jobs after every failed try).
+#[test]
+fn a_missing_weights_file_leaves_nothing_behind() {
+    let env = Env::new();
+    let file = kaggle(&env);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace(r#"weights = "random""#, r#"weights = "weights/missing.safetensors""#);
+    assert!(text.contains("missing.safetensors"), "{text}");
+    std::fs::write(&file, text).unwrap();
+    let out = run(&env, &file);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("missing.safetensors: cannot open: "), "{err}");
+    let status = json(&env.sweep(&["status", "--format", "json"]));
+    assert_eq!(status, serde_json::json!([]), "nothing is recorded: {status}");
 }

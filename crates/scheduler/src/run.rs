@@ -206,6 +206,15 @@ pub async fn run(
 ) -> Result<RunSummary, Error> {
     let jobs = spec.jobs(opts.max_jobs)?;
     let sweep_id = spec.id();
+    // What fails at once is found before anything is registered, so a
+    // missing data folder, a bad labels file, a broken image or a weights
+    // file that does not fit leaves no sweep with pending jobs behind.
+    let workers = jobs.iter().map(|j| j.params.workers()).max().unwrap_or(1);
+    let dataset = sweep_worker::load_dataset(&spec.data)?;
+    if !spec.data.skip_bad_images {
+        sweep_worker::check_images(&dataset, workers).map_err(sweep_worker::Error::from)?;
+    }
+    sweep_worker::check_weights(&spec.model)?;
     let mut store = Store::open(&opts.db)?;
     let new_jobs: Vec<(NewJob<'_>, String)> = jobs
         .iter()
@@ -277,14 +286,13 @@ pub async fn run(
     }
 
     // The backbone pass, once for the whole sweep.
-    let workers = jobs.iter().map(|j| j.params.workers()).max().unwrap_or(1);
     let (data_cfg, model_cfg) = (spec.data.clone(), spec.model.clone());
     let cache = FeatureCache::new(&opts.cache_dir);
     let obs = observer.clone();
     let backbone_batch = opts.backbone_batch;
     let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
     let pass = tokio::task::spawn_blocking(move || -> Result<_, sweep_worker::Error> {
-        let mut dataset = sweep_worker::load_dataset(&data_cfg)?;
+        let mut dataset = dataset;
         // `skip_bad_images`: the bad files are left out before anything
         // depends on the images (the cache key, the split), and recorded.
         let skipped = match data_cfg.skip_bad_images {

@@ -18,7 +18,7 @@ mod train;
 
 pub use candle_core::Device;
 
-pub use backbone::{param_shapes, random_weights, Arch, Backbone, DType, ModelConfig, Weights};
+pub use backbone::{check_weights, param_shapes, random_weights, Arch, Backbone, DType, ModelConfig, Weights};
 pub use data::{
     kfold, load_dataset, small_class_warnings, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig,
 };

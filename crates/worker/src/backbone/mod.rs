@@ -21,7 +21,7 @@ use candle_core::{DType as CDType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::path::PathBuf;
 
-pub use weights::{param_shapes, random_weights};
+pub use weights::{check_weights, param_shapes, random_weights};
 
 use crate::Error;
 

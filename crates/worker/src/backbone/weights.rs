@@ -99,6 +99,26 @@ pub(super) struct Loaded {
     pub file: Option<PathBuf>,
 }
 
+/// Checks, without loading a tensor, that the weights file `cfg` names can
+/// be read and that its tensor names and shapes fit the backbone: what a
+/// run checks before it registers anything. Hub weights are checked when
+/// loaded (finding them may take the network).
+pub fn check_weights(cfg: &ModelConfig) -> Result<(), Error> {
+    match &cfg.weights {
+        Weights::Random { .. } | Weights::Hub { .. } => Ok(()),
+        Weights::Safetensors(path) => check_shapes(cfg.arch, &safetensors_shapes(path)?, &path.display().to_string()),
+        Weights::Pth(path) => {
+            let file = candle_core::pickle::PthTensors::new(path, None).map_err(|e| weights_err(path, e))?;
+            let shapes: HashMap<String, Vec<usize>> = file
+                .tensor_infos()
+                .iter()
+                .map(|(name, info)| (name.clone(), info.layout.shape().dims().to_vec()))
+                .collect();
+            check_shapes(cfg.arch, &shapes, &path.display().to_string())
+        }
+    }
+}
+
 /// Loads and checks the weights `cfg` names (see [`Loaded`]).
 pub(super) fn load(cfg: &ModelConfig) -> Result<Loaded, Error> {
     let (tensors, file) = match &cfg.weights {
