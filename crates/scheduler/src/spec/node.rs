@@ -41,6 +41,13 @@ impl Value {
 }
 
 /// Parses TOML into a [`Node`], or returns the parser's message and line.
+/// Whether a line holds a fraction like `1/255` outside a string.
+fn has_fraction(line: &str) -> bool {
+    let code = line.split('#').next().unwrap_or("");
+    let bytes = code.as_bytes();
+    !code.contains('"') && bytes.windows(3).any(|w| w[0].is_ascii_digit() && w[1] == b'/' && w[2].is_ascii_digit())
+}
+
 pub(crate) fn from_toml(src: &str) -> Result<Node, (String, Option<usize>)> {
     use toml::de::{DeTable, DeValue};
     let lines = LineIndex::new(src);
@@ -50,6 +57,18 @@ pub(crate) fn from_toml(src: &str) -> Result<Node, (String, Option<usize>)> {
         // The parser's "duplicate key" does not say which; its span does.
         if let Some(key) = err.span().and_then(|span| src.get(span)).filter(|_| message == "duplicate key") {
             message = format!("duplicate key `{}`", key.trim());
+        }
+        // `std = [1/255, …]`: TOML has no fractions, and the parser's "string
+        // values must be quoted" sends people the wrong way.
+        let line_text = err.span().and_then(|span| {
+            let start = src[..span.start].rfind('\n').map_or(0, |i| i + 1);
+            src[start..].lines().next()
+        });
+        if let Some(text) = line_text.filter(|t| has_fraction(t)) {
+            message = format!(
+                "{message}; TOML has no fractions: write `{}` as a decimal, e.g. 1/255 as 0.00392156862745098",
+                text.trim()
+            );
         }
         (message, line)
     })?;

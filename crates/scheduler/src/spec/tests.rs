@@ -536,3 +536,14 @@ fn skip_bad_images_is_a_boolean_of_file_layouts_and_enters_the_ids_only_when_set
         &["s.toml:4: data.skip_bad_images: unknown key"],
     );
 }
+
+/// Issue 18: `std = [1/255, …]` gets an error that says what to write, not
+/// the parser's "string values must be quoted".
+#[test]
+fn a_fraction_in_toml_says_to_write_a_decimal() {
+    let src =
+        "name = \"x\"\n[data]\nlayout = \"synthetic\"\n[model]\nweights = \"random\"\nstd = [1/255, 1/255, 1/255]\n";
+    let err = SweepSpec::parse(src, Format::Toml, Path::new("f.toml"), Path::new(".")).unwrap_err().to_string();
+    assert!(err.starts_with("f.toml:6: "), "{err}");
+    assert!(err.contains("TOML has no fractions: write `std = [1/255, 1/255, 1/255]` as a decimal, e.g. 1/255 as 0.00392156862745098"), "{err}");
+}
