@@ -1,5 +1,6 @@
 //! Data sets: the Kaggle dog-breed layout, torchvision's ImageFolder layout and
-//! generated images; the seeded train/valid split.
+//! generated images; the seeded train/valid split and k folds (the other
+//! split methods and split files: `split.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -25,6 +26,8 @@ pub struct DataConfig {
     /// Leave out the image files that fail [`check_images`](crate::check_images)
     /// ([`skip_bad_images`](crate::skip_bad_images)) instead of stopping.
     pub skip_bad_images: bool,
+    /// How the split is made ([`make_splits`](crate::make_splits)).
+    pub split_method: crate::SplitMethod,
 }
 
 /// How a data set is laid out.
@@ -297,9 +300,11 @@ pub struct Split {
     pub valid: Vec<usize>,
 }
 
-/// Splits `n` images as pandas' `sample(frac=1 - valid_fraction)` does in the
-/// paper (train = round(n * (1 - valid_fraction)), valid = the rest), with a
-/// seeded shuffle: the same seed always gives the same split.
+/// Splits `n` images into sets of the sizes pandas' `sample(frac=1 -
+/// valid_fraction)` gives in the paper (train = round(n * (1 -
+/// valid_fraction)), valid = the rest), by a seeded ChaCha8 shuffle: the same
+/// seed always gives the same split, but not pandas' rows (for those,
+/// [`pandas_split`](crate::pandas_split)).
 pub fn split(n: usize, valid_fraction: f64, seed: u64) -> Result<Split, Error> {
     let n_train = ((n as f64) * (1.0 - valid_fraction)).round() as usize;
     if n_train == 0 || n_train >= n {
@@ -347,7 +352,13 @@ mod tests {
     }
 
     fn load(layout: Layout) -> Result<Dataset, Error> {
-        load_dataset(&DataConfig { layout, valid_fraction: 0.1, split_seed: 0, skip_bad_images: false })
+        load_dataset(&DataConfig {
+            layout,
+            valid_fraction: 0.1,
+            split_seed: 0,
+            skip_bad_images: false,
+            split_method: crate::SplitMethod::Shuffle,
+        })
     }
 
     fn load_kaggle_dir(dir: &tempfile::TempDir) -> Result<Dataset, Error> {

@@ -486,6 +486,7 @@ mod tests {
             valid_fraction: 0.2,
             split_seed: 0,
             skip_bad_images: false,
+            split_method: crate::SplitMethod::Shuffle,
         })
         .unwrap();
         let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();
