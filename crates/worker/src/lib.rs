@@ -13,12 +13,16 @@ mod features;
 mod image_check;
 mod memory;
 mod preprocess;
+mod split;
 mod synthetic;
 mod train;
 
 pub use candle_core::Device;
 
-pub use backbone::{check_weights, param_shapes, random_weights, Arch, Backbone, DType, ModelConfig, Weights};
+pub use backbone::{
+    check_weights, declared, model_in_force, param_shapes, parse_fraction, random_weights, Arch, Backbone, DType,
+    Declared, ModelConfig, ModelGiven, ModelInForce, Weights,
+};
 pub use data::{
     kfold, load_dataset, small_class_warnings, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig,
 };
@@ -26,6 +30,7 @@ pub use error::Error;
 pub use features::{compute_features, decode_image, CacheOutcome, FeatureCache, Features, Progress};
 pub use image_check::{check_images, skip_bad_images, BadImage, BadImages};
 pub use preprocess::{preprocess, Transform};
+pub use split::{item_ids, make_splits, pandas_split, split_csv, split_hash, SplitMethod};
 pub use synthetic::synthetic_image;
 pub use train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainOutcome, TrainState};
 #[doc(hidden)]

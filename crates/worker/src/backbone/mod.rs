@@ -11,8 +11,11 @@
 //! - `ops`: a convolution with its batch norm folded in, and the CPU kernels
 //!   it runs on (im2col, the bias/residual/ReLU epilogue);
 //! - `weights`: where the tensors come from (safetensors, `.pth`, `hub:`,
-//!   seeded random) and the checks of their names and shapes.
+//!   seeded random) and the checks of their names and shapes;
+//! - `declared`: what a weights file declares about itself (architecture,
+//!   normalisation), used or checked against the sweep file.
 
+mod declared;
 mod model;
 mod ops;
 mod weights;
@@ -21,6 +24,7 @@ use candle_core::{DType as CDType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::path::PathBuf;
 
+pub use declared::{declared, model_in_force, parse_fraction, Declared, ModelGiven, ModelInForce};
 pub use weights::{check_weights, param_shapes, random_weights};
 
 use crate::Error;
