@@ -4,6 +4,7 @@
 //! It is the only crate that knows both the worker (Candle) and the store
 //! (SQLite); the two never meet except through it.
 
+pub mod preflight;
 pub mod run;
 pub mod spec;
 

@@ -58,6 +58,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A recorded split cannot be made again.
+    #[error("{0}")]
+    Split(String),
     /// A sweep recorded without its file cannot be resumed.
     #[error("sweep {0} was recorded without its sweep file: run the file again with `sweep run FILE`")]
     NoSource(String),
@@ -144,6 +147,9 @@ pub trait Observer: Send + Sync {
     /// `--parallel` asked for more job slots than there are jobs to run or
     /// cores to run them on: `used` slots run instead of `requested`.
     fn parallel_capped(&self, _requested: usize, _used: usize, _cores: usize, _runnable: usize) {}
+    /// A line on what the run uses, before it uses it: the backbone and the
+    /// normalisation in force (and which came from the weights file), the split.
+    fn setup(&self, _line: &str) {}
 }
 
 /// What a run did.
@@ -210,11 +216,15 @@ pub async fn run(
     // missing data folder, a bad labels file, a broken image or a weights
     // file that does not fit leaves no sweep with pending jobs behind.
     let workers = jobs.iter().map(|j| j.params.workers()).max().unwrap_or(1);
-    let dataset = sweep_worker::load_dataset(&spec.data)?;
+    // The data set; the weights file's declared backbone and normalisation
+    // applied (checked against the sweep file's) and its names and shapes;
+    // a split file checked whole (`preflight.rs`).
+    let crate::preflight::Checked { dataset, model, .. } = crate::preflight::check(&spec)?;
+    tracing::info!("{}", model.describe());
+    observer.setup(&model.describe());
     if !spec.data.skip_bad_images {
         sweep_worker::check_images(&dataset, workers).map_err(sweep_worker::Error::from)?;
     }
-    sweep_worker::check_weights(&spec.model)?;
     let mut store = Store::open(&opts.db)?;
     let new_jobs: Vec<(NewJob<'_>, String)> = jobs
         .iter()
@@ -286,7 +296,7 @@ pub async fn run(
     }
 
     // The backbone pass, once for the whole sweep.
-    let (data_cfg, model_cfg) = (spec.data.clone(), spec.model.clone());
+    let (data_cfg, model_cfg) = (spec.data.clone(), model.model.clone());
     let cache = FeatureCache::new(&opts.cache_dir);
     let obs = observer.clone();
     let backbone_batch = opts.backbone_batch;
@@ -325,21 +335,25 @@ pub async fn run(
     };
     // One split, or one per fold: the same for every job, recorded so a
     // resumed sweep can be checked against it.
-    let n = dataset.items.len();
-    let splits = match spec.folds {
-        Some(k) => sweep_worker::kfold(n, k, spec.data.split_seed)?,
-        None => vec![sweep_worker::split(n, spec.data.valid_fraction, spec.data.split_seed)?],
-    };
+    let splits = sweep_worker::make_splits(&dataset, &spec.data, spec.folds, true)?;
+    let line = crate::preflight::split_line(&splits, &spec);
+    tracing::info!("{line}");
+    observer.setup(&line);
     // Classes too small for the folds or the valid split: logged, not fatal.
     sweep_worker::small_class_warnings(&dataset, &splits);
-    let valid_lists: Vec<&[usize]> = splits.iter().map(|s| s.valid.as_slice()).collect();
     let mut split_json = serde_json::json!({
         "seed": spec.data.split_seed,
         "folds": spec.folds,
         "train": splits[0].train.len(),
         "valid": splits[0].valid.len(),
-        "hash": blake3::hash(format!("{valid_lists:?}").as_bytes()).to_hex()[..16].to_string(),
+        "hash": sweep_worker::split_hash(&splits),
     });
+    // How it was made, when not by the seeded shuffle.
+    match &spec.data.split_method {
+        sweep_worker::SplitMethod::Shuffle => {}
+        sweep_worker::SplitMethod::Pandas => split_json["method"] = "pandas".into(),
+        sweep_worker::SplitMethod::File(path) => split_json["file"] = path.display().to_string().into(),
+    }
     // The images `skip_bad_images` left out, each with its problem.
     if let Some(bad) = &skipped {
         let list: Vec<serde_json::Value> = bad

@@ -47,8 +47,15 @@ pub(super) fn environment(s: &Sections) -> serde_json::Value {
     if s.data.skip_bad_images {
         data.insert("skip_bad_images", json!(true));
     }
+    // Issue 18, the same way: a split file (as written), pandas' split.
+    if let Some(split) = &s.split {
+        data.insert("split", json!(split));
+    }
+    if s.data.split_method == sweep_worker::SplitMethod::Pandas {
+        data.insert("split_method", json!("pandas"));
+    }
     let m = &s.model;
-    let model = json!({
+    let mut model = json!({
         "backbone": m.arch.name(),
         "weights": s.weights,
         "image_size": m.image_size,
@@ -56,6 +63,9 @@ pub(super) fn environment(s: &Sections) -> serde_json::Value {
         "std": m.std,
         "dtype": m.dtype.name(),
     });
+    if s.model_given.ignore_metadata {
+        model["ignore_weights_metadata"] = json!(true);
+    }
     json!({ "data": data, "model": model })
 }
 

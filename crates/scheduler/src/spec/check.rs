@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use sweep_worker::{Arch, DType, DataConfig, Layout, ModelConfig, SyntheticConfig, Weights};
+use sweep_worker::{Arch, DType, DataConfig, Layout, ModelConfig, ModelGiven, SplitMethod, SyntheticConfig, Weights};
 
 use super::keys::{big_float, quoted, Param, TrainKey, TrainParams};
 use super::node::{Node, Value};
@@ -22,10 +22,14 @@ pub(super) struct Sections {
     pub(super) root: Option<String>,
     /// `[data] folds`.
     pub(super) folds: Option<usize>,
+    /// `[data] split` as written (a split file).
+    pub(super) split: Option<String>,
     /// `[model]`, with a weights path resolved against the sweep file's folder.
     pub(super) model: ModelConfig,
     /// `[model] weights` as written.
     pub(super) weights: String,
+    /// Which `[model]` settings were written (the rest are defaults).
+    pub(super) model_given: ModelGiven,
     /// `[train]` with defaults filled in.
     pub(super) base: TrainParams,
     /// `[grid]`, axes in [`TrainKey::ALL`] order.
@@ -159,10 +163,34 @@ impl Checker {
     }
 
     fn number(&mut self, node: &Node, key: &str, check: fn(f64) -> bool, rule: &str) -> Option<f64> {
+        self.number_or_fraction(node, key, check, rule, false)
+    }
+
+    /// A number; with `fractions`, also a fraction in a string (`"1/255"`).
+    fn number_or_fraction(
+        &mut self,
+        node: &Node,
+        key: &str,
+        check: fn(f64) -> bool,
+        rule: &str,
+        fractions: bool,
+    ) -> Option<f64> {
         let x = match node.value {
             Value::Float(x) => x,
             Value::Int(i) => i as f64,
             Value::BigInt(ref i) => big_float(i),
+            // `"1/255"`: TOML has no fractions, so they come quoted.
+            Value::Str(ref text) if fractions => match sweep_worker::parse_fraction(text) {
+                Some(x) => x,
+                None => {
+                    self.error(
+                        node.line,
+                        key,
+                        format!("must be a number or a fraction in quotes such as \"1/255\", got \"{text}\""),
+                    );
+                    return None;
+                }
+            },
             ref other => {
                 self.error(node.line, key, format!("must be a number, got {}", other.type_name()));
                 return None;
@@ -184,7 +212,7 @@ impl Checker {
                 let values: Vec<Option<f64>> = items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| self.number(item, &format!("{key}[{i}]"), check, rule))
+                    .map(|(i, item)| self.number_or_fraction(item, &format!("{key}[{i}]"), check, rule, true))
                     .collect();
                 Some([values[0]?, values[1]?, values[2]?])
             }
@@ -193,7 +221,11 @@ impl Checker {
                 None
             }
             other => {
-                self.error(node.line, key, format!("must be an array of 3 numbers, got {}", other.type_name()));
+                self.error(
+                    node.line,
+                    key,
+                    format!("must be an array of 3 numbers (or fractions such as \"1/255\"), got {}", other.type_name()),
+                );
                 None
             }
         }
@@ -255,12 +287,17 @@ impl Checker {
         }
         self.finish(top, &schema::keys().top[..]);
 
-        let (name, (data, root, folds), (model, weights)) = (name?, data?, model?);
-        Some(Sections { name, data, root, folds, model, weights, base, grid, configs })
+        let (name, (data, root, folds, split), (model, weights, model_given)) = (name?, data?, model?);
+        Some(Sections { name, data, root, folds, split, model, weights, model_given, base, grid, configs })
     }
 
-    /// `[data]`, `root` as written, and `folds`.
-    fn data(&mut self, node: &Node, base_dir: &Path) -> Option<(DataConfig, Option<String>, Option<usize>)> {
+    /// `[data]`, `root` as written, `folds`, and `split` as written.
+    #[allow(clippy::type_complexity)]
+    fn data(
+        &mut self,
+        node: &Node,
+        base_dir: &Path,
+    ) -> Option<(DataConfig, Option<String>, Option<usize>, Option<String>)> {
         let mut t = self.table("data", node)?;
         let layout_line = t.line_of("layout");
         let layout = self.string(&mut t, "layout");
@@ -276,6 +313,9 @@ impl Checker {
             );
         }
         let valid_fraction = self.float(&mut t, "valid_fraction", |x| x > 0.0 && x < 1.0, "> 0 and < 1");
+        let seed_given = t.entries.iter().any(|e| e.0 == "split_seed");
+        let (split_method, split) =
+            self.split_keys(&mut t, folds.is_some(), [("valid_fraction", fraction_given), ("split_seed", seed_given)], base_dir);
         let split_seed = self.int(&mut t, "split_seed", 0, i64::MAX);
         let line = t.line;
         let mut skip_bad_images = false;
@@ -335,12 +375,54 @@ impl Checker {
         self.finish(t, &schema::keys().data(Some(layout.name()))[..]);
         let valid_fraction = valid_fraction.unwrap_or(0.1);
         let split_seed = split_seed.unwrap_or(0);
-        Some((DataConfig { layout, valid_fraction, split_seed, skip_bad_images }, root, folds))
+        Some((DataConfig { layout, valid_fraction, split_seed, skip_bad_images, split_method }, root, folds, split))
     }
 
-    /// `[model]` and `weights` as written.
-    fn model(&mut self, node: &Node, base_dir: &Path) -> Option<(ModelConfig, String)> {
+    /// `split` (a split file, resolved against `base_dir`, and as written)
+    /// and `split_method`, with the keys that do not apply beside them.
+    fn split_keys(
+        &mut self,
+        t: &mut Table<'_>,
+        folds: bool,
+        others: [(&str, bool); 2],
+        base_dir: &Path,
+    ) -> (SplitMethod, Option<String>) {
+        let (split_line, method_line) = (t.line_of("split"), t.line_of("split_method"));
+        let method_given = t.entries.iter().any(|e| e.0 == "split_method");
+        let split = self.string(t, "split");
+        let method = match self.string(t, "split_method").as_deref() {
+            None | Some("shuffle") => SplitMethod::Shuffle,
+            Some("pandas") => SplitMethod::Pandas,
+            Some(other) => {
+                self.error(
+                    method_line,
+                    "data.split_method",
+                    format!("must be one of \"shuffle\", \"pandas\", got \"{other}\""),
+                );
+                SplitMethod::Shuffle
+            }
+        };
+        if method == SplitMethod::Pandas && folds {
+            self.error(method_line, "data.split_method", "\"pandas\" makes one train/valid split, not folds");
+        }
+        let Some(text) = split else { return (method, None) };
+        for (key, given) in others {
+            if given {
+                self.error(split_line, "data.split", format!("{key} does not apply with split: the file gives the split"));
+            }
+        }
+        if method_given {
+            self.error(split_line, "data.split", "split_method does not apply with split: the file gives the split");
+        }
+        let resolved = base_dir.join(&text);
+        (SplitMethod::File(resolved), Some(text))
+    }
+
+    /// `[model]`, `weights` as written, and which settings were written.
+    fn model(&mut self, node: &Node, base_dir: &Path) -> Option<(ModelConfig, String, ModelGiven)> {
         let mut t = self.table("model", node)?;
+        let written = |key: &str| t.entries.iter().any(|e| e.0 == key);
+        let mut given = ModelGiven { backbone: written("backbone"), mean: written("mean"), std: written("std"), ..ModelGiven::default() };
         let line = t.line;
         let backbone_node_line = t.line_of("backbone");
         let arch = match self.string(&mut t, "backbone").as_deref() {
@@ -395,9 +477,10 @@ impl Checker {
                 DType::F32
             }
         };
+        given.ignore_metadata = self.boolean(&mut t, "ignore_weights_metadata").unwrap_or(false);
         self.finish(t, &schema::keys().model[..]);
         let (arch, (weights_text, weights)) = (arch?, weights?);
-        Some((ModelConfig { arch, weights, image_size, mean, std, dtype }, weights_text))
+        Some((ModelConfig { arch, weights, image_size, mean, std, dtype }, weights_text, given))
     }
 
     fn overrides(&mut self, path: &str, node: &Node) -> Vec<(TrainKey, Param)> {

@@ -27,7 +27,7 @@ mod tests;
 
 use std::path::Path;
 
-use sweep_worker::{DataConfig, ModelConfig};
+use sweep_worker::{DataConfig, ModelConfig, ModelGiven};
 
 pub use error::{SpecError, SpecErrors, TooManyJobs};
 pub use expand::{Job, DEFAULT_MAX_JOBS, MAX_JOBS_CEILING};
@@ -41,8 +41,12 @@ pub struct SweepSpec {
     pub name: String,
     /// `[data]`, with `root` resolved against the sweep file's folder.
     pub data: DataConfig,
-    /// `[model]`, with a weights path resolved against the sweep file's folder.
+    /// `[model]`, with a weights path resolved against the sweep file's folder,
+    /// as written (defaults filled in): what the weights file declares is
+    /// applied by [`sweep_worker::model_in_force`] before a run.
     pub model: ModelConfig,
+    /// Which `[model]` settings the file wrote, and `ignore_weights_metadata`.
+    pub model_given: ModelGiven,
     /// `[data] folds`: k-fold cross-validation, each configuration trained
     /// once per fold (a job per fold), instead of one train/valid split.
     pub folds: Option<usize>,
@@ -97,7 +101,7 @@ impl SweepSpec {
         let sections = check::check(&root, file, base_dir).map_err(SpecErrors)?;
         let canonical_env = canonical::environment(&sections);
         let canonical = canonical::sweep(&sections, &canonical_env);
-        let check::Sections { name, data, folds, model, base, grid, configs, .. } = sections;
-        Ok(SweepSpec { name, data, model, folds, canonical_env, canonical, base, grid, configs })
+        let check::Sections { name, data, folds, model, model_given, base, grid, configs, .. } = sections;
+        Ok(SweepSpec { name, data, model, model_given, folds, canonical_env, canonical, base, grid, configs })
     }
 }

@@ -66,7 +66,8 @@ pub(crate) fn from_toml(src: &str) -> Result<Node, (String, Option<usize>)> {
         });
         if let Some(text) = line_text.filter(|t| has_fraction(t)) {
             message = format!(
-                "{message}; TOML has no fractions: write `{}` as a decimal, e.g. 1/255 as 0.00392156862745098",
+                "{message}; TOML has no fractions: write `{}` with the fractions in quotes (\"1/255\") or as \
+                 decimals (0.00392156862745098)",
                 text.trim()
             );
         }

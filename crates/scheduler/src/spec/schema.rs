@@ -87,6 +87,24 @@ pub(crate) struct FileData {
     /// PNG, unreadable) instead of stopping: the run warns and records which.
     #[schemars(extend("default" = false))]
     skip_bad_images: Option<bool>,
+    /// A split file (relative to the sweep file): `id,set` (`train` or
+    /// `valid`), or `id,set,fold` with `folds`, as `sweep split --out` writes;
+    /// instead of valid_fraction, split_seed and split_method.
+    #[schemars(regex(pattern = r"\S"))]
+    split: Option<String>,
+    /// How the train/valid split is drawn [default: shuffle].
+    split_method: Option<SplitMethod>,
+}
+
+/// How the train/valid split is drawn from `split_seed`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SplitMethod {
+    /// A seeded shuffle; train = round(n·(1 − valid_fraction)).
+    Shuffle,
+    /// Exactly pandas' `df.sample(frac=1 - valid_fraction,
+    /// random_state=split_seed)` (numpy's legacy RandomState); not with folds.
+    Pandas,
 }
 
 /// `[data]` of generated images.
@@ -103,6 +121,12 @@ pub(crate) struct SyntheticData {
     /// trains once per fold.
     #[schemars(range(min = 2, max = 1000))]
     folds: Option<u64>,
+    /// A split file (relative to the sweep file; ids are the images'
+    /// indices): `id,set`, or `id,set,fold` with `folds`.
+    #[schemars(regex(pattern = r"\S"))]
+    split: Option<String>,
+    /// How the train/valid split is drawn [default: shuffle].
+    split_method: Option<SplitMethod>,
     /// Number of classes.
     #[schemars(range(min = 2, max = 10_000), extend("default" = 4))]
     classes: Option<u64>,
@@ -135,15 +159,42 @@ pub(crate) struct Model {
     /// Resize (shorter side) and centre-crop size in pixels.
     #[schemars(range(min = 32, max = 4096), extend("default" = 224))]
     image_size: Option<u64>,
-    /// Normalisation mean (R, G, B).
+    /// Normalisation mean (R, G, B): numbers, or fractions in quotes
+    /// (`"1/255"`) [default: the weights file's metadata `mean`, else ImageNet's].
     #[schemars(extend("default" = [0.485, 0.456, 0.406]))]
-    mean: Option<[f64; 3]>,
-    /// Normalisation standard deviation (R, G, B).
+    mean: Option<[Fraction; 3]>,
+    /// Normalisation standard deviation (R, G, B): numbers > 0, or fractions
+    /// in quotes (`"1/255"`) [default: the weights file's metadata `std`, else
+    /// ImageNet's].
     #[schemars(extend("default" = [0.229, 0.224, 0.225]))]
-    std: Option<[Positive; 3]>,
+    std: Option<[PositiveFraction; 3]>,
     /// Precision of the backbone pass.
     #[schemars(extend("default" = "f32"))]
     dtype: Option<DType>,
+    /// Neither use nor check the architecture and normalisation a
+    /// safetensors file declares in its metadata (`arch`, `mean`, `std`)
+    /// [default: false].
+    ignore_weights_metadata: Option<bool>,
+}
+
+/// A number, or a fraction of two decimals in a string (`"1/255"`).
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum Fraction {
+    /// A number.
+    Number(f64),
+    /// `"A/B"`.
+    Text(#[schemars(regex(pattern = r"^\s*[-+]?[0-9]+(\.[0-9]*)?\s*/\s*[0-9]*[1-9][0-9]*(\.[0-9]*)?\s*$"))] String),
+}
+
+/// A number > 0, or a fraction of two positive decimals in a string (`"1/255"`).
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum PositiveFraction {
+    /// A number > 0.
+    Number(Positive),
+    /// `"A/B"`.
+    Text(#[schemars(regex(pattern = r"^\s*[+]?[0-9]*[1-9][0-9]*(\.[0-9]*)?\s*/\s*[0-9]*[1-9][0-9]*(\.[0-9]*)?\s*$"))] String),
 }
 
 /// A number > 0.

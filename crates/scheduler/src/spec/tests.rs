@@ -249,7 +249,7 @@ fn data_and_model_values_are_checked() {
             "s.toml:2: data.root: the synthetic layout generates its images and takes no root",
             "s.toml:7: model.mean: must have 3 values (R, G, B), got 2",
             "s.toml:8: model.std[1]: must be > 0, got 0",
-            "s.toml:8: model.std[2]: must be a number, got a string",
+            "s.toml:8: model.std[2]: must be a number or a fraction in quotes such as \"1/255\", got \"a\"",
         ],
     );
     // An empty root is reported once, not also as missing.
@@ -545,5 +545,31 @@ fn a_fraction_in_toml_says_to_write_a_decimal() {
         "name = \"x\"\n[data]\nlayout = \"synthetic\"\n[model]\nweights = \"random\"\nstd = [1/255, 1/255, 1/255]\n";
     let err = SweepSpec::parse(src, Format::Toml, Path::new("f.toml"), Path::new(".")).unwrap_err().to_string();
     assert!(err.starts_with("f.toml:6: "), "{err}");
-    assert!(err.contains("TOML has no fractions: write `std = [1/255, 1/255, 1/255]` as a decimal, e.g. 1/255 as 0.00392156862745098"), "{err}");
+    assert!(
+        err.contains(
+            "TOML has no fractions: write `std = [1/255, 1/255, 1/255]` with the fractions in quotes (\"1/255\") \
+             or as decimals (0.00392156862745098)"
+        ),
+        "{err}"
+    );
+}
+
+/// Issue 18: fractions in quotes are taken (`std = ["1/255", …]`), and give
+/// the ids of the same decimals; a string that is no fraction says what to write.
+#[test]
+fn fractions_in_quotes_are_numbers() {
+    let file = |std: &str| format!("name = \"x\"\n[data]\nlayout = \"synthetic\"\n[model]\nweights = \"random\"\nstd = {std}\n");
+    let parse = |src: &str| SweepSpec::parse(src, Format::Toml, Path::new("f.toml"), Path::new("."));
+    let quoted = parse(&file(r#"["1/255", "1/255", " 2 / 255 "]"#)).unwrap();
+    assert_eq!(quoted.model.std, [1.0 / 255.0, 1.0 / 255.0, 2.0 / 255.0]);
+    let decimal = parse(&file(&format!("[{}, {}, {}]", 1.0 / 255.0, 1.0 / 255.0, 2.0 / 255.0))).unwrap();
+    assert_eq!(quoted.id(), decimal.id());
+    let err = parse(&file(r#"["1/255", "one", "1/0"]"#)).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "f.toml:6: model.std[1]: must be a number or a fraction in quotes such as \"1/255\", got \"one\"\n\
+         f.toml:6: model.std[2]: must be a number or a fraction in quotes such as \"1/255\", got \"1/0\""
+    );
+    let err = parse(&file(r#"["-1/255", "1/255", "1/255"]"#)).unwrap_err().to_string();
+    assert!(err.contains("model.std[0]: must be > 0"), "{err}");
 }
