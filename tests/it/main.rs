@@ -3,6 +3,7 @@
 mod adversarial;
 mod data;
 mod hostile;
+mod own_data;
 mod plan;
 mod results;
 mod resume;

@@ -47,6 +47,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Each sweep with its job counts by status.
     Status(StatusArgs),
+    /// Write the train/valid split (or folds) a sweep used as a CSV file that `[data] split` reads.
+    Split(SplitArgs),
     /// Learning curves of a sweep's jobs, or best accuracy by one hyperparameter, as a PNG.
     Plot(PlotArgs),
     /// Write a sweep's jobs, epochs, sweep file and best heads to a folder.
@@ -128,6 +130,24 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=sweep_scheduler::MAX_JOBS_CEILING))]
     pub max_jobs: u64,
+
+    /// Where features would be cached, checked for room [default: sweep-cache/ beside the database].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Only expand the file: do not check the data, the weights, the split and the cache folder.
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// A sweep's name or id [default: the latest sweep].
+    pub sweep: Option<String>,
+
+    /// The CSV file to write (`id,set` or `id,set,fold`) [default: stdout].
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -35,7 +35,8 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => commands::run::run(&cli.global, args),
         Command::Resume(args) => commands::run::resume(&cli.global, args),
-        Command::Plan(args) => commands::plan::plan(args),
+        Command::Plan(args) => commands::plan::plan(&cli.global, args),
+        Command::Split(args) => commands::split::split(&cli.global, args),
         Command::Table(args) => commands::table::table(&cli.global, args),
         Command::Show(args) => commands::table::show(&cli.global, args),
         Command::Status(args) => commands::table::status(&cli.global, args),

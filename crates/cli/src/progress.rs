@@ -159,6 +159,10 @@ impl Observer for Progress {
         self.line(format!("--parallel {requested}: using {used} ({cores}, {jobs} to run)"));
     }
 
+    fn setup(&self, line: &str) {
+        self.line(line.to_owned());
+    }
+
     fn features_started(&self, images: usize) {
         let bar =
             self.bar(images as u64, "features         [{bar:30}] {pos}/{len} images, elapsed {elapsed}, eta {eta}");

@@ -9,6 +9,7 @@
 
 mod folds;
 mod job;
+mod split;
 #[cfg(test)]
 mod tests;
 
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 
 pub use folds::FoldGroup;
 pub use job::{Job, Value};
+pub use split::SplitInfo;
 use sweep_store::{EpochRow, FeatureRun, Store, SweepRow};
 
 /// The paper's five hyperparameters, the first columns of every table, in
@@ -67,6 +69,18 @@ impl Features {
         let Some(last) = store.feature_runs(&sweep.id)?.pop() else { return Ok(None) };
         let pass = store.feature_pass(&last.cache_key)?;
         Ok(Some(Features { images: last.images, reused: last.reused, pass }))
+    }
+
+    /// Each job's share of the backbone pass that `sweep_id` ran itself,
+    /// over its `jobs` jobs: the pass's seconds divided among them; 0 when
+    /// the features came from the cache (another sweep paid for them);
+    /// `None` when the pass was not timed.
+    pub fn share_per_job(&self, sweep_id: &str, jobs: usize) -> Option<f64> {
+        if self.reused {
+            return Some(0.0);
+        }
+        let pass = self.pass.as_ref().filter(|p| p.sweep_id == sweep_id)?;
+        Some(pass.seconds? / jobs.max(1) as f64)
     }
 
     /// Images per second of the backbone pass, when it was timed.

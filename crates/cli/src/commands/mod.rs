@@ -5,5 +5,6 @@ pub mod export;
 pub mod plan;
 pub mod plot;
 pub mod run;
+pub mod split;
 pub mod synth;
 pub mod table;

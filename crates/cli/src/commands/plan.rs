@@ -5,11 +5,11 @@ use std::io::Write;
 
 use sweep_scheduler::{SweepSpec, TrainKey};
 
-use crate::args::PlanArgs;
+use crate::args::{GlobalArgs, PlanArgs};
 use crate::output::{printable, Cell, Column, Table};
 use crate::Outcome;
 
-pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
+pub fn plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<Outcome> {
     let spec = SweepSpec::load(&args.file)?;
     let jobs = spec.jobs(args.max_jobs)?;
     let mut columns = vec![Column { key: "job_id", heading: "Job", numeric: false }];
@@ -33,7 +33,35 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Outcome> {
         let (file, name) = (args.file.display().to_string(), printable(&spec.name));
         eprintln!("{}: {} jobs in sweep `{name}` ({})", printable(&file), jobs.len(), spec.id());
     }
+    if !args.no_check {
+        check(global, args, &spec)?;
+    }
     Ok(Outcome::Success)
+}
+
+/// What can be checked without computing, as `sweep run` checks it before
+/// it registers anything: the data set and its labels, the weights file
+/// (and what its metadata declares), the split, the cache folder. One line
+/// each on stderr; the first problem ends the command.
+fn check(global: &GlobalArgs, args: &PlanArgs, spec: &SweepSpec) -> anyhow::Result<()> {
+    let checked = sweep_scheduler::preflight::check(spec)?;
+    let cache_dir = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => sweep_scheduler::RunOptions::new(global.db.clone()).cache_dir,
+    };
+    let (images, dim) = (checked.dataset.items.len(), checked.model.model.arch.feature_dim());
+    sweep_scheduler::preflight::check_cache_dir(&cache_dir, images, dim)?;
+    if !global.quiet {
+        let classes = checked.dataset.classes.len();
+        eprintln!("data: {images} images in {classes} classes ({})", spec.data.layout.name());
+        eprintln!("{}", printable(&checked.model.describe()));
+        eprintln!("{}", printable(&checked.split_line(spec)));
+        eprintln!(
+            "features: {images} x {dim} values, cached in {} (writable)",
+            printable(&cache_dir.display().to_string())
+        );
+    }
+    Ok(())
 }
 
 /// `sweep schema`: the JSON Schema of sweep files, made from the same types

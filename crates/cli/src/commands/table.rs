@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use sweep_results::{Features, Job, SweepResults};
+use sweep_results::{Features, Job, SplitInfo, SweepResults};
 use sweep_store::{Status, Store, SweepRow};
 
 use crate::args::{Format, GlobalArgs, ShowArgs, StatusArgs, TableArgs};
@@ -17,7 +17,7 @@ const fn col(key: &'static str, heading: &'static str, numeric: bool) -> Column 
 /// The paper's table (Batch Size, Workers, LR, Momentum, Num Epoch, Best Acc), and more.
 /// `same_as` names the first job whose results-affecting settings are the same
 /// (they differ only in `workers`, which changes speed, never results).
-const JOB_COLUMNS: [Column; 12] = [
+const JOB_COLUMNS: [Column; 13] = [
     col("job_id", "Job", false),
     col("batch_size", "Batch Size", true),
     col("workers", "Workers", true),
@@ -29,6 +29,7 @@ const JOB_COLUMNS: [Column; 12] = [
     col("final_train_acc", "Train Acc", true),
     col("status", "Status", false),
     col("seconds", "Seconds", true),
+    col("total_seconds", "Total s", true),
     col("same_as", "Same As", false),
 ];
 
@@ -47,7 +48,9 @@ pub fn load(store: &Store, sweep: SweepRow) -> anyhow::Result<SweepResults> {
     Ok(SweepResults::load(store, sweep, &speed_only_keys())?)
 }
 
-fn job_row(job: &Job) -> Vec<Cell> {
+/// A job's row; `share` is its part of the sweep's backbone pass (seconds),
+/// added to its head's seconds in `Total s`.
+fn job_row(job: &Job, share: Option<f64>) -> Vec<Cell> {
     let row = &job.row;
     vec![
         Cell::text(&row.id),
@@ -61,13 +64,15 @@ fn job_row(job: &Job) -> Vec<Cell> {
         Cell::opt_float(row.final_train_acc, acc),
         Cell { text: job.status_text(), json: row.status.as_str().into() },
         Cell::float(row.seconds, format!("{:.2}", row.seconds)),
+        Cell::opt_float(share.map(|s| s + row.seconds), |x| format!("{x:.2}")),
         job.same_as.as_deref().map_or_else(Cell::none, Cell::text),
     ]
 }
 
 /// A sweep's jobs as a table, in the results' order.
 pub fn jobs_table(results: &SweepResults) -> Table {
-    Table { columns: JOB_COLUMNS.to_vec(), rows: results.jobs.iter().map(job_row).collect() }
+    let share = results.features.as_ref().and_then(|f| f.share_per_job(&results.sweep.id, results.jobs.len()));
+    Table { columns: JOB_COLUMNS.to_vec(), rows: results.jobs.iter().map(|job| job_row(job, share)).collect() }
 }
 
 /// A k-fold sweep's table: one row per configuration, with the mean and the
@@ -133,6 +138,12 @@ pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&
     write!(out, "{}", jobs_table(&results).render(format))?;
     if let (Format::Table, Some(features)) = (format, &results.features) {
         writeln!(out, "{}", features_line(features, &results.sweep.id))?;
+        if features.share_per_job(&results.sweep.id, results.jobs.len()).is_some_and(|s| s > 0.0) {
+            writeln!(out, "Total s: a job's head seconds and its share of the backbone pass")?;
+        }
+    }
+    if let (Format::Table, Some(split)) = (format, SplitInfo::of(&results.sweep)) {
+        writeln!(out, "{}", printable(&split.line()))?;
     }
     let same = results.same_as_count();
     if format == Format::Table && same > 0 {
@@ -227,6 +238,7 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome>
         col("feature_pass_seconds", "Pass s", true),
         col("feature_images_per_second", "Images/s", true),
         col("skipped_images", "Skipped", true),
+        col("split", "Split", false),
     ]);
     let mut rows = Vec::new();
     for s in store.sweeps()? {
@@ -246,6 +258,10 @@ pub fn status(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Outcome>
             Cell::opt_float(pass_seconds, |x| format!("{x:.1}")),
             Cell::opt_float(features.as_ref().and_then(Features::images_per_second), |x| format!("{x:.1}")),
             skipped_cell(s.split_json.as_deref()),
+            match SplitInfo::of(&s) {
+                Some(split) => Cell { text: split.cell(), json: split.json },
+                None => Cell::none(),
+            },
         ]);
         rows.push(row);
     }

@@ -25,6 +25,7 @@ fn load(bytes: &[u8]) -> Result<(), TestCaseError> {
         valid_fraction: 0.1,
         split_seed: 0,
         skip_bad_images: false,
+        split_method: crate::SplitMethod::Shuffle,
     };
     match load_dataset(&config) {
         Ok(data) => {
