@@ -121,7 +121,10 @@ fn a_bad_split_file_is_refused_naming_the_file_and_row_before_anything_is_record
     let rows: String = (0..12).map(|i| format!("{},{}\n", id(i), if i < 9 { "train" } else { "valid" })).collect();
     let path = env.path("split.csv").display().to_string();
     let cases = [
-        (format!("id,set\n{rows}dog99,train\n"), format!("error: {path}:14: unknown id `dog99`: no image of the data set has it")),
+        (
+            format!("id,set\n{rows}dog99,train\n"),
+            format!("error: {path}:14: unknown id `dog99`: no image of the data set has it"),
+        ),
         (format!("id,set\n{rows}dog03,valid\n"), format!("error: {path}:14: duplicate id `dog03` (first on line 5)")),
         (
             format!("id,set\n{}", rows.replace("dog04,train", "dog04,test")),
@@ -163,8 +166,7 @@ fn split_method_pandas_validates_the_rows_pandas_leaves_out() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = env.sweep(&["split"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let valid: Vec<String> =
-        stdout(&out).lines().filter_map(|l| l.strip_suffix(",valid")).map(str::to_owned).collect();
+    let valid: Vec<String> = stdout(&out).lines().filter_map(|l| l.strip_suffix(",valid")).map(str::to_owned).collect();
     assert_eq!(valid, [id(3), id(6), id(7)]);
     assert_eq!(status_of(&env, "pandas")["split"]["method"], "pandas");
 }
@@ -233,7 +235,9 @@ fn the_normalisation_a_weights_file_declares_is_used_or_checked() {
     std::fs::write(&arch, std::fs::read_to_string(&arch).unwrap().replace("resnet18", "resnet34")).unwrap();
     let out = env.sweep(&["run", &arch]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(error_line(&out).contains("its metadata declares backbone resnet18 but [model] sets backbone = \"resnet34\""));
+    assert!(
+        error_line(&out).contains("its metadata declares backbone resnet18 but [model] sets backbone = \"resnet34\"")
+    );
     no_sweep_recorded(&env);
 
     // Left out: the file's values are used, and the run says so.

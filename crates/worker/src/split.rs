@@ -67,9 +67,7 @@ pub fn make_splits(
             line: None,
             message: "split_method = \"pandas\" makes one split, not folds".to_owned(),
         }),
-        (SplitMethod::File(path), folds) => {
-            read_split(path, &item_ids(dataset, &config.layout), folds, lenient)
-        }
+        (SplitMethod::File(path), folds) => read_split(path, &item_ids(dataset, &config.layout), folds, lenient),
     }
 }
 
@@ -94,9 +92,7 @@ pub fn item_ids(dataset: &Dataset, layout: &Layout) -> Vec<String> {
                 rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
             }
             // Kaggle: `train/<id>.jpg`.
-            (Source::File(path), _) => {
-                path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
-            }
+            (Source::File(path), _) => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         })
         .collect()
 }
@@ -144,7 +140,10 @@ fn read_split(path: &Path, ids: &[String], folds: Option<usize>, lenient: bool) 
         ["id", "set"] => false,
         ["id", "set", "fold"] => true,
         _ => {
-            return Err(err(Some(1), format!("the header must be `id,set` or `id,set,fold`, got `{}`", header.join(","))))
+            return Err(err(
+                Some(1),
+                format!("the header must be `id,set` or `id,set,fold`, got `{}`", header.join(",")),
+            ))
         }
     };
     let k = match (with_fold, folds) {
@@ -173,7 +172,10 @@ fn read_split(path: &Path, ids: &[String], folds: Option<usize>, lenient: bool) 
         let line = record.position().map_or(0, |p| p.line() as usize);
         let want = if with_fold { 3 } else { 2 };
         if record.len() != want {
-            return Err(err(Some(line), format!("expected {want} fields ({}), got {}", header.join(","), record.len())));
+            return Err(err(
+                Some(line),
+                format!("expected {want} fields ({}), got {}", header.join(","), record.len()),
+            ));
         }
         let (id, set) = (record[0].trim(), record[1].trim());
         let valid = match set {
@@ -393,7 +395,8 @@ mod tests {
     }
 
     fn synthetic(n: usize) -> (Dataset, Layout) {
-        let items = (0..n).map(|index| Item { source: Source::Synthetic { index }, label: (index % 2) as u32 }).collect();
+        let items =
+            (0..n).map(|index| Item { source: Source::Synthetic { index }, label: (index % 2) as u32 }).collect();
         let cfg = crate::SyntheticConfig { classes: 2, images: n, width: 8, height: 8, seed: 0 };
         (Dataset { classes: vec!["a".into(), "b".into()], items, synthetic: Some(cfg) }, Layout::Synthetic(cfg))
     }

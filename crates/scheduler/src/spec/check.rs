@@ -224,7 +224,10 @@ impl Checker {
                 self.error(
                     node.line,
                     key,
-                    format!("must be an array of 3 numbers (or fractions such as \"1/255\"), got {}", other.type_name()),
+                    format!(
+                        "must be an array of 3 numbers (or fractions such as \"1/255\"), got {}",
+                        other.type_name()
+                    ),
                 );
                 None
             }
@@ -314,8 +317,12 @@ impl Checker {
         }
         let valid_fraction = self.float(&mut t, "valid_fraction", |x| x > 0.0 && x < 1.0, "> 0 and < 1");
         let seed_given = t.entries.iter().any(|e| e.0 == "split_seed");
-        let (split_method, split) =
-            self.split_keys(&mut t, folds.is_some(), [("valid_fraction", fraction_given), ("split_seed", seed_given)], base_dir);
+        let (split_method, split) = self.split_keys(
+            &mut t,
+            folds.is_some(),
+            [("valid_fraction", fraction_given), ("split_seed", seed_given)],
+            base_dir,
+        );
         let split_seed = self.int(&mut t, "split_seed", 0, i64::MAX);
         let line = t.line;
         let mut skip_bad_images = false;
@@ -408,7 +415,11 @@ impl Checker {
         let Some(text) = split else { return (method, None) };
         for (key, given) in others {
             if given {
-                self.error(split_line, "data.split", format!("{key} does not apply with split: the file gives the split"));
+                self.error(
+                    split_line,
+                    "data.split",
+                    format!("{key} does not apply with split: the file gives the split"),
+                );
             }
         }
         if method_given {
@@ -422,7 +433,12 @@ impl Checker {
     fn model(&mut self, node: &Node, base_dir: &Path) -> Option<(ModelConfig, String, ModelGiven)> {
         let mut t = self.table("model", node)?;
         let written = |key: &str| t.entries.iter().any(|e| e.0 == key);
-        let mut given = ModelGiven { backbone: written("backbone"), mean: written("mean"), std: written("std"), ..ModelGiven::default() };
+        let mut given = ModelGiven {
+            backbone: written("backbone"),
+            mean: written("mean"),
+            std: written("std"),
+            ..ModelGiven::default()
+        };
         let line = t.line;
         let backbone_node_line = t.line_of("backbone");
         let arch = match self.string(&mut t, "backbone").as_deref() {

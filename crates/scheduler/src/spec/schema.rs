@@ -194,7 +194,10 @@ pub(crate) enum PositiveFraction {
     /// A number > 0.
     Number(Positive),
     /// `"A/B"`.
-    Text(#[schemars(regex(pattern = r"^\s*[+]?[0-9]*[1-9][0-9]*(\.[0-9]*)?\s*/\s*[0-9]*[1-9][0-9]*(\.[0-9]*)?\s*$"))] String),
+    Text(
+        #[schemars(regex(pattern = r"^\s*[+]?[0-9]*[1-9][0-9]*(\.[0-9]*)?\s*/\s*[0-9]*[1-9][0-9]*(\.[0-9]*)?\s*$"))]
+        String,
+    ),
 }
 
 /// A number > 0.

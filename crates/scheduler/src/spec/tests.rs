@@ -558,7 +558,9 @@ fn a_fraction_in_toml_says_to_write_a_decimal() {
 /// the ids of the same decimals; a string that is no fraction says what to write.
 #[test]
 fn fractions_in_quotes_are_numbers() {
-    let file = |std: &str| format!("name = \"x\"\n[data]\nlayout = \"synthetic\"\n[model]\nweights = \"random\"\nstd = {std}\n");
+    let file = |std: &str| {
+        format!("name = \"x\"\n[data]\nlayout = \"synthetic\"\n[model]\nweights = \"random\"\nstd = {std}\n")
+    };
     let parse = |src: &str| SweepSpec::parse(src, Format::Toml, Path::new("f.toml"), Path::new("."));
     let quoted = parse(&file(r#"["1/255", "1/255", " 2 / 255 "]"#)).unwrap();
     assert_eq!(quoted.model.std, [1.0 / 255.0, 1.0 / 255.0, 2.0 / 255.0]);

@@ -168,10 +168,8 @@ fn arch_from_metadata(value: &str) -> Option<Arch> {
 /// `[a, b, c]` (JSON; numbers or fraction strings) or `a,b,c`.
 fn triple_from_metadata(value: &str) -> Option<[f64; 3]> {
     let inner = value.trim().trim_start_matches('[').trim_end_matches(']');
-    let parts: Vec<f64> = inner
-        .split(',')
-        .map(|p| parse_fraction(p.trim().trim_matches('"')))
-        .collect::<Option<Vec<f64>>>()?;
+    let parts: Vec<f64> =
+        inner.split(',').map(|p| parse_fraction(p.trim().trim_matches('"'))).collect::<Option<Vec<f64>>>()?;
     <[f64; 3]>::try_from(parts).ok()
 }
 
@@ -272,7 +270,8 @@ mod tests {
     #[test]
     fn declared_values_fill_what_the_sweep_file_leaves_out_and_check_what_it_sets() {
         let dir = tempfile::tempdir().unwrap();
-        let path = save(dir.path(), &[("arch", "resnet50-v1"), ("mean", "[0.5, 0.5, 0.5]"), ("std", "1/255,1/255,1/255")]);
+        let path =
+            save(dir.path(), &[("arch", "resnet50-v1"), ("mean", "[0.5, 0.5, 0.5]"), ("std", "1/255,1/255,1/255")]);
         let in_force = model_in_force(&cfg(&path), ModelGiven::default()).unwrap();
         assert_eq!(in_force.model.arch, Arch::Resnet50V1);
         assert_eq!(in_force.model.mean, [0.5; 3]);
@@ -290,9 +289,8 @@ mod tests {
         let all = ModelGiven { backbone: true, mean: true, std: true, ignore_metadata: false };
         assert!(model_in_force(&same, all).unwrap().from_file.is_empty());
         // Written and different: one line, naming the file, both values, the way out.
-        let err = model_in_force(&cfg(&path), ModelGiven { std: true, ..ModelGiven::default() })
-            .unwrap_err()
-            .to_string();
+        let err =
+            model_in_force(&cfg(&path), ModelGiven { std: true, ..ModelGiven::default() }).unwrap_err().to_string();
         assert_eq!(
             err,
             format!(
