@@ -145,7 +145,8 @@ fn a_grid_past_max_jobs_is_refused_with_its_count() {
     let out = env.sweep(&["plan", example.to_str().unwrap(), "--max-jobs", "95"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("expands to 96 jobs, more than the limit of 95"), "{}", stderr(&out));
-    let out = env.sweep(&["plan", example.to_str().unwrap(), "--format", "json"]);
+    // Its data is not here: only the expansion (issue 18: plan checks the data otherwise).
+    let out = env.sweep(&["plan", example.to_str().unwrap(), "--format", "json", "--no-check"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out).as_array().map(Vec::len), Some(96));
 }

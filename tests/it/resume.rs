@@ -181,7 +181,7 @@ fn is_epoch_line(line: &str) -> bool {
     line.starts_with("job ") && line.contains(" epoch ") && line.contains(": train loss")
 }
 
-/// The table and every job's epochs, without the wall-clock `seconds`.
+/// The table and every job's epochs, without the wall-clock `seconds` (and `total_seconds`).
 pub(crate) fn results(env: &Env, db: &Path) -> Value {
     let db = db.to_str().unwrap();
     let table = env.sweep(&["--db", db, "table", "--format", "json"]);
@@ -201,6 +201,7 @@ fn without_seconds(mut v: Value) -> Value {
     match &mut v {
         Value::Object(map) => {
             map.remove("seconds");
+            map.remove("total_seconds");
             for x in map.values_mut() {
                 *x = without_seconds(x.take());
             }

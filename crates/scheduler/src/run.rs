@@ -221,7 +221,10 @@ pub async fn run(
     // a split file checked whole (`preflight.rs`).
     let crate::preflight::Checked { dataset, model, .. } = crate::preflight::check(&spec)?;
     tracing::info!("{}", model.describe());
-    observer.setup(&model.describe());
+    // Said where a weights file may declare them (its metadata).
+    if matches!(model.model.weights, sweep_worker::Weights::Safetensors(_)) {
+        observer.setup(&model.describe());
+    }
     if !spec.data.skip_bad_images {
         sweep_worker::check_images(&dataset, workers).map_err(sweep_worker::Error::from)?;
     }
