@@ -104,7 +104,7 @@ fn a_split_written_by_sweep_split_gives_the_same_split_and_results() {
     // The table and `sweep status` show the split.
     let table = stdout(&env.sweep(&["table", "second"]));
     let hash = b["split"]["hash"].as_str().unwrap();
-    assert!(table.contains(&format!("split: 9 train, 3 valid (file ")), "{table}");
+    assert!(table.contains("split: 9 train, 3 valid (file "), "{table}");
     assert!(table.contains(hash), "{table}");
     let status = stdout(&env.sweep(&["status"]));
     assert!(status.contains(&format!("9/3 {hash}")), "{status}");
