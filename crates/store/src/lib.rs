@@ -12,6 +12,7 @@
 //! `write` and `read`; `rows` holds the values they take and return, `busy`
 //! the waiting out of other connections' locks.
 
+mod binding;
 mod busy;
 mod error;
 mod inspect;

@@ -8,12 +8,33 @@ use crate::{EpochRow, Error, FeatureRun, JobRow, Status, Store, SweepRow};
 const FEATURE_RUNS: i64 = 2;
 
 impl Store {
-    /// A sweep by id, id prefix or name (the latest of that name); without
-    /// one, the latest sweep.
+    /// A sweep by id, id prefix or name; of several, the one last submitted
+    /// or run (its latest feature pass, computed or reused: a sweep file run
+    /// again on data that changed back finds its old sweep). Without one,
+    /// the latest in the same order.
     pub fn find_sweep(&self, which: Option<&str>) -> Result<SweepRow, Error> {
         let id: Option<String> = self.read(|conn| match which {
+            None if self.schema >= FEATURE_RUNS => conn
+                .query_row(
+                    "SELECT id FROM sweeps s
+                     ORDER BY max(created_at, coalesce((SELECT max(f.recorded_at) FROM feature_runs f
+                         WHERE f.sweep_id = s.id), '')) DESC, rowid DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional(),
             None => conn
                 .query_row("SELECT id FROM sweeps ORDER BY created_at DESC, rowid DESC LIMIT 1", [], |r| r.get(0))
+                .optional(),
+            Some(w) if self.schema >= FEATURE_RUNS => conn
+                .query_row(
+                    "SELECT id FROM sweeps s WHERE id = ?1 OR name = ?1 OR (length(?1) >= 4 AND id LIKE ?1 || '%')
+                     ORDER BY (id = ?1) DESC,
+                         max(created_at, coalesce((SELECT max(f.recorded_at) FROM feature_runs f
+                             WHERE f.sweep_id = s.id), '')) DESC, rowid DESC LIMIT 1",
+                    [w],
+                    |r| r.get(0),
+                )
                 .optional(),
             Some(w) => conn
                 .query_row(
