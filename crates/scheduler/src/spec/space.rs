@@ -580,19 +580,20 @@ pub(super) mod sobol {
         }
         let (s, a, m_init) = JOE_KUO[dim - 1];
         let s = s as usize;
-        let mut m = [0u32; 32];
-        m[..s].copy_from_slice(m_init);
-        for k in s..32 {
+        // m_k = 2 a_1 m_(k-1) ^ 4 a_2 m_(k-2) ^ … ^ 2^s m_(k-s) ^ m_(k-s).
+        let mut m: Vec<u32> = m_init.to_vec();
+        while m.len() < 32 {
+            let k = m.len();
             let mut next = m[k - s] ^ (m[k - s] << s);
             for j in 1..s {
                 if (a >> (s - 1 - j)) & 1 == 1 {
                     next ^= m[k - j] << j;
                 }
             }
-            m[k] = next;
+            m.push(next);
         }
-        for k in 0..32 {
-            v[k] = m[k] << (31 - k);
+        for (k, (v, m)) in v.iter_mut().zip(m).enumerate() {
+            *v = m << (31 - k);
         }
         v
     }
