@@ -145,7 +145,24 @@ fn the_table_ranks_by_the_objective_and_best_pastes_back_to_the_same_job() {
     let out = env.sweep(&["best", "by-loss"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let section = stdout(&out);
-    assert!(section.contains("# score: valid_loss = ") && section.contains("\n[train]\n"), "{section}");
+    assert!(section.contains("# score: valid_loss = ") && section.contains("\n[train]\nbatch_size = "), "{section}");
+    // Every train key, in the sweep file's order.
+    let keys: Vec<&str> =
+        section.lines().skip_while(|l| *l != "[train]").skip(1).map(|l| l.split(" = ").next().unwrap()).collect();
+    let order = [
+        "batch_size",
+        "workers",
+        "lr",
+        "momentum",
+        "epochs",
+        "optimizer",
+        "weight_decay",
+        "step_size",
+        "gamma",
+        "seed",
+        "loss",
+    ];
+    assert_eq!(keys, order, "{section}");
     let pasted = env.write("pasted.toml", &format!("name = \"pasted\"\n{HEAD}\n{section}"));
     let plan = env.sweep(&["plan", pasted.to_str().unwrap(), "--format", "json"]);
     assert!(plan.status.success(), "{}\n{section}", stderr(&plan));

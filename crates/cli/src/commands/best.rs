@@ -24,13 +24,11 @@ pub fn best(global: &GlobalArgs, args: &BestArgs) -> anyhow::Result<Outcome> {
     // Every train key, in the sweep file's order, as the job recorded it
     // (canonical JSON: whole numbers, shortest round-trip reals, quoted
     // names; each is a TOML value as it stands).
-    let mut train = serde_json::Map::new();
+    let mut train: Vec<(&str, &serde_json::Value)> = Vec::new();
     let mut missing = Vec::new();
     for key in TrainKey::ALL {
         match job.config.get(key.name()) {
-            Some(value) => {
-                train.insert(key.name().to_owned(), value.clone());
-            }
+            Some(value) => train.push((key.name(), value)),
             None => missing.push(key.name()),
         }
     }
@@ -51,7 +49,7 @@ pub fn best(global: &GlobalArgs, args: &BestArgs) -> anyhow::Result<Outcome> {
                 "best_epoch": job.row.best_epoch,
                 "best_valid_acc": job.row.best_valid_acc,
                 "fold": job.fold(),
-                "train": train,
+                "train": train.iter().map(|(k, v)| ((*k).to_owned(), (*v).clone())).collect::<serde_json::Map<_, _>>(),
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         }
@@ -67,7 +65,7 @@ pub fn best(global: &GlobalArgs, args: &BestArgs) -> anyhow::Result<Outcome> {
                 writeln!(out, "# fold {fold} of a k-fold sweep: paste with the same [data] folds")?;
             }
             writeln!(out, "[train]")?;
-            for (key, value) in &train {
+            for (key, value) in train {
                 writeln!(out, "{key} = {}", toml_value(value))?;
             }
         }
