@@ -470,7 +470,7 @@ pub(super) fn sample(search: &Search, sampled: &[Sampled], trial: u64, params: &
     for (dim, s) in sampled.iter().enumerate() {
         let name = fnv(s.key.name());
         let u = match search.method {
-            Method::Sobol => sobol::point(trial, dim, hash(&[search.seed, dim as u64, 0x736f_626f_6c]) as u32),
+            Method::Sobol => sobol::point(trial, dim, hash(&[search.seed, dim as u64, 0x0073_6f62_6f6c]) as u32),
             _ => unit(hash(&[search.seed, trial, name, 0])),
         };
         let zero = s.zero_probability > 0.0 && unit(hash(&[search.seed, trial, name, 1])) < s.zero_probability;
