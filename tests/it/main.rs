@@ -7,6 +7,7 @@ mod plan;
 mod results;
 mod resume;
 mod run;
+mod search;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -37,6 +37,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => commands::run::resume(&cli.global, args),
         Command::Plan(args) => commands::plan::plan(args),
         Command::Table(args) => commands::table::table(&cli.global, args),
+        Command::Best(args) => commands::best::best(&cli.global, args),
         Command::Show(args) => commands::table::show(&cli.global, args),
         Command::Status(args) => commands::table::status(&cli.global, args),
         Command::Plot(args) => commands::plot::plot(&cli.global, args),

@@ -113,3 +113,23 @@ fn status_text_says_how_far() {
     job.row.status = Status::Interrupted;
     assert_eq!(job.status_text(), "interrupted (1/1)");
 }
+
+#[test]
+fn the_objective_comes_from_the_recorded_spec_and_picks_the_best() {
+    use crate::Objective;
+    assert_eq!(Objective::of_spec("{}"), Objective::ValidAcc);
+    assert_eq!(Objective::of_spec(r#"{"search":{"objective":"valid_loss"}}"#), Objective::ValidLoss);
+    assert_eq!(Objective::of_spec(r#"{"search":{"method":"random","objective":"train_loss"}}"#), Objective::TrainLoss);
+    assert_eq!(Objective::of_spec("not json"), Objective::ValidAcc);
+    // Each job's loss equals its accuracy here (one epoch each): the lowest
+    // loss is the job with the lowest accuracy.
+    let (_, mut r) = sweep(&[(r#"{"lr":0.1}"#, Some(0.5)), (r#"{"lr":0.2}"#, Some(0.3)), (r#"{"lr":0.3}"#, None)]);
+    assert_eq!(r.best().map(|j| j.row.id.as_str()), Some("job0"));
+    r.objective = Objective::ValidLoss;
+    assert_eq!(r.best().map(|j| j.row.id.as_str()), Some("job0"), "every valid loss is 1.0: the first of equals");
+    r.sort_by_objective();
+    assert_eq!(r.jobs.last().map(|j| j.row.id.as_str()), Some("job2"), "a job without a score sorts last");
+    r.sort_by("lr").unwrap();
+    assert_eq!(r.jobs[0].row.id, "job0");
+    assert!(r.sort_by("nope").is_err());
+}

@@ -73,7 +73,9 @@ impl Store {
                     j.error, j.best_valid_acc, j.best_epoch,
                     (SELECT e.train_acc FROM epochs e WHERE e.job_id = j.id ORDER BY e.epoch DESC LIMIT 1),
                     (SELECT count(*) FROM epochs e WHERE e.job_id = j.id),
-                    j.seconds
+                    j.seconds,
+                    (SELECT min(e.valid_loss) FROM epochs e WHERE e.job_id = j.id),
+                    (SELECT min(e.train_loss) FROM epochs e WHERE e.job_id = j.id)
              FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
              WHERE s.sweep_id = ?1 ORDER BY s.position",
             )?
@@ -94,6 +96,8 @@ impl Store {
                     final_train_acc: r.get(12)?,
                     epochs_done: r.get(13)?,
                     seconds: r.get(14)?,
+                    best_valid_loss: r.get(15)?,
+                    best_train_loss: r.get(16)?,
                 })
             })?
             .collect()

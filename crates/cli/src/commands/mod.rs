@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod best;
 pub mod export;
 pub mod plan;
 pub mod plot;
