@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod export;
+pub mod importance;
 pub mod plan;
 pub mod plot;
 pub mod run;
+pub mod serve;
 pub mod synth;
 pub mod table;

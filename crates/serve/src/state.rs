@@ -1,0 +1,60 @@
+//! The server's one read-only connection, shared by the requests.
+
+use std::sync::{Mutex, MutexGuard};
+
+use sweep_store::Store;
+
+use crate::{Config, Error};
+
+/// What every request reads through.
+#[derive(Debug)]
+pub struct State {
+    config: Config,
+    /// One read-only connection; requests take turns (each read is short).
+    store: Mutex<Opened>,
+}
+
+/// The connection, and whether a database was there to open.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    store: Store,
+    /// Whether the file held a database when opened: a missing or empty one
+    /// reads as empty and is opened again on each request until it does.
+    real: bool,
+}
+
+impl State {
+    /// Opens `config.db` read-only.
+    pub fn open(config: Config) -> Result<State, Error> {
+        let opened = Opened::open(&config)?;
+        Ok(State { config, store: Mutex::new(opened) })
+    }
+
+    /// The speed-only keys, as `sweep-results` takes them.
+    pub(crate) fn speed_only(&self) -> Vec<&str> {
+        self.config.speed_only.iter().map(String::as_str).collect()
+    }
+
+    /// The connection, opened again while the file held no database.
+    pub(crate) fn store(&self) -> Result<MutexGuard<'_, Opened>, Error> {
+        let mut guard = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !guard.real {
+            *guard = Opened::open(&self.config)?;
+        }
+        Ok(guard)
+    }
+}
+
+impl Opened {
+    fn open(config: &Config) -> Result<Opened, Error> {
+        let real = std::fs::metadata(&config.db).is_ok_and(|m| m.len() > 0);
+        Ok(Opened { store: Store::open_read_only(&config.db)?, real })
+    }
+}
+
+impl std::ops::Deref for Opened {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
