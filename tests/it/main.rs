@@ -1,12 +1,14 @@
 //! End-to-end tests: the `sweep` binary, run as a user runs it.
 
 mod adversarial;
+mod cdp;
 mod data;
 mod hostile;
 mod plan;
 mod results;
 mod resume;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

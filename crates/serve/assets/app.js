@@ -290,7 +290,7 @@ class CurveChart {
         const cls = "series " + kind + (j.best ? " best" : "");
         if (path.getAttribute("class") !== cls) path.setAttribute("class", cls);
         if (path.getAttribute("d") !== d) path.setAttribute("d", d);
-        path.setAttribute("stroke", colorOf(j.id));
+        path.setAttribute("stroke", j.color || colorOf(j.id));
         path.setAttribute("data-points", String(j.epoch.length));
         if (j.best) this.lines.append(path); // drawn last, on top
       }
@@ -578,13 +578,14 @@ function sweepPage(id) {
   }
 
   function renderCurves(c) {
-    const jobs = c.jobs.map((j) => ({ ...j, label: j.id.slice(0, 8) + " " +
+    // Colours by rank (the best first), distinct for the 12 jobs drawn.
+    const jobs = c.jobs.map((j, i) => ({ ...j, color: PALETTE[i % PALETTE.length], label: j.id.slice(0, 8) + " " +
       c.keys.map((k) => k + "=" + fmtValue(j.params[k])).join(" ") }));
     acc.update(jobs);
     loss.update(jobs);
     legend.replaceChildren(...jobs.map((j) => {
       const s = el("span", { class: j.best ? "best" : "", "data-job": j.id }, j.label);
-      s.style.setProperty("--c", colorOf(j.id));
+      s.style.setProperty("--c", j.color);
       return s;
     }));
   }
@@ -618,8 +619,9 @@ function sweepPage(id) {
       const [imp, sr] = await Promise.all([getJSON(base + "/importance"), getJSON(base + "/search")]);
       if (imp.jobs < 2) importance.replaceChildren(el("p", { class: "muted" }, "Fewer than two jobs done: nothing to explain yet."));
       else drawImportance(importance, imp);
-      setText(method, `Share of the variance of ${imp.objective} over ${imp.jobs} done jobs that each key explains alone: ` +
-        `${imp.method}. Unexplained by any one key (interactions, noise): ${imp.unexplained.toFixed(3)}.`);
+      setText(method, `The share of the variance of ${imp.objective} over the ${imp.jobs} done jobs that each key ` +
+        "explains alone: first-order Sobol indices from the key's (binned) marginal means, which on a full grid " +
+        `are fANOVA's main effects. Left to interactions and noise: ${imp.unexplained.toFixed(3)}.`);
       renderSearch(sr);
     }
     return true; // a finished sweep may be resumed: keep watching

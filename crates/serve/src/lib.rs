@@ -79,10 +79,35 @@ impl Server {
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
         let addr = self.addr;
-        axum::serve(self.listener, router(self.state))
+        let app = router(self.state);
+        let app = if addr.ip().is_loopback() { app.layer(axum::middleware::from_fn(loopback_host_only)) } else { app };
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| Error::Io { addr, source })
+    }
+}
+
+/// On a loopback address, answers only requests addressed to a loopback
+/// name (`localhost`, `127.0.0.1`, `[::1]`): a web page elsewhere whose name
+/// its owner points at 127.0.0.1 (DNS rebinding) cannot read the results.
+async fn loopback_host_only(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let host = request.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    let loopback =
+        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        next.run(request).await
+    } else {
+        (
+            axum::http::StatusCode::FORBIDDEN,
+            "403: this dashboard answers only to localhost (see `sweep serve --bind`)\n",
+        )
+            .into_response()
     }
 }
 

@@ -77,8 +77,13 @@ impl Response {
 
 /// `GET path` over HTTP/1.1 with `Connection: close`.
 fn get(addr: SocketAddr, path: &str) -> Response {
+    get_as(addr, &addr.to_string(), path)
+}
+
+/// `GET path` with this `Host` header.
+fn get_as(addr: SocketAddr, host: &str, path: &str) -> Response {
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8(raw).expect("UTF-8 response");
@@ -335,4 +340,22 @@ fn a_missing_database_serves_no_sweeps_and_is_not_created() {
     drop(database(dir.path()));
     std::fs::rename(dir.path().join("sweep.db"), &db).unwrap();
     assert_eq!(server.json("/api/sweeps").as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn on_loopback_only_requests_to_a_loopback_name_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    let server = Running::start(&db);
+    let port = server.addr.port();
+    for host in
+        [format!("127.0.0.1:{port}"), format!("localhost:{port}"), "LOCALHOST".to_owned(), format!("[::1]:{port}")]
+    {
+        assert_eq!(get_as(server.addr, &host, "/api/sweeps").status, 200, "{host}");
+    }
+    // DNS rebinding: another site's name pointed at 127.0.0.1.
+    for host in [format!("evil.example:{port}"), "127.0.0.1.evil.example".to_owned(), String::new()] {
+        let r = get_as(server.addr, &host, "/api/sweeps");
+        assert_eq!(r.status, 403, "{host:?}: {}", r.body);
+    }
 }
