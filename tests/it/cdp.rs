@@ -150,10 +150,16 @@ impl Browser {
         }
     }
 
-    /// A PNG of the whole page.
-    pub(crate) fn screenshot(&mut self, page: &Page) -> Vec<u8> {
-        let r =
-            self.call(Some(page), "Page.captureScreenshot", json!({ "format": "png", "captureBeyondViewport": true }));
+    /// A PNG of the whole page, `max_height` CSS pixels at most.
+    pub(crate) fn screenshot(&mut self, page: &Page, max_height: u32) -> Vec<u8> {
+        let size = self.eval(page, "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]");
+        let (width, height) = (size[0].as_f64().unwrap(), size[1].as_f64().unwrap().min(max_height as f64));
+        let clip = json!({ "x": 0, "y": 0, "width": width, "height": height, "scale": 1 });
+        let r = self.call(
+            Some(page),
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true, "clip": clip }),
+        );
         base64_decode(r["data"].as_str().unwrap())
     }
 }

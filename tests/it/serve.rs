@@ -243,7 +243,7 @@ fn serve_dashboard_in_a_real_browser() {
     // Importance bars and search views.
     browser.wait_for(&page, "document.querySelectorAll('#importance-chart rect.bar').length === 2", 20);
     assert_eq!(browser.eval(&page, "document.querySelectorAll('#search svg').length"), 3, "lr, momentum, best so far");
-    let shot = browser.screenshot(&page);
+    let shot = browser.screenshot(&page, 2400);
     check_png(&shot);
     std::fs::write(env.path("dashboard.png"), &shot).unwrap();
     if let Some(path) = std::env::var_os("SWEEP_SCREENSHOT") {
@@ -303,7 +303,7 @@ fn serve_dashboard_in_a_real_browser() {
 fn check_png(png: &[u8]) {
     let img = image::load_from_memory(png).expect("a PNG").to_rgb8();
     assert_eq!(img.width(), 1400);
-    assert!(img.height() >= 1000);
+    assert!(img.height() >= 1800, "the whole page: {}", img.height());
     let inked = img.pixels().filter(|p| p.0.iter().any(|c| *c < 200)).count();
     let share = inked as f64 / (img.width() * img.height()) as f64;
     assert!(share > 0.01 && share < 0.6, "ink {share}");

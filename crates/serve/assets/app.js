@@ -8,8 +8,8 @@
 const POLL_MS = 3000;
 const MAX_ROWS = 500;
 const SVGNS = "http://www.w3.org/2000/svg";
-const PALETTE = ["#2f6fdf", "#e67e22", "#27ae60", "#8e44ad", "#16a085", "#d35400", "#2c3e50", "#c0392b",
-  "#7f8c8d", "#f1c40f", "#1abc9c", "#e84393"];
+const PALETTE = ["#2f6fdf", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#2c3e50", "#f1c40f",
+  "#e84393", "#7f8c8d", "#6c5ce7", "#a0522d"];
 const STATUSES = ["pending", "running", "done", "failed", "interrupted"];
 
 // ---- DOM helpers ---------------------------------------------------------
