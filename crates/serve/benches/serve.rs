@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p sweep-serve --bench serve [-- JOBS EPOCHS]`
 
-#[path = "../tests/fixture.rs"]
+#[path = "../tests/fixture/mod.rs"]
 mod fixture;
 
 use std::io::{Read, Write};
@@ -23,36 +23,50 @@ fn get(addr: SocketAddr, path: &str) -> (u16, usize) {
     (status, raw.len())
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let jobs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let epochs: i64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(14);
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
-    let db = dir.path().join("sweep.db");
-    let start = Instant::now();
-    let ids = {
-        let mut store = fixture::open(&db);
-        fixture::add_sweep(&mut store, "big0", "big", &fixture::grid(jobs, epochs))
-    };
-    eprintln!(
-        "wrote {jobs} jobs x {epochs} epochs in {:.1} s ({:.1} MiB)",
-        start.elapsed().as_secs_f64(),
-        std::fs::metadata(&db).unwrap().len() as f64 / 1048576.0
-    );
-
-    let config = Config { db: db.clone(), speed_only: vec!["workers".into()] };
+/// A server of `db` on a free loopback port, on its own runtime thread.
+fn start(db: &std::path::Path) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>) {
+    let config = Config { db: db.to_owned(), speed_only: vec!["workers".into()] };
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
             let server = Server::bind("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
             tx.send(server.local_addr()).unwrap();
-            server.run(std::future::pending()).await.unwrap();
+            server
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
         });
     });
-    let addr = rx.recv().unwrap();
-    let job = &ids[ids.len() / 2];
+    (rx.recv().unwrap(), stop, thread)
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let jobs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let epochs: i64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(14);
+    // SWEEP_BENCH_DB keeps the database between runs (writing it takes minutes).
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
+    let db = std::env::var_os("SWEEP_BENCH_DB").map_or_else(|| dir.path().join("sweep.db"), Into::into);
+    if !db.exists() {
+        let start = Instant::now();
+        let mut store = fixture::open(&db);
+        fixture::add_sweep(&mut store, "big0", "big", &fixture::grid(jobs, epochs));
+        eprintln!(
+            "wrote {jobs} jobs x {epochs} epochs in {:.1} s ({:.1} MiB)",
+            start.elapsed().as_secs_f64(),
+            std::fs::metadata(&db).unwrap().len() as f64 / 1048576.0
+        );
+    }
+    let job = sweep_store::Store::open_read_only(&db).unwrap().jobs("big0").unwrap()[jobs / 2].id.clone();
     let paths = [
         "/".to_owned(),
         "/sweeps/big0".to_owned(),
@@ -66,24 +80,29 @@ fn main() {
         "/api/sweeps/big0/search".to_owned(),
         format!("/api/jobs/{job}"),
     ];
-    println!("| URL | median ms (5 runs) | min ms | bytes |");
-    println!("|---|---|---|---|");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "| URL | cold ms (median, min of 5) | warm ms (median, min of 5) | bytes |").unwrap();
+    writeln!(out, "|---|---|---|---|").unwrap();
     for path in &paths {
-        let (status, _) = get(addr, path);
-        assert_eq!(status, 200, "{path}");
-        let mut times: Vec<f64> = Vec::new();
-        let mut bytes = 0;
+        // Cold: a new server (nothing read yet) for each request; warm: the
+        // same URL again on it (nothing committed since).
+        let (mut cold, mut warm, mut bytes) = (Vec::new(), Vec::new(), 0);
         for _ in 0..5 {
+            let (addr, stop, thread) = start(&db);
             let t = Instant::now();
-            bytes = get(addr, path).1;
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            let (status, n) = get(addr, path);
+            cold.push(ms(t));
+            assert_eq!(status, 200, "{path}");
+            let t = Instant::now();
+            bytes = get(addr, path).1.max(n);
+            warm.push(ms(t));
+            let _ = stop.send(());
+            thread.join().unwrap();
         }
-        times.sort_by(f64::total_cmp);
-        let shown = if path.starts_with("/jobs/") || path.starts_with("/api/jobs/") {
-            path.replace(job, "JOB")
-        } else {
-            path.clone()
-        };
-        println!("| `{shown}` | {:.1} | {:.1} | {bytes} |", times[2], times[0]);
+        cold.sort_by(f64::total_cmp);
+        warm.sort_by(f64::total_cmp);
+        let shown = path.replace(&job, "JOB");
+        writeln!(out, "| `{shown}` | {:.1}, {:.1} | {:.1}, {:.1} | {bytes} |", cold[2], cold[0], warm[2], warm[0])
+            .unwrap();
     }
 }

@@ -124,9 +124,9 @@ fn find_sweep(store: &Store, id: &str) -> Result<SweepRow, ApiError> {
     }
 }
 
-fn load(state: &State, store: &Store, id: &str) -> Result<SweepResults, ApiError> {
+fn load(state: &State, store: &Store, id: &str) -> Result<Arc<SweepResults>, ApiError> {
     let row = find_sweep(store, id)?;
-    Ok(SweepResults::load(store, row, &state.speed_only())?)
+    Ok(state.results(store, row)?)
 }
 
 /// A setting's value as JSON (non-finite numbers are `null`).
@@ -195,7 +195,8 @@ async fn sweeps(Extract(state): Extract<Arc<State>>, Query(q): Query<HashMap<Str
     with_store(state, |state, store| {
         let mut out = Vec::new();
         for row in store.sweeps()? {
-            out.push(summary(&SweepResults::load(store, row, &state.speed_only())?));
+            let results = state.results(store, row)?;
+            out.push(summary(&results));
         }
         Ok(Json_::Array(out))
     })
@@ -217,10 +218,17 @@ async fn sweep(
     };
     let sort = q.get("sort").cloned();
     with_store(state, move |state, store| {
-        let mut results = load(state, store, &id)?;
-        if let Some(key) = &sort {
-            results.sort_by(key).map_err(|e| ApiError::BadRequest(format!("sort: {e}")))?;
-        }
+        let cached = load(state, store, &id)?;
+        let sorted;
+        let results: &SweepResults = match &sort {
+            None => &cached,
+            Some(key) => {
+                let mut copy = SweepResults::clone(&cached);
+                copy.sort_by(key).map_err(|e| ApiError::BadRequest(format!("sort: {e}")))?;
+                sorted = copy;
+                &sorted
+            }
+        };
         let keys = results.varying_keys();
         let best = results.best().map(|b| {
             json!({
@@ -237,7 +245,7 @@ async fn sweep(
             .map(|j| job_json(j, &keys))
             .collect();
         Ok(json!({
-            "sweep": summary(&results),
+            "sweep": summary(results),
             "keys": keys,
             "best": best,
             "jobs": jobs,

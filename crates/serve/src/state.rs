@@ -1,7 +1,9 @@
 //! The server's one read-only connection, shared by the requests.
 
-use std::sync::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use sweep_results::SweepResults;
 use sweep_store::Store;
 
 use crate::{Config, Error};
@@ -12,6 +14,16 @@ pub struct State {
     config: Config,
     /// One read-only connection; requests take turns (each read is short).
     store: Mutex<Opened>,
+    /// Sweeps' results as last read, while the database's `data_version`
+    /// says nobody has committed since: a page's endpoints and its polls of
+    /// a sweep that is not running read the store once.
+    cache: Mutex<Cache>,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    version: Option<i64>,
+    sweeps: HashMap<String, Arc<SweepResults>>,
 }
 
 /// The connection, and whether a database was there to open.
@@ -27,7 +39,7 @@ impl State {
     /// Opens `config.db` read-only.
     pub fn open(config: Config) -> Result<State, Error> {
         let opened = Opened::open(&config)?;
-        Ok(State { config, store: Mutex::new(opened) })
+        Ok(State { config, store: Mutex::new(opened), cache: Mutex::default() })
     }
 
     /// The speed-only keys, as `sweep-results` takes them.
@@ -42,6 +54,30 @@ impl State {
             *guard = Opened::open(&self.config)?;
         }
         Ok(guard)
+    }
+}
+
+impl State {
+    /// A sweep's results, read again only when another connection has
+    /// committed since they were read (`store` is this state's, locked).
+    pub(crate) fn results(
+        &self,
+        store: &Store,
+        sweep: sweep_store::SweepRow,
+    ) -> Result<Arc<SweepResults>, sweep_results::Error> {
+        let version = store.data_version()?;
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.version != Some(version) {
+            cache.sweeps.clear();
+            cache.version = Some(version);
+        }
+        if let Some(results) = cache.sweeps.get(&sweep.id) {
+            return Ok(results.clone());
+        }
+        let id = sweep.id.clone();
+        let results = Arc::new(SweepResults::load(store, sweep, &self.speed_only())?);
+        cache.sweeps.insert(id, results.clone());
+        Ok(results)
     }
 }
 

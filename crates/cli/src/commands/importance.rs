@@ -30,11 +30,11 @@ pub fn importance(global: &GlobalArgs, args: &ImportanceArgs) -> anyhow::Result<
     if args.format == Format::Table {
         writeln!(
             out,
-            "sweep {}: what explains {} over {} done jobs ({}; unexplained by any one key: {:.3})",
+            "sweep {}: what explains {} over {} done jobs (first-order variance fractions; unexplained by any one \
+             key: {:.3})",
             printable(&results.sweep.name),
             imp.objective,
             imp.jobs,
-            "first-order variance fractions",
             imp.unexplained()
         )?;
         if imp.jobs < 2 {
