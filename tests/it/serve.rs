@@ -232,6 +232,17 @@ fn serve_dashboard_in_a_real_browser() {
         "the best job's two curves are bold"
     );
     assert_eq!(browser.eval(&page, "document.querySelector('#curves-loss path.series.valid').dataset.points"), "6");
+    // Hovering the best valid curve's last point shows its values.
+    let tip = browser.eval(
+        &page,
+        "(() => { const p = document.querySelector('#curves-acc path.series.valid.best'); \
+         const pt = p.getPointAtLength(p.getTotalLength()); const m = p.getScreenCTM(); \
+         p.ownerSVGElement.dispatchEvent(new MouseEvent('mousemove', \
+           { clientX: pt.x * m.a + m.e, clientY: pt.y * m.d + m.f, bubbles: true })); \
+         const t = document.getElementById('tip'); return t.hidden ? null : t.textContent; })()",
+    );
+    let tip = tip.as_str().unwrap_or_else(|| panic!("no tooltip: {tip}"));
+    assert!(tip.contains("valid acc") && tip.contains("epoch 6"), "{tip}");
     // Sorting by a header, and filtering by status.
     browser.eval(&page, "document.querySelector('#jobs thead th[data-key=\"param:lr\"]').click()");
     let lrs = browser
