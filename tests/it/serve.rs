@@ -254,6 +254,8 @@ fn serve_dashboard_in_a_real_browser() {
     // Importance bars and search views.
     browser.wait_for(&page, "document.querySelectorAll('#importance-chart rect.bar').length === 2", 20);
     assert_eq!(browser.eval(&page, "document.querySelectorAll('#search svg').length"), 3, "lr, momentum, best so far");
+    assert_eq!(browser.eval(&page, "document.querySelectorAll('#search circle.dot').length"), 18, "6 jobs on each");
+    assert_eq!(browser.eval(&page, "document.querySelectorAll('#search circle.dot.best').length"), 2);
     let shot = browser.screenshot(&page, 2400);
     check_png(&shot);
     std::fs::write(env.path("dashboard.png"), &shot).unwrap();

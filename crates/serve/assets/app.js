@@ -591,18 +591,19 @@ function sweepPage(id) {
   }
 
   function renderSearch(sr) {
+    const bestId = data && data.best ? data.best.id : null;
     for (const axis of sr.axes) {
       let chart = scatters.get(axis.key);
       if (!chart) { chart = new Scatter(search, "best valid acc vs " + axis.key, axis.key, "best valid acc"); scatters.set(axis.key, chart); }
-      const bestId = data && data.best ? data.best.id : null;
-      chart.update(axis.points.map((p) => ({ x: p.value, y: p.objective, id: p.job, best: p.job === bestId,
-        text: `${p.job.slice(0, 8)}\n${axis.key} ${fmtValue(p.value)}\nbest valid acc ${fmtAcc(p.objective)}` })), axis.log);
+      const jobs = axis.jobs || sr.jobs, ys = axis.objective || sr.objective;
+      chart.update(axis.values.map((v, i) => ({ x: v, y: ys[i], id: jobs[i], best: jobs[i] === bestId,
+        text: `${jobs[i].slice(0, 8)}\n${axis.key} ${fmtValue(v)}\nbest valid acc ${fmtAcc(ys[i])}` })), axis.log);
     }
     if (!bestSoFar) bestSoFar = new Scatter(search, "best so far vs trial", "trial", "best valid acc");
-    const trials = sr.best_so_far;
-    bestSoFar.update(trials.map((t) => ({ x: t.number, y: t.objective, id: t.job,
-      text: `trial ${t.number} (${t.job.slice(0, 8)})\nbest valid acc ${fmtAcc(t.objective)}\nbest so far ${fmtAcc(t.best_so_far)}` })),
-    false, trials.map((t) => ({ x: t.number, y: t.best_so_far })));
+    const t = sr.best_so_far;
+    bestSoFar.update(t.number.map((n, i) => ({ x: n, y: t.objective[i], id: t.job[i],
+      text: `trial ${n} (${t.job[i].slice(0, 8)})\nbest valid acc ${fmtAcc(t.objective[i])}\nbest so far ${fmtAcc(t.best_so_far[i])}` })),
+    false, t.number.map((n, i) => ({ x: n, y: t.best_so_far[i] })));
   }
 
   const base = "/api/sweeps/" + encodeURIComponent(id);

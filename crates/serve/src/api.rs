@@ -7,7 +7,8 @@
 //! - `GET /api/sweeps/{id}/curves?limit=`: learning curves of the jobs worth
 //!   watching (the best, the running, then by accuracy).
 //! - `GET /api/sweeps/{id}/importance`: each key's first-order importance.
-//! - `GET /api/sweeps/{id}/search`: objective against each key; best so far.
+//! - `GET /api/sweeps/{id}/search`: objective against each key; best so far
+//!   (as columns: `jobs` and `objective` once, each axis its `values`).
 //! - `GET /api/jobs/{id}`: one job: settings, epochs, checkpoints, error.
 //!
 //! An unknown sweep or job is a 404, a bad or unknown query parameter a 400,
@@ -328,21 +329,34 @@ async fn search(
     check_query(&q, &[])?;
     with_store(state, move |state, store| {
         let results = load(state, store, &id)?;
-        let axes: Vec<Json_> = results
-            .search()
-            .into_iter()
+        // Columns, not one object a point: the done jobs once, each axis
+        // their values in the same order (10,000 jobs stay well under 1 MB).
+        let axes = results.search();
+        let jobs: Vec<&str> = axes.first().map_or_else(Vec::new, |a| a.points.iter().map(|p| p.2.as_str()).collect());
+        let objective: Vec<f64> = axes.first().map_or_else(Vec::new, |a| a.points.iter().map(|p| p.1).collect());
+        let axes_json: Vec<Json_> = axes
+            .iter()
             .map(|axis| {
-                let points: Vec<Json_> =
-                    axis.points.iter().map(|(v, y, job)| json!({ "value": value_json(v), "objective": y, "job": job })).collect();
-                json!({ "key": axis.key, "log": axis.log, "points": points })
+                // Every done job has every varying key unless the sweep's
+                // jobs differ in which keys they record: then say which.
+                let aligned = axis.points.len() == jobs.len() && axis.points.iter().zip(&jobs).all(|(p, j)| p.2 == *j);
+                let values: Vec<Json_> = axis.points.iter().map(|p| value_json(&p.0)).collect();
+                let mut o = json!({ "key": axis.key, "log": axis.log, "values": values });
+                if !aligned {
+                    o["jobs"] = json!(axis.points.iter().map(|p| p.2.as_str()).collect::<Vec<_>>());
+                    o["objective"] = json!(axis.points.iter().map(|p| p.1).collect::<Vec<_>>());
+                }
+                o
             })
             .collect();
-        let trials: Vec<Json_> = results
-            .best_so_far()
-            .into_iter()
-            .map(|t| json!({ "number": t.number, "job": t.job_id, "objective": t.objective, "best_so_far": t.best_so_far }))
-            .collect();
-        Ok(json!({ "objective": "best_valid_acc", "axes": axes, "best_so_far": trials }))
+        let trials = results.best_so_far();
+        let trials = json!({
+            "number": trials.iter().map(|t| t.number).collect::<Vec<_>>(),
+            "job": trials.iter().map(|t| t.job_id.as_str()).collect::<Vec<_>>(),
+            "objective": trials.iter().map(|t| t.objective).collect::<Vec<_>>(),
+            "best_so_far": trials.iter().map(|t| t.best_so_far).collect::<Vec<_>>(),
+        });
+        Ok(json!({ "objective_name": "best_valid_acc", "jobs": jobs, "objective": objective, "axes": axes_json, "best_so_far": trials }))
     })
     .await
 }

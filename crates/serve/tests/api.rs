@@ -194,10 +194,13 @@ fn every_endpoint_answers_with_what_the_page_shows() {
     let search = server.json("/api/sweeps/aaaa/search");
     assert_eq!(search["axes"][0]["key"], "lr");
     assert_eq!(search["axes"][0]["log"], true, "1e-4 to 3e-3 spans a factor of 30");
-    assert_eq!(search["axes"][0]["points"].as_array().unwrap().len(), 4);
-    let trials = search["best_so_far"].as_array().unwrap();
-    assert_eq!(trials.len(), 5);
-    let bests: Vec<f64> = trials.iter().map(|t| t["best_so_far"].as_f64().unwrap()).collect();
+    assert_eq!(search["axes"][0]["values"], serde_json::json!([0.0001, 0.0003, 0.001, 0.003]));
+    assert_eq!(search["jobs"].as_array().unwrap().len(), 4, "the done jobs");
+    let at_best = search["jobs"].as_array().unwrap().iter().position(|j| j == best).unwrap();
+    assert_eq!(search["axes"][0]["values"][at_best], 0.003);
+    let trials = &search["best_so_far"];
+    assert_eq!(trials["number"], serde_json::json!([1, 2, 3, 4, 5]));
+    let bests: Vec<f64> = trials["best_so_far"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
     assert!(bests.windows(2).all(|w| w[0] <= w[1]), "best so far never falls: {bests:?}");
 
     let job = server.json(&format!("/api/jobs/{best}"));
