@@ -57,6 +57,10 @@ pub enum Command {
     Synth(SynthArgs),
     /// Measure decode, backbone and head speed and the seed table end to end, as JSON.
     Bench(BenchArgs),
+    /// Serve a live, read-only dashboard of the database on a local web page.
+    Serve(ServeArgs),
+    /// How much each hyperparameter explains of a sweep's best valid accuracy.
+    Importance(ImportanceArgs),
     /// Print the JSON Schema of sweep files (committed as sweeps/sweep.schema.json), for editors.
     Schema,
 }
@@ -215,6 +219,27 @@ pub struct PlotArgs {
     /// With --by: one line per value of this hyperparameter [default: the first other one that varies].
     #[arg(long, value_name = "KEY", requires = "by", value_parser = TRAIN_KEYS)]
     pub series: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on; another than loopback makes the page reachable from other machines.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub bind: std::net::SocketAddr,
+
+    /// Open the page in a browser (xdg-open) once listening.
+    #[arg(long)]
+    pub open: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportanceArgs {
+    /// A sweep's name or id [default: the latest sweep].
+    pub sweep: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

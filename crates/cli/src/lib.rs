@@ -44,6 +44,8 @@ pub fn main() -> ExitCode {
         Command::Export(args) => commands::export::export(&cli.global, args),
         Command::Synth(args) => commands::synth::synth(args),
         Command::Bench(args) => commands::bench::bench(args),
+        Command::Serve(args) => commands::serve::serve(&cli.global, args),
+        Command::Importance(args) => commands::importance::importance(&cli.global, args),
         Command::Schema => commands::plan::schema(),
     };
     match result {

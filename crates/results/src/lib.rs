@@ -1,5 +1,5 @@
 //! A sweep's results, typed, over the store: what `sweep table`, `sweep
-//! plot`, `sweep export` (and later `sweep serve`) show. They only render;
+//! plot`, `sweep export`, `sweep importance` and `sweep serve` show. They only render;
 //! every number and every grouping is made here, once.
 //!
 //! This crate reads the store and nothing else: no Candle, no clap, no
@@ -10,15 +10,19 @@
 //! (`search.objective`, absent for the default, `valid_acc`).
 
 mod folds;
+mod importance;
 mod job;
 #[cfg(test)]
 mod tests;
+mod views;
 
 use std::collections::HashMap;
 
 pub use folds::FoldGroup;
+pub use importance::{Importance, KeyImportance, MAX_LEVELS};
 pub use job::{Job, Value};
 use sweep_store::{EpochRow, FeatureRun, Store, SweepRow};
+pub use views::{Checkpoint, JobDetail, Progress, SearchAxis, Trial, LOG_SPAN};
 
 /// The paper's five hyperparameters, the first columns of every table, in
 /// its order.

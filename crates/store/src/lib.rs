@@ -62,6 +62,13 @@ impl Store {
         self.read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
     }
 
+    /// SQLite's `PRAGMA data_version`: it changes when another connection
+    /// commits to the database (this connection's own commits do not change
+    /// it), so a reader can keep what it read until it does.
+    pub fn data_version(&self) -> Result<i64, Error> {
+        self.read(|conn| conn.query_row("PRAGMA data_version", [], |r| r.get(0)))
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

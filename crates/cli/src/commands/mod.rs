@@ -3,8 +3,10 @@
 pub mod bench;
 pub mod best;
 pub mod export;
+pub mod importance;
 pub mod plan;
 pub mod plot;
 pub mod run;
+pub mod serve;
 pub mod synth;
 pub mod table;
