@@ -156,7 +156,7 @@ impl DataManifest {
         let before: HashMap<&str, &ManifestItem> = old.items.iter().map(|i| (i.id.as_str(), i)).collect();
         let after: HashMap<&str, &ManifestItem> = self.items.iter().map(|i| (i.id.as_str(), i)).collect();
         let mut changes = DataChanges::default();
-        let mut note = |changes: &mut DataChanges, what: String| {
+        let note = |changes: &mut DataChanges, what: String| {
             if changes.examples.len() < 3 {
                 changes.examples.push(what);
             }
