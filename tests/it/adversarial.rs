@@ -724,3 +724,85 @@ fn a_damaged_last_checkpoint_says_restart_and_restart_completes_the_job() {
     // The same results as before the damage: training is seeded.
     assert_eq!(crate::resume::results(&env, &db), before);
 }
+
+/// Rewrites `dogs/labels.csv` with the images `keep` keeps, labelled by `label`.
+fn relabel(env: &Env, keep: impl Fn(usize) -> bool, label: impl Fn(usize) -> &'static str) {
+    let mut csv = "id,breed\n".to_owned();
+    for i in (0..IMAGES).filter(|&i| keep(i)) {
+        csv.push_str(&format!("{},{}\n", id(i), label(i)));
+    }
+    std::fs::write(env.path("dogs").join("labels.csv"), csv).expect("write labels.csv");
+}
+
+/// Every epoch row of every job in the database, in order.
+fn epoch_rows(db: &Path) -> Vec<(String, i64, f64, f64)> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open");
+    let mut stmt =
+        conn.prepare("SELECT job_id, epoch, train_loss, valid_acc FROM epochs ORDER BY job_id, epoch").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn changed_data_is_a_new_sweep_with_new_jobs_and_the_old_results_stay_readable() {
+    let env = Env::new();
+    let file = kaggle(&env, three_breeds, "random");
+    let first = run(&env, &file);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let old_table = json(&env.sweep(&["table", "--format", "json"]));
+    let old_sweep =
+        json(&env.sweep(&["status", "--format", "json"]))[0]["sweep_id"].as_str().expect("an id").to_owned();
+    let old_epochs = epoch_rows(&env.path("sweep.db"));
+
+    // The same data again: nothing to run, the same sweep.
+    let again = run(&env, &file);
+    assert!(stderr(&again).contains("0 to run"), "{}", stderr(&again));
+
+    // Two images relabelled: the run says so before any work and trains new jobs.
+    relabel(&env, |_| true, |i| if i < 2 { BREEDS[(i + 1) % 3] } else { three_breeds(i) });
+    let changed = run(&env, &file);
+    let err = stderr(&changed);
+    assert!(changed.status.success(), "{err}");
+    assert!(err.contains(&format!("the data changed since sweep {old_sweep} ran: 2 images relabelled")), "{err}");
+    assert!(err.contains("1 to run"), "the job is trained again on the new data: {err}");
+    let status = json(&env.sweep(&["status", "--format", "json"]));
+    assert_eq!(status.as_array().map(Vec::len), Some(2), "two sweeps: {status}");
+    let new_table = json(&env.sweep(&["table", "--format", "json"]));
+    assert_ne!(new_table[0]["job_id"], old_table[0]["job_id"], "a new job");
+    // The old sweep's table and every old epoch row are untouched.
+    assert_eq!(json(&env.sweep(&["table", &old_sweep, "--format", "json"])), old_table);
+    let epochs = epoch_rows(&env.path("sweep.db"));
+    assert!(old_epochs.iter().all(|row| epochs.contains(row)), "old epochs kept");
+    assert_eq!(epochs.len(), 2 * old_epochs.len());
+
+    // An image removed: said as such.
+    relabel(&env, |i| i != 5, three_breeds);
+    let removed = run(&env, &file);
+    assert!(
+        stderr(&removed).contains(&format!("1 image removed (e.g. train/{}.jpg removed)", id(5))),
+        "{}",
+        stderr(&removed)
+    );
+
+    // Back to the first data: the first sweep, finished, nothing to run.
+    relabel(&env, |_| true, three_breeds);
+    let back = run(&env, &file);
+    assert!(stderr(&back).contains(&format!("sweep {old_sweep}: 1 jobs, 0 to run")), "{}", stderr(&back));
+}
+
+#[test]
+fn resume_on_changed_data_is_refused_and_mixes_nothing() {
+    let env = Env::new();
+    let file = kaggle(&env, three_breeds, "random");
+    assert!(run(&env, &file).status.success());
+    let before = epoch_rows(&env.path("sweep.db"));
+    // Content changed in place: same ids and labels, other bytes.
+    let cfg = SyntheticConfig { classes: 3, images: IMAGES, width: 48, height: 40, seed: 6 };
+    synthetic_image(&cfg, 3).save(image(&env, 3)).expect("rewrite an image");
+    let out = env.sweep(&["resume", "--retry-failed"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = error_text(&out);
+    assert!(err.contains("the data changed since it ran (1 image with other bytes"), "{err}");
+    assert!(err.contains(&format!("train/{}.jpg rewritten", id(3))), "{err}");
+    assert!(err.contains("sweep run"), "says what to do: {err}");
+    assert_eq!(epoch_rows(&env.path("sweep.db")), before, "nothing trained");
+}

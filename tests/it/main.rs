@@ -1,6 +1,7 @@
 //! End-to-end tests: the `sweep` binary, run as a user runs it.
 
 mod adversarial;
+mod cdp;
 mod data;
 mod hostile;
 mod own_data;
@@ -8,6 +9,8 @@ mod plan;
 mod results;
 mod resume;
 mod run;
+mod search;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

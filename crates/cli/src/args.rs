@@ -43,6 +43,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// One row per job of a sweep: hyperparameters and best validation accuracy.
     Table(TableArgs),
+    /// The best job's complete configuration, as a [train] section to paste into a sweep file.
+    Best(BestArgs),
     /// Every recorded epoch of one job.
     Show(ShowArgs),
     /// Each sweep with its job counts by status.
@@ -57,6 +59,10 @@ pub enum Command {
     Synth(SynthArgs),
     /// Measure decode, backbone and head speed and the seed table end to end, as JSON.
     Bench(BenchArgs),
+    /// Serve a live, read-only dashboard of the database on a local web page.
+    Serve(ServeArgs),
+    /// How much each hyperparameter explains of a sweep's best valid accuracy.
+    Importance(ImportanceArgs),
     /// Print the JSON Schema of sweep files (committed as sweeps/sweep.schema.json), for editors.
     Schema,
 }
@@ -159,9 +165,28 @@ pub struct TableArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 
-    /// Sort by this column (accuracies best first, the rest ascending) [default: expansion order].
+    /// Sort by this column or setting (accuracies best first, the rest ascending) [default: the sweep's objective, best first].
     #[arg(long, value_name = "COLUMN")]
     pub sort: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BestArgs {
+    /// A sweep's name or id [default: the latest sweep].
+    pub sweep: Option<String>,
+
+    /// Output format: a `[train]` section (TOML) or JSON.
+    #[arg(long, value_enum, default_value_t = BestFormat::Toml)]
+    pub format: BestFormat,
+}
+
+/// The formats of `sweep best`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BestFormat {
+    /// A `[train]` section, its score in a comment.
+    Toml,
+    /// `{"sweep", "job_id", "objective", "score", "train"}`.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +206,22 @@ pub struct StatusArgs {
     pub format: Format,
 }
 
+/// The train keys of a sweep file (`sweep_scheduler::TrainKey::ALL`; a
+/// unit test keeps them equal).
+pub const TRAIN_KEYS: [&str; 11] = [
+    "batch_size",
+    "workers",
+    "lr",
+    "momentum",
+    "epochs",
+    "optimizer",
+    "weight_decay",
+    "step_size",
+    "gamma",
+    "seed",
+    "loss",
+];
+
 #[derive(Debug, Args)]
 pub struct PlotArgs {
     /// A sweep's name or id [default: the latest sweep].
@@ -190,13 +231,35 @@ pub struct PlotArgs {
     #[arg(long, value_name = "FILE.png")]
     pub out: PathBuf,
 
-    /// Plot best valid accuracy against this hyperparameter instead of learning curves.
-    #[arg(long, value_name = "KEY", value_parser = ["batch_size", "workers", "lr", "momentum", "epochs"])]
+    /// Plot best valid accuracy against this hyperparameter (any train key)
+    /// instead of learning curves; a log axis for keys sampled log_uniform.
+    #[arg(long, value_name = "KEY", value_parser = TRAIN_KEYS)]
     pub by: Option<String>,
 
     /// With --by: one line per value of this hyperparameter [default: the first other one that varies].
-    #[arg(long, value_name = "KEY", requires = "by", value_parser = ["batch_size", "workers", "lr", "momentum", "epochs"])]
+    #[arg(long, value_name = "KEY", requires = "by", value_parser = TRAIN_KEYS)]
     pub series: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on; another than loopback makes the page reachable from other machines.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub bind: std::net::SocketAddr,
+
+    /// Open the page in a browser (xdg-open) once listening.
+    #[arg(long)]
+    pub open: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportanceArgs {
+    /// A sweep's name or id [default: the latest sweep].
+    pub sweep: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

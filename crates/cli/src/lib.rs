@@ -38,12 +38,15 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::plan(&cli.global, args),
         Command::Split(args) => commands::split::split(&cli.global, args),
         Command::Table(args) => commands::table::table(&cli.global, args),
+        Command::Best(args) => commands::best::best(&cli.global, args),
         Command::Show(args) => commands::table::show(&cli.global, args),
         Command::Status(args) => commands::table::status(&cli.global, args),
         Command::Plot(args) => commands::plot::plot(&cli.global, args),
         Command::Export(args) => commands::export::export(&cli.global, args),
         Command::Synth(args) => commands::synth::synth(args),
         Command::Bench(args) => commands::bench::bench(args),
+        Command::Serve(args) => commands::serve::serve(&cli.global, args),
+        Command::Importance(args) => commands::importance::importance(&cli.global, args),
         Command::Schema => commands::plan::schema(),
     };
     match result {

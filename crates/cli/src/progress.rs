@@ -153,6 +153,14 @@ impl Observer for Progress {
         }
     }
 
+    fn data_changed(&self, old_id: &str, new_id: &str, changes: &str) {
+        self.line(format!(
+            "the data changed since sweep {old_id} ran: {}; training it as sweep {new_id} \
+             (`sweep table {old_id}` still shows the old results)",
+            crate::output::printable(changes)
+        ));
+    }
+
     fn parallel_capped(&self, requested: usize, used: usize, cores: usize, runnable: usize) {
         let cores = if cores == 1 { "1 core".to_owned() } else { format!("{cores} cores") };
         let jobs = if runnable == 1 { "1 job".to_owned() } else { format!("{runnable} jobs") };

@@ -66,7 +66,7 @@ pub struct Job {
 
 impl Job {
     /// The columns jobs can be sorted by.
-    pub const SORT_KEYS: [&'static str; 12] = [
+    pub const SORT_KEYS: [&'static str; 14] = [
         "job_id",
         "batch_size",
         "workers",
@@ -76,6 +76,8 @@ impl Job {
         "best_valid_acc",
         "best_epoch",
         "final_train_acc",
+        "best_valid_loss",
+        "best_train_loss",
         "status",
         "seconds",
         "same_as",
@@ -97,6 +99,16 @@ impl Job {
     /// A setting's value, `None` when the job's settings lack it.
     pub fn param(&self, key: &str) -> Option<Value> {
         self.config.get(key).map(Value::from_json)
+    }
+
+    /// The job's score under `objective`: its best value of that metric
+    /// over its recorded epochs; `None` before its first epoch.
+    pub fn score(&self, objective: crate::Objective) -> Option<f64> {
+        match objective {
+            crate::Objective::ValidAcc => self.row.best_valid_acc,
+            crate::Objective::ValidLoss => self.row.best_valid_loss,
+            crate::Objective::TrainLoss => self.row.best_train_loss,
+        }
     }
 
     /// The status as people read it: a running or interrupted job says how
@@ -146,6 +158,8 @@ impl Job {
             "best_valid_acc" => self.row.best_valid_acc.and_then(n),
             "best_epoch" => self.row.best_epoch.and_then(i),
             "final_train_acc" => self.row.final_train_acc.and_then(n),
+            "best_valid_loss" => self.row.best_valid_loss.and_then(n),
+            "best_train_loss" => self.row.best_train_loss.and_then(n),
             "status" => Some(Value::Text(self.row.status.as_str().to_owned())),
             "seconds" => n(self.row.seconds),
             "same_as" => self.same_as.clone().map(Value::Text),

@@ -1,28 +1,82 @@
 //! A sweep's results, typed, over the store: what `sweep table`, `sweep
-//! plot`, `sweep export` (and later `sweep serve`) show. They only render;
+//! plot`, `sweep export`, `sweep importance` and `sweep serve` show. They only render;
 //! every number and every grouping is made here, once.
 //!
 //! This crate reads the store and nothing else: no Candle, no clap, no
 //! tokio. It knows no sweep-file vocabulary either: a job's settings are the
 //! JSON object the scheduler recorded, and the keys that change only speed
-//! (which make two jobs "the same") are handed in by the caller.
+//! (which make two jobs "the same") are handed in by the caller. The one
+//! word it reads from a sweep's recorded canonical spec is its objective
+//! (`search.objective`, absent for the default, `valid_acc`).
 
 mod folds;
+mod importance;
 mod job;
 mod split;
 #[cfg(test)]
 mod tests;
+mod views;
 
 use std::collections::HashMap;
 
 pub use folds::FoldGroup;
+pub use importance::{Importance, KeyImportance, MAX_LEVELS};
 pub use job::{Job, Value};
 pub use split::SplitInfo;
 use sweep_store::{EpochRow, FeatureRun, Store, SweepRow};
+pub use views::{Checkpoint, JobDetail, Progress, SearchAxis, Trial, LOG_SPAN};
 
 /// The paper's five hyperparameters, the first columns of every table, in
 /// its order.
 pub const PAPER_KEYS: [&str; 5] = ["batch_size", "workers", "lr", "momentum", "epochs"];
+
+/// What ranks a sweep's jobs ("best"): the sweep file's `[search] objective`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Objective {
+    /// The best validation accuracy, maximised (the default).
+    #[default]
+    ValidAcc,
+    /// The lowest validation loss, minimised.
+    ValidLoss,
+    /// The lowest training loss, minimised.
+    TrainLoss,
+}
+
+impl Objective {
+    /// The objective a sweep's canonical spec (`sweeps.spec_json`) records;
+    /// the default when it records none.
+    pub fn of_spec(spec_json: &str) -> Objective {
+        let spec: serde_json::Value = serde_json::from_str(spec_json).unwrap_or_default();
+        match spec.pointer("/search/objective").and_then(serde_json::Value::as_str) {
+            Some("valid_loss") => Objective::ValidLoss,
+            Some("train_loss") => Objective::TrainLoss,
+            _ => Objective::ValidAcc,
+        }
+    }
+
+    /// The objective as a sweep file writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::ValidAcc => "valid_acc",
+            Objective::ValidLoss => "valid_loss",
+            Objective::TrainLoss => "train_loss",
+        }
+    }
+
+    /// The column (a [`Job::SORT_KEYS`] key) that holds each job's score.
+    pub fn column(self) -> &'static str {
+        match self {
+            Objective::ValidAcc => "best_valid_acc",
+            Objective::ValidLoss => "best_valid_loss",
+            Objective::TrainLoss => "best_train_loss",
+        }
+    }
+
+    /// Whether higher is better.
+    pub fn maximised(self) -> bool {
+        self == Objective::ValidAcc
+    }
+}
 
 /// What can go wrong reading results.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +103,8 @@ pub struct SweepResults {
     pub jobs: Vec<Job>,
     /// Its features, once a run has computed or found them.
     pub features: Option<Features>,
+    /// What ranks its jobs.
+    pub objective: Objective,
 }
 
 /// Where a sweep's features came from, and what the backbone pass cost.
@@ -109,7 +165,8 @@ impl SweepResults {
             })
             .collect();
         let features = Features::of(store, &sweep)?;
-        Ok(SweepResults { sweep, jobs, features })
+        let objective = Objective::of_spec(&sweep.spec_json);
+        Ok(SweepResults { sweep, jobs, features, objective })
     }
 
     /// Whether the sweep is a k-fold one (its jobs carry a `fold`).
@@ -117,13 +174,26 @@ impl SweepResults {
         self.jobs.iter().any(|j| j.fold().is_some())
     }
 
-    /// The job with the highest best valid accuracy (the first of equals, in
-    /// the current order); `None` while no job has an epoch.
+    /// The job with the best score under the sweep's objective (the highest
+    /// best valid accuracy by default; the first of equals, in the current
+    /// order); `None` while no job has an epoch.
     pub fn best(&self) -> Option<&Job> {
-        self.jobs.iter().filter(|j| j.row.best_valid_acc.is_some()).fold(None, |best: Option<&Job>, j| match best {
-            Some(b) if b.row.best_valid_acc >= j.row.best_valid_acc => Some(b),
-            _ => Some(j),
-        })
+        let objective = self.objective;
+        self.jobs
+            .iter()
+            .filter_map(|j| Some((j, j.score(objective)?)))
+            .fold(None, |best, (j, x)| match best {
+                Some((b, y)) if (objective.maximised() && y >= x) || (!objective.maximised() && y <= x) => Some((b, y)),
+                _ => Some((j, x)),
+            })
+            .map(|(j, _)| j)
+    }
+
+    /// Sorts the jobs by the objective, best first (stably; jobs without a
+    /// score last).
+    pub fn sort_by_objective(&mut self) {
+        // A column of SORT_KEYS: never refused.
+        let _ = self.sort_by(self.objective.column());
     }
 
     /// How many jobs repeat another's results (`same_as` set).
@@ -147,10 +217,12 @@ impl SweepResults {
         keys
     }
 
-    /// Sorts the jobs by a column (`Job::SORT_KEYS`), stably: accuracies best
-    /// first, everything else ascending, missing values last.
+    /// Sorts the jobs by a column (`Job::SORT_KEYS`) or a setting, stably:
+    /// accuracies best first, everything else ascending (losses too, best
+    /// first), missing values last.
     pub fn sort_by(&mut self, key: &str) -> Result<(), Error> {
-        if !Job::SORT_KEYS.contains(&key) {
+        let setting = key != "fold" && self.jobs.iter().any(|j| j.config.contains_key(key));
+        if !Job::SORT_KEYS.contains(&key) && !setting {
             return Err(Error::UnknownKey { key: key.to_owned(), known: Job::SORT_KEYS.to_vec() });
         }
         let descending = matches!(key, "best_valid_acc" | "final_train_acc");

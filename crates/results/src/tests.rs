@@ -113,3 +113,99 @@ fn status_text_says_how_far() {
     job.row.status = Status::Interrupted;
     assert_eq!(job.status_text(), "interrupted (1/1)");
 }
+
+#[test]
+fn the_objective_comes_from_the_recorded_spec_and_picks_the_best() {
+    use crate::Objective;
+    assert_eq!(Objective::of_spec("{}"), Objective::ValidAcc);
+    assert_eq!(Objective::of_spec(r#"{"search":{"objective":"valid_loss"}}"#), Objective::ValidLoss);
+    assert_eq!(Objective::of_spec(r#"{"search":{"method":"random","objective":"train_loss"}}"#), Objective::TrainLoss);
+    assert_eq!(Objective::of_spec("not json"), Objective::ValidAcc);
+    // Each job's loss equals its accuracy here (one epoch each): the lowest
+    // loss is the job with the lowest accuracy.
+    let (_, mut r) = sweep(&[(r#"{"lr":0.1}"#, Some(0.5)), (r#"{"lr":0.2}"#, Some(0.3)), (r#"{"lr":0.3}"#, None)]);
+    assert_eq!(r.best().map(|j| j.row.id.as_str()), Some("job0"));
+    r.objective = Objective::ValidLoss;
+    assert_eq!(r.best().map(|j| j.row.id.as_str()), Some("job0"), "every valid loss is 1.0: the first of equals");
+    r.sort_by_objective();
+    assert_eq!(r.jobs.last().map(|j| j.row.id.as_str()), Some("job2"), "a job without a score sorts last");
+    r.sort_by("lr").unwrap();
+    assert_eq!(r.jobs[0].row.id, "job0");
+    assert!(r.sort_by("nope").is_err());
+}
+
+#[test]
+fn importance_splits_an_additive_grid_by_its_main_effects() {
+    // y = 0.5 + 0.2 s_lr + 0.1 s_m: lr explains 0.04 / 0.05, momentum 0.01 / 0.05.
+    let (_, r) = sweep(&[
+        (r#"{"lr":1,"momentum":"a"}"#, Some(0.2)),
+        (r#"{"lr":1,"momentum":"b"}"#, Some(0.4)),
+        (r#"{"lr":2,"momentum":"a"}"#, Some(0.6)),
+        (r#"{"lr":2,"momentum":"b"}"#, Some(0.8)),
+        (r#"{"lr":3,"momentum":"a"}"#, None), // failed: not a sample
+    ]);
+    let imp = r.importance();
+    assert_eq!(imp.jobs, 4);
+    let got: Vec<(&str, f64, usize)> = imp.keys.iter().map(|k| (k.key.as_str(), k.score, k.levels)).collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0].0, got[0].2), ("lr", 2));
+    assert!((got[0].1 - 0.8).abs() < 1e-12, "{got:?}");
+    assert_eq!((got[1].0, got[1].2), ("momentum", 2));
+    assert!((got[1].1 - 0.2).abs() < 1e-12, "{got:?}");
+    assert!(imp.unexplained() < 1e-12);
+    assert!((imp.variance - 0.05).abs() < 1e-12);
+}
+
+#[test]
+fn importance_gives_a_pure_interaction_to_no_single_key() {
+    let (_, r) = sweep(&[
+        (r#"{"lr":1,"momentum":0.5}"#, Some(0.8)),
+        (r#"{"lr":1,"momentum":0.9}"#, Some(0.2)),
+        (r#"{"lr":2,"momentum":0.5}"#, Some(0.2)),
+        (r#"{"lr":2,"momentum":0.9}"#, Some(0.8)),
+    ]);
+    let imp = r.importance();
+    assert!(imp.keys.iter().all(|k| k.score.abs() < 1e-12), "{:?}", imp.keys);
+    assert!((imp.unexplained() - 1.0).abs() < 1e-12);
+    // Nothing to explain: one job, or all equal.
+    let (_, one) = sweep(&[(r#"{"lr":1}"#, Some(0.5)), (r#"{"lr":2}"#, None)]);
+    assert_eq!(one.importance().keys[0].score, 0.0);
+    let (_, flat) = sweep(&[(r#"{"lr":1}"#, Some(0.5)), (r#"{"lr":2}"#, Some(0.5))]);
+    assert_eq!(flat.importance().keys[0].score, 0.0);
+}
+
+#[test]
+fn importance_bins_a_key_of_many_values() {
+    let configs: Vec<String> = (0..24).map(|i| format!(r#"{{"lr":{i}}}"#)).collect();
+    let jobs: Vec<(&str, Option<f64>)> =
+        configs.iter().enumerate().map(|(i, c)| (c.as_str(), Some(i as f64 / 100.0))).collect();
+    let (_, r) = sweep(&jobs);
+    let imp = r.importance();
+    assert_eq!(imp.keys[0].levels, crate::MAX_LEVELS);
+    // Bins of three consecutive values: 1 − (2/3) / ((24² − 1) / 12) of the variance.
+    let expected = 1.0 - (2.0 / 3.0) / ((24.0f64 * 24.0 - 1.0) / 12.0);
+    assert!((imp.keys[0].score - expected).abs() < 1e-9, "{}", imp.keys[0].score);
+}
+
+#[test]
+fn progress_search_and_best_so_far() {
+    let (store, r) = sweep(&[(r#"{"lr":0.001}"#, Some(0.5)), (r#"{"lr":0.1}"#, Some(0.4)), (r#"{"lr":1}"#, Some(0.7))]);
+    let p = r.progress();
+    assert_eq!((p.epochs_done, p.epochs_total), (3, 3));
+    assert_eq!(p.elapsed_seconds, 3.0);
+    assert_eq!(p.remaining_seconds, Some(0.0));
+    let axes = r.search();
+    assert_eq!(axes.len(), 1);
+    assert!(axes[0].log, "0.001 to 1 spans 1000x");
+    assert_eq!(axes[0].points.len(), 3);
+    let trials: Vec<(usize, f64)> = r.best_so_far().iter().map(|t| (t.number, t.best_so_far)).collect();
+    assert_eq!(trials, [(1, 0.5), (2, 0.5), (3, 0.7)]);
+    let watched: Vec<&str> = r.watched(2).iter().map(|j| j.row.id.as_str()).collect();
+    assert_eq!(watched, ["job2", "job0"], "the best, then by accuracy");
+    let detail = crate::JobDetail::load(&store, "job2").unwrap().unwrap();
+    assert_eq!(detail.epochs.len(), 1);
+    let kinds: Vec<(&str, i64)> = detail.checkpoints.iter().map(|c| (c.kind.as_str(), c.bytes)).collect();
+    assert_eq!(kinds, [("best", 5), ("last", 5)]);
+    assert_eq!(detail.sweeps, ["s"]);
+    assert!(crate::JobDetail::load(&store, "nope").unwrap().is_none());
+}

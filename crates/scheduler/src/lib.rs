@@ -10,6 +10,6 @@ pub mod spec;
 
 pub use run::{lease_owner, resume, run, Error, JobEnd, Observer, RunOptions, RunSummary};
 pub use spec::{
-    json_schema, Format, Job, Param, SpecError, SpecErrors, SweepSpec, TooManyJobs, TrainKey, TrainParams,
-    DEFAULT_MAX_JOBS, MAX_JOBS_CEILING,
+    json_schema, Format, Job, Method, Objective, Param, SpecError, SpecErrors, SweepSpec, TooManyJobs, TrainKey,
+    TrainParams, DEFAULT_MAX_JOBS, MAX_JOBS_CEILING,
 };

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use sweep_store::{Finish, NewJob, NewSweep, Store};
 use sweep_worker::{
-    CacheOutcome, EpochReport, EpochSink, FeatureCache, Features, SinkError, Split, TrainOutcome, TrainState,
+    CacheOutcome, DataManifest, EpochReport, EpochSink, FeatureCache, Features, SinkError, Split, TrainOutcome,
+    TrainState,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +62,19 @@ pub enum Error {
     /// A recorded split cannot be made again.
     #[error("{0}")]
     Split(String),
+    /// `sweep resume` on data that changed since the sweep ran.
+    #[error(
+        "sweep {sweep_id}: the data changed since it ran ({changes}): its jobs cannot continue on other data; \
+         `sweep run {file}` trains the changed data as a new sweep, and this one's results stay readable"
+    )]
+    DataChanged {
+        /// The sweep being resumed.
+        sweep_id: String,
+        /// Its file.
+        file: String,
+        /// What changed.
+        changes: String,
+    },
     /// A sweep recorded without its file cannot be resumed.
     #[error("sweep {0} was recorded without its sweep file: run the file again with `sweep run FILE`")]
     NoSource(String),
@@ -132,6 +146,9 @@ pub trait Observer: Send + Sync {
     /// The sweep is registered: `jobs` in all, `runnable` of them not finished,
     /// with `epochs_left` epochs to train between them.
     fn registered(&self, _sweep_id: &str, _jobs: usize, _runnable: usize, _epochs_left: usize) {}
+    /// The data changed since sweep `old_id` last ran: its jobs stay as they
+    /// were, and this run is the new sweep `new_id`, with new jobs.
+    fn data_changed(&self, _old_id: &str, _new_id: &str, _changes: &str) {}
     /// The backbone pass starts over `images` images (or the cache is checked).
     fn features_started(&self, _images: usize) {}
     /// Images done in the backbone pass.
@@ -210,8 +227,19 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     cancel: CancellationToken,
 ) -> Result<RunSummary, Error> {
-    let jobs = spec.jobs(opts.max_jobs)?;
-    let sweep_id = spec.id();
+    run_sweep(spec, source, opts, observer, cancel, None).await
+}
+
+/// [`run`], or with `resuming`, [`resume`] of that recorded sweep.
+async fn run_sweep(
+    spec: SweepSpec,
+    source: Option<(String, PathBuf)>,
+    opts: RunOptions,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+    resuming: Option<(&str, &Path)>,
+) -> Result<RunSummary, Error> {
+    let mut jobs = spec.jobs(opts.max_jobs)?;
     // What fails at once is found before anything is registered, so a
     // missing data folder, a bad labels file, a broken image or a weights
     // file that does not fit leaves no sweep with pending jobs behind.
@@ -219,16 +247,32 @@ pub async fn run(
     // The data set; the weights file's declared backbone and normalisation
     // applied (checked against the sweep file's) and its names and shapes;
     // a split file checked whole (`preflight.rs`).
-    let crate::preflight::Checked { dataset, model, .. } = crate::preflight::check(&spec)?;
+    let crate::preflight::Checked { mut dataset, model, .. } = crate::preflight::check(&spec)?;
     tracing::info!("{}", model.describe());
     // Said where a weights file may declare them (its metadata).
     if matches!(model.model.weights, sweep_worker::Weights::Safetensors(_)) {
         observer.setup(&model.describe());
     }
-    if !spec.data.skip_bad_images {
-        sweep_worker::check_images(&dataset, workers).map_err(sweep_worker::Error::from)?;
+    // `skip_bad_images`: the bad files are left out before anything depends
+    // on the images (the data key, the cache key, the split), and recorded.
+    let skipped = match spec.data.skip_bad_images {
+        true => sweep_worker::skip_bad_images(&mut dataset, workers).map_err(sweep_worker::Error::from)?,
+        false => {
+            sweep_worker::check_images(&dataset, workers).map_err(sweep_worker::Error::from)?;
+            None
+        }
+    };
+    if let Some(bad) = &skipped {
+        tracing::warn!("{}", bad.skipped_line());
     }
+    // One split, or one per fold: the same for every job, recorded so a
+    // resumed sweep can be checked against it.
+    let splits = sweep_worker::make_splits(&dataset, &spec.data, spec.folds, true)?;
+    // The data the jobs train on, bound to them: every file is hashed once
+    // here (the feature-cache key comes from the same hashes).
+    let manifest = DataManifest::new(&spec.data, &dataset, &model.model, &splits)?;
     let mut store = Store::open(&opts.db)?;
+    let sweep_id = bind_to_data(&store, &spec, &mut jobs, &manifest, resuming, observer.as_ref())?;
     let new_jobs: Vec<(NewJob<'_>, String)> = jobs
         .iter()
         .map(|job| {
@@ -264,6 +308,8 @@ pub async fn run(
             &new_jobs,
         )
         .map_err(full)?;
+    let job_ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    store.bind_data(&sweep_id, &job_ids, &manifest.data_key(), &manifest.to_json()).map_err(full)?;
     tracing::info!(sweep = %sweep_id, name = %spec.name, jobs = jobs.len(), new_jobs = registered.new_jobs, "sweep registered");
     if opts.retry_failed {
         let n = store.retry_failed(&sweep_id).map_err(full)?;
@@ -299,35 +345,34 @@ pub async fn run(
     }
 
     // The backbone pass, once for the whole sweep.
-    let (data_cfg, model_cfg) = (spec.data.clone(), model.model.clone());
+    let model_cfg = model.model.clone();
     let cache = FeatureCache::new(&opts.cache_dir);
     let obs = observer.clone();
     let backbone_batch = opts.backbone_batch;
     let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
+    let features_key = manifest.features_key.clone();
     let pass = tokio::task::spawn_blocking(move || -> Result<_, sweep_worker::Error> {
-        let mut dataset = dataset;
-        // `skip_bad_images`: the bad files are left out before anything
-        // depends on the images (the cache key, the split), and recorded.
-        let skipped = match data_cfg.skip_bad_images {
-            true => sweep_worker::skip_bad_images(&mut dataset, workers)?,
-            false => None,
-        };
-        if let Some(bad) = &skipped {
-            tracing::warn!("{}", bad.skipped_line());
-        }
         obs.features_started(dataset.items.len());
         let device = sweep_worker::device(&backbone_device)?;
         let progress = |done: usize| obs.features_progress(done);
         let started = std::time::Instant::now();
-        let features =
-            sweep_worker::compute_features(&dataset, &model_cfg, &cache, workers, backbone_batch, &device, &progress)?;
+        let features = sweep_worker::compute_features_keyed(
+            &dataset,
+            &model_cfg,
+            &features_key,
+            &cache,
+            workers,
+            backbone_batch,
+            &device,
+            &progress,
+        )?;
         obs.features_done(&features.outcome);
-        Ok((dataset, skipped, features, started.elapsed().as_secs_f64()))
+        Ok((dataset, features, started.elapsed().as_secs_f64()))
     });
     // The backbone pass cannot stop half way; at Ctrl-C it is abandoned (its
     // thread ends with the process) and no job is claimed. The cache is
     // written by rename, so nothing half-written is ever read.
-    let (dataset, skipped, features, feature_seconds) = tokio::select! {
+    let (dataset, features, feature_seconds) = tokio::select! {
         biased;
         () = cancel.cancelled() => {
             tracing::info!("stopped during the backbone pass: no job was started");
@@ -336,9 +381,6 @@ pub async fn run(
         }
         pass = pass => pass.map_err(|e| Error::Join(e.to_string()))??,
     };
-    // One split, or one per fold: the same for every job, recorded so a
-    // resumed sweep can be checked against it.
-    let splits = sweep_worker::make_splits(&dataset, &spec.data, spec.folds, true)?;
     let line = crate::preflight::split_line(&splits, &spec);
     tracing::info!("{line}");
     observer.setup(&line);
@@ -421,6 +463,71 @@ pub async fn run(
     Ok(summary)
 }
 
+/// The id, under the data in `manifest`, of a sweep or job whose settings
+/// give `id`: `id` itself unless the store has it bound to other data, then
+/// an id derived from `id` and the data key. So the same settings on changed
+/// data are new rows, and the old ones keep their results untouched.
+fn id_under_data(id: &str, bound: Option<&str>, data_key: &str) -> String {
+    match bound {
+        Some(key) if key != data_key => {
+            let mut h = blake3::Hasher::new();
+            h.update(b"sweep-data-binding-v1\0");
+            h.update(id.as_bytes());
+            h.update(b"\0");
+            h.update(data_key.as_bytes());
+            h.finalize().to_hex()[..id.len().clamp(16, 64)].to_owned()
+        }
+        _ => id.to_owned(),
+    }
+}
+
+/// Finds the sweep and job ids for the data in `manifest` (rewriting
+/// `jobs`' ids) and returns the sweep's. When the sweep file's own sweep ran
+/// on other data, says what changed ([`Observer::data_changed`]); when
+/// `resuming` a sweep whose data changed, refuses ([`Error::DataChanged`]).
+fn bind_to_data(
+    store: &Store,
+    spec: &SweepSpec,
+    jobs: &mut [crate::spec::Job],
+    manifest: &DataManifest,
+    resuming: Option<(&str, &Path)>,
+    observer: &dyn Observer,
+) -> Result<String, Error> {
+    let data_key = manifest.data_key();
+    let spec_id = spec.id();
+    let sweep_id = id_under_data(&spec_id, store.sweep_data_key(&spec_id)?.as_deref(), &data_key);
+    // What the data was: the resumed sweep's, or the sweep file's own sweep's.
+    let before = store.sweep_data_key(resuming.map_or(spec_id.as_str(), |(id, _)| id))?;
+    let changes = |old_key: &str| -> Result<String, Error> {
+        Ok(match store.data_manifest(old_key)?.map(|json| DataManifest::from_json(&json)) {
+            Some(Ok(old)) => manifest.changes_from(&old).to_string(),
+            Some(Err(e)) => e,
+            None => "what changed was not recorded".to_owned(),
+        })
+    };
+    if let Some((resumed, file)) = resuming {
+        if resumed != sweep_id {
+            let changes = match &before {
+                Some(old) => changes(old)?,
+                None => "it was not bound to its data".to_owned(),
+            };
+            return Err(Error::DataChanged { sweep_id: resumed.to_owned(), file: file.display().to_string(), changes });
+        }
+    } else if sweep_id != spec_id && !store.has_sweep(&sweep_id)? {
+        if let Some(old) = &before {
+            let changes = changes(old)?;
+            tracing::warn!(old = %spec_id, new = %sweep_id, changes, "the data changed: a new sweep");
+            observer.data_changed(&spec_id, &sweep_id, &changes);
+        }
+    }
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    let bound = store.job_data_keys(&ids)?;
+    for job in jobs.iter_mut() {
+        job.id = id_under_data(&job.id, bound.get(&job.id).map(String::as_str), &data_key);
+    }
+    Ok(sweep_id)
+}
+
 /// A full disk as the run reports it: with the epochs the sweep has left and
 /// a rough bound on the room they need (each epoch writes its `last`
 /// checkpoint, and its `best` when it is the best, plus a few pages; once in
@@ -476,7 +583,8 @@ pub async fn resume(
     let format = if path.extension().is_some_and(|e| e == "json") { Format::Json } else { Format::Toml };
     let base = path.parent().unwrap_or(Path::new("."));
     let spec = SweepSpec::parse(&source, format, &path, base)?;
-    run(spec, Some((source, path)), opts, observer, cancel).await
+    let file = path.clone();
+    run_sweep(spec, Some((source, path)), opts, observer, cancel, Some((&row.id, &file))).await
 }
 
 /// How many job slots to run: what was asked for, but no more than the jobs

@@ -12,6 +12,7 @@
 //! `write` and `read`; `rows` holds the values they take and return, `busy`
 //! the waiting out of other connections' locks.
 
+mod binding;
 mod busy;
 mod error;
 mod inspect;
@@ -59,6 +60,13 @@ impl Store {
     /// The schema version in force.
     pub fn schema_version(&self) -> Result<i64, Error> {
         self.read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
+    }
+
+    /// SQLite's `PRAGMA data_version`: it changes when another connection
+    /// commits to the database (this connection's own commits do not change
+    /// it), so a reader can keep what it read until it does.
+    pub fn data_version(&self) -> Result<i64, Error> {
+        self.read(|conn| conn.query_row("PRAGMA data_version", [], |r| r.get(0)))
     }
 
     /// The database file.

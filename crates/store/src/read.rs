@@ -8,12 +8,33 @@ use crate::{EpochRow, Error, FeatureRun, JobRow, Status, Store, SweepRow};
 const FEATURE_RUNS: i64 = 2;
 
 impl Store {
-    /// A sweep by id, id prefix or name (the latest of that name); without
-    /// one, the latest sweep.
+    /// A sweep by id, id prefix or name; of several, the one last submitted
+    /// or run (its latest feature pass, computed or reused: a sweep file run
+    /// again on data that changed back finds its old sweep). Without one,
+    /// the latest in the same order.
     pub fn find_sweep(&self, which: Option<&str>) -> Result<SweepRow, Error> {
         let id: Option<String> = self.read(|conn| match which {
+            None if self.schema >= FEATURE_RUNS => conn
+                .query_row(
+                    "SELECT id FROM sweeps s
+                     ORDER BY max(created_at, coalesce((SELECT max(f.recorded_at) FROM feature_runs f
+                         WHERE f.sweep_id = s.id), '')) DESC, rowid DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional(),
             None => conn
                 .query_row("SELECT id FROM sweeps ORDER BY created_at DESC, rowid DESC LIMIT 1", [], |r| r.get(0))
+                .optional(),
+            Some(w) if self.schema >= FEATURE_RUNS => conn
+                .query_row(
+                    "SELECT id FROM sweeps s WHERE id = ?1 OR name = ?1 OR (length(?1) >= 4 AND id LIKE ?1 || '%')
+                     ORDER BY (id = ?1) DESC,
+                         max(created_at, coalesce((SELECT max(f.recorded_at) FROM feature_runs f
+                             WHERE f.sweep_id = s.id), '')) DESC, rowid DESC LIMIT 1",
+                    [w],
+                    |r| r.get(0),
+                )
                 .optional(),
             Some(w) => conn
                 .query_row(
@@ -46,35 +67,36 @@ impl Store {
 
     /// The jobs of a sweep, in expansion order.
     pub fn jobs(&self, sweep_id: &str) -> Result<Vec<JobRow>, Error> {
+        let sql = format!(
+            "{JOB_COLUMNS} FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id WHERE s.sweep_id = ?1 ORDER BY s.position"
+        );
+        self.read(|conn| conn.prepare(&sql)?.query_map([sweep_id], job_row)?.collect())
+    }
+
+    /// One job by its full id, `None` when the database has no such job.
+    pub fn job(&self, job_id: &str) -> Result<Option<JobRow>, Error> {
+        let sql = format!("{JOB_COLUMNS} FROM jobs j WHERE j.id = ?1");
+        self.read(|conn| conn.query_row(&sql, [job_id], job_row).optional())
+    }
+
+    /// The sizes of a job's checkpoints without reading them: `(kind, epoch,
+    /// bytes)`, by kind.
+    pub fn checkpoint_sizes(&self, job_id: &str) -> Result<Vec<(String, i64, i64)>, Error> {
+        self.read(|conn| {
+            conn.prepare("SELECT kind, epoch, length(state) FROM checkpoints WHERE job_id = ?1 ORDER BY kind")?
+                .query_map([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+    }
+
+    /// The ids of the sweeps a job belongs to, oldest first.
+    pub fn sweeps_of_job(&self, job_id: &str) -> Result<Vec<String>, Error> {
         self.read(|conn| {
             conn.prepare(
-                "SELECT j.id, j.config_json, j.batch_size, j.workers, j.lr, j.momentum, j.epochs, j.status, j.attempts,
-                    j.error, j.best_valid_acc, j.best_epoch,
-                    (SELECT e.train_acc FROM epochs e WHERE e.job_id = j.id ORDER BY e.epoch DESC LIMIT 1),
-                    (SELECT count(*) FROM epochs e WHERE e.job_id = j.id),
-                    j.seconds
-             FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
-             WHERE s.sweep_id = ?1 ORDER BY s.position",
+                "SELECT s.id FROM sweep_jobs sj JOIN sweeps s ON s.id = sj.sweep_id WHERE sj.job_id = ?1
+                 ORDER BY s.created_at, s.rowid",
             )?
-            .query_map([sweep_id], |r| {
-                Ok(JobRow {
-                    id: r.get(0)?,
-                    config_json: r.get(1)?,
-                    batch_size: r.get(2)?,
-                    workers: r.get(3)?,
-                    lr: r.get(4)?,
-                    momentum: r.get(5)?,
-                    epochs: r.get(6)?,
-                    status: Status::parse(&r.get::<_, String>(7)?),
-                    attempts: r.get(8)?,
-                    error: r.get(9)?,
-                    best_valid_acc: r.get(10)?,
-                    best_epoch: r.get(11)?,
-                    final_train_acc: r.get(12)?,
-                    epochs_done: r.get(13)?,
-                    seconds: r.get(14)?,
-                })
-            })?
+            .query_map([job_id], |r| r.get(0))?
             .collect()
         })
     }
@@ -163,6 +185,39 @@ impl Store {
                 .collect()
         })
     }
+}
+
+/// The columns of a [`JobRow`], over `jobs j`.
+const JOB_COLUMNS: &str =
+    "SELECT j.id, j.config_json, j.batch_size, j.workers, j.lr, j.momentum, j.epochs, j.status, j.attempts,
+        j.error, j.best_valid_acc, j.best_epoch,
+        (SELECT e.train_acc FROM epochs e WHERE e.job_id = j.id ORDER BY e.epoch DESC LIMIT 1),
+        (SELECT count(*) FROM epochs e WHERE e.job_id = j.id),
+        j.seconds,
+        (SELECT min(e.valid_loss) FROM epochs e WHERE e.job_id = j.id),
+        (SELECT min(e.train_loss) FROM epochs e WHERE e.job_id = j.id)";
+
+/// A row of [`JOB_COLUMNS`].
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        config_json: r.get(1)?,
+        batch_size: r.get(2)?,
+        workers: r.get(3)?,
+        lr: r.get(4)?,
+        momentum: r.get(5)?,
+        epochs: r.get(6)?,
+        status: Status::parse(&r.get::<_, String>(7)?),
+        attempts: r.get(8)?,
+        error: r.get(9)?,
+        best_valid_acc: r.get(10)?,
+        best_epoch: r.get(11)?,
+        final_train_acc: r.get(12)?,
+        epochs_done: r.get(13)?,
+        seconds: r.get(14)?,
+        best_valid_loss: r.get(15)?,
+        best_train_loss: r.get(16)?,
+    })
 }
 
 /// A sweep's row with its job counts.

@@ -136,6 +136,10 @@ pub struct JobRow {
     pub best_epoch: Option<i64>,
     /// Training accuracy of the last recorded epoch.
     pub final_train_acc: Option<f64>,
+    /// The lowest validation loss of its recorded epochs.
+    pub best_valid_loss: Option<f64>,
+    /// The lowest training loss of its recorded epochs.
+    pub best_train_loss: Option<f64>,
     /// Epochs recorded.
     pub epochs_done: i64,
     /// Training seconds, summed over epochs.

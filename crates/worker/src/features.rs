@@ -221,6 +221,18 @@ fn free_space(_dir: &Path) -> Option<u64> {
 /// The cache key of a data set under a model: BLAKE3 over the cache format,
 /// the backbone, the weights' bytes, the transform and every image's bytes.
 fn cache_key(dataset: &Dataset, model: &ModelConfig) -> Result<String, Error> {
+    let mut digests = Vec::with_capacity(dataset.items.len());
+    for item in &dataset.items {
+        if let Source::File(path) = &item.source {
+            digests.push(hash_file(path).map_err(|message| Error::Image { path: path.clone(), message })?);
+        }
+    }
+    features_key(dataset, model, &digests)
+}
+
+/// [`cache_key`] from the hashes of the data set's files, in order (one for
+/// each file item; generated items have none).
+pub(crate) fn features_key(dataset: &Dataset, model: &ModelConfig, digests: &[blake3::Hash]) -> Result<String, Error> {
     let mut h = blake3::Hasher::new();
     h.update(CACHE_FORMAT.as_bytes());
     h.update(model.arch.name().as_bytes());
@@ -244,10 +256,14 @@ fn cache_key(dataset: &Dataset, model: &ModelConfig) -> Result<String, Error> {
     if let Some(cfg) = &dataset.synthetic {
         h.update(format!("synthetic:{cfg:?}").as_bytes());
     }
+    let mut digests = digests.iter();
     for item in &dataset.items {
         match &item.source {
             Source::File(path) => {
-                let digest = hash_file(path).map_err(|message| Error::Image { path: path.clone(), message })?;
+                let digest = digests.next().ok_or_else(|| Error::Image {
+                    path: path.clone(),
+                    message: "no hash of its bytes was taken".to_owned(),
+                })?;
                 h.update(digest.as_bytes());
             }
             Source::Synthetic { index } => {
@@ -258,7 +274,7 @@ fn cache_key(dataset: &Dataset, model: &ModelConfig) -> Result<String, Error> {
     Ok(h.finalize().to_hex()[..32].to_owned())
 }
 
-fn hash_file(path: &Path) -> Result<blake3::Hash, String> {
+pub(crate) fn hash_file(path: &Path) -> Result<blake3::Hash, String> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -314,38 +330,78 @@ pub fn compute_features(
     device: &Device,
     progress: Progress<'_>,
 ) -> Result<Features, Error> {
-    // Nothing of the pass's size (the features, read from the cache or
-    // computed) is allocated before it is known to fit.
-    let what = match dataset.items.first().map(|i| &i.source) {
-        Some(Source::File(path)) => path.parent().unwrap_or(path).display().to_string(),
-        _ => "synthetic data".to_owned(),
-    };
-    memory::check_pass(&what, dataset.items.len(), model, batch_size, workers, memory::available())?;
-    cache.remove_stale_temporaries();
     let key = cache_key(dataset, model)?;
-    let outcome = match cache.load(&key) {
-        Ok(Some(data)) if data.dims() == [dataset.items.len(), model.arch.feature_dim()] => {
-            tracing::info!(key, "feature cache hit: no backbone pass");
-            progress(dataset.items.len());
-            return Ok(Features { data, key, outcome: CacheOutcome::Hit });
+    let pass = Pass { dataset, model, cache, workers, batch_size, device, progress };
+    pass.run(key, true)
+}
+
+/// [`compute_features`] for a caller that has hashed every file (the cache
+/// key comes from the data set's [`DataManifest`](crate::DataManifest)) and
+/// checked every image ([`check_images`] or [`skip_bad_images`](crate::skip_bad_images)):
+/// no file is read twice before the pass.
+#[allow(clippy::too_many_arguments)]
+pub fn compute_features_keyed(
+    dataset: &Dataset,
+    model: &ModelConfig,
+    key: &str,
+    cache: &FeatureCache,
+    workers: usize,
+    batch_size: usize,
+    device: &Device,
+    progress: Progress<'_>,
+) -> Result<Features, Error> {
+    let pass = Pass { dataset, model, cache, workers, batch_size, device, progress };
+    pass.run(key.to_owned(), false)
+}
+
+/// The arguments of a feature pass.
+struct Pass<'a> {
+    dataset: &'a Dataset,
+    model: &'a ModelConfig,
+    cache: &'a FeatureCache,
+    workers: usize,
+    batch_size: usize,
+    device: &'a Device,
+    progress: Progress<'a>,
+}
+
+impl Pass<'_> {
+    fn run(self, key: String, check: bool) -> Result<Features, Error> {
+        let Pass { dataset, model, cache, workers, batch_size, device, progress } = self;
+        // Nothing of the pass's size (the features, read from the cache or
+        // computed) is allocated before it is known to fit.
+        let what = match dataset.items.first().map(|i| &i.source) {
+            Some(Source::File(path)) => path.parent().unwrap_or(path).display().to_string(),
+            _ => "synthetic data".to_owned(),
+        };
+        memory::check_pass(&what, dataset.items.len(), model, batch_size, workers, memory::available())?;
+        cache.remove_stale_temporaries();
+        let outcome = match cache.load(&key) {
+            Ok(Some(data)) if data.dims() == [dataset.items.len(), model.arch.feature_dim()] => {
+                tracing::info!(key, "feature cache hit: no backbone pass");
+                progress(dataset.items.len());
+                return Ok(Features { data, key, outcome: CacheOutcome::Hit });
+            }
+            Ok(Some(_)) => CacheOutcome::Rebuilt { reason: "its shape does not match the data set".to_owned() },
+            Ok(None) => CacheOutcome::Built,
+            Err(reason) => {
+                tracing::warn!(path = %cache.path(&key).display(), reason, "feature cache entry is bad; rebuilding");
+                CacheOutcome::Rebuilt { reason }
+            }
+        };
+        // What would fail only after the pass is found before it: a cache that
+        // cannot take the entry, and every bad image (all of them, not the first).
+        let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
+        cache.prepare((n * dim * 4) as u64 + ENTRY_OVERHEAD)?;
+        if check {
+            check_images(dataset, workers)?;
         }
-        Ok(Some(_)) => CacheOutcome::Rebuilt { reason: "its shape does not match the data set".to_owned() },
-        Ok(None) => CacheOutcome::Built,
-        Err(reason) => {
-            tracing::warn!(path = %cache.path(&key).display(), reason, "feature cache entry is bad; rebuilding");
-            CacheOutcome::Rebuilt { reason }
-        }
-    };
-    // What would fail only after the pass is found before it: a cache that
-    // cannot take the entry, and every bad image (all of them, not the first).
-    let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
-    cache.prepare((n * dim * 4) as u64 + ENTRY_OVERHEAD)?;
-    check_images(dataset, workers)?;
-    let backbone = Backbone::load(model, device)?;
-    let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
-    cache.store(&key, &data)?;
-    tracing::info!(key, images = dataset.items.len(), "features computed and cached");
-    Ok(Features { data, key, outcome })
+        let backbone = Backbone::load(model, device)?;
+        let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
+        cache.store(&key, &data)?;
+        tracing::info!(key, images = dataset.items.len(), "features computed and cached");
+        Ok(Features { data, key, outcome })
+    }
 }
 
 fn run_backbone(

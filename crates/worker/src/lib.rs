@@ -10,6 +10,7 @@ pub mod bench;
 mod data;
 mod error;
 mod features;
+mod fingerprint;
 mod image_check;
 mod memory;
 mod preprocess;
@@ -27,7 +28,10 @@ pub use data::{
     kfold, load_dataset, small_class_warnings, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig,
 };
 pub use error::Error;
-pub use features::{compute_features, decode_image, CacheOutcome, FeatureCache, Features, Progress};
+pub use features::{
+    compute_features, compute_features_keyed, decode_image, CacheOutcome, FeatureCache, Features, Progress,
+};
+pub use fingerprint::{DataChanges, DataManifest, ManifestItem};
 pub use image_check::{check_images, skip_bad_images, BadImage, BadImages};
 pub use preprocess::{preprocess, Transform};
 pub use split::{item_ids, make_splits, pandas_split, split_csv, split_hash, SplitMethod};

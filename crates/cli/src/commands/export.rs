@@ -39,9 +39,11 @@ pub fn export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome>
         std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
     };
 
-    let results = super::table::load(&store, sweep)?;
+    let mut results = super::table::load(&store, sweep)?;
+    // The rows of `sweep table --format csv`: best first by the objective.
+    results.sort_by_objective();
     let sweep = &results.sweep;
-    write(&dir.join("jobs.csv"), super::table::jobs_table(&results).render(Format::Csv).as_bytes())?;
+    write(&dir.join("jobs.csv"), super::table::jobs_table(&results, Format::Csv).render(Format::Csv).as_bytes())?;
 
     let mut epochs = csv::Writer::from_writer(Vec::new());
     epochs.write_record(["job_id", "epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds"])?;

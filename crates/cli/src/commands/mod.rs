@@ -1,10 +1,13 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod best;
 pub mod export;
+pub mod importance;
 pub mod plan;
 pub mod plot;
 pub mod run;
+pub mod serve;
 pub mod split;
 pub mod synth;
 pub mod table;

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use sweep_scheduler::{SweepSpec, TrainKey};
+use sweep_scheduler::{Method, SweepSpec, TrainKey};
 
 use crate::args::{GlobalArgs, PlanArgs};
 use crate::output::{printable, Cell, Column, Table};
@@ -13,11 +13,19 @@ pub fn plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<Outcome> {
     let spec = SweepSpec::load(&args.file)?;
     let jobs = spec.jobs(args.max_jobs)?;
     let mut columns = vec![Column { key: "job_id", heading: "Job", numeric: false }];
+    // A search's trial numbers (0-based; the configs have none).
+    let sampled = spec.method() != Method::Grid;
+    if sampled {
+        columns.push(Column { key: "trial", heading: "Trial", numeric: true });
+    }
     columns.extend(TrainKey::ALL.iter().map(|k| Column { key: k.name(), heading: k.name(), numeric: true }));
     let rows = jobs
         .iter()
         .map(|job| {
             let mut row = vec![Cell::text(&job.id)];
+            if sampled {
+                row.push(Cell::opt_int(job.trial.map(|t| t as i64)));
+            }
             row.extend(TrainKey::ALL.iter().map(|k| match job.params.get(*k) {
                 sweep_scheduler::Param::Int(i) => Cell::int(i as i64),
                 sweep_scheduler::Param::Float(x) => Cell::float(x, x.to_string()),
@@ -31,7 +39,11 @@ pub fn plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<Outcome> {
     write!(out, "{}", table.render(args.format))?;
     if args.format == crate::args::Format::Table {
         let (file, name) = (args.file.display().to_string(), printable(&spec.name));
-        eprintln!("{}: {} jobs in sweep `{name}` ({})", printable(&file), jobs.len(), spec.id());
+        let search = match spec.method() {
+            Method::Grid => String::new(),
+            method => format!(", {} search", method.name()),
+        };
+        eprintln!("{}: {} jobs in sweep `{name}` ({}){search}", printable(&file), jobs.len(), spec.id());
     }
     if !args.no_check {
         check(global, args, &spec)?;

@@ -61,7 +61,12 @@ pub fn plot(global: &GlobalArgs, args: &PlotArgs) -> anyhow::Result<Outcome> {
             let best = curves.iter().position(|(j, _)| Some(j.row.id.as_str()) == best).unwrap_or(0);
             curves_png(&args.out, name, &curves, &keys, best)?
         }
-        Some(by) => by_png(&args.out, name, &curves, &keys, by, args.series.as_deref())?,
+        Some(by) => {
+            // A key the sweep sampled log_uniform gets a log axis.
+            let spec: serde_json::Value = serde_json::from_str(&results.sweep.spec_json).unwrap_or_default();
+            let log_sampled = spec.pointer(&format!("/space/{by}/log_uniform")).is_some();
+            by_png(&args.out, name, &curves, &keys, by, args.series.as_deref(), log_sampled)?
+        }
     }
     eprintln!("wrote {}", args.out.display());
     Ok(Outcome::Success)
@@ -164,6 +169,7 @@ fn by_png(
     varying: &[String],
     by: &str,
     series: Option<&str>,
+    log_sampled: bool,
 ) -> anyhow::Result<()> {
     let jobs: Vec<&Job> = curves.iter().map(|(j, _)| *j).collect();
     // Any numeric setting can be an axis; any setting a series.
@@ -194,7 +200,21 @@ fn by_png(
     }
     let xs: Vec<f64> = jobs.iter().map(|j| value(j, by)).collect();
     let (x_min, x_max) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-    let log = x_min > 0.0 && x_max / x_min >= 10.0;
+    let mut log = x_min > 0.0 && x_max / x_min >= 10.0;
+    let (mut x_min, x_max) = (x_min, x_max);
+    if log_sampled && x_max > 0.0 {
+        // A log_uniform key with zero_probability holds zeros: they have no
+        // place on a log axis and are left out, said so.
+        log = true;
+        let zeros = xs.iter().filter(|x| **x <= 0.0).count();
+        if zeros > 0 {
+            eprintln!("note: {zeros} job(s) with {by} = 0 are left out of the log axis");
+            for points in lines.values_mut() {
+                points.retain(|_, (x, _)| *x > 0.0);
+            }
+            x_min = xs.iter().copied().filter(|x| *x > 0.0).fold(f64::INFINITY, f64::min);
+        }
+    }
     let tx = |x: f64| if log { x.log10() } else { x };
     let (lo, hi) = (tx(x_min), tx(x_max));
     let pad = if hi > lo { (hi - lo) * 0.05 } else { 0.5 };

@@ -86,7 +86,7 @@ where
     let summary = summary?;
     let store = sweep_store::Store::open(&global.db)?;
     let sweep = store.find_sweep(Some(&summary.sweep_id))?;
-    super::table::print_jobs(&store, sweep.clone(), format, None)?;
+    super::table::print_jobs(&store, sweep.clone(), format, None, false)?;
     if summary.cancelled {
         eprintln!(
             "interrupted: {} job(s) stopped at their last recorded epoch; continue with `sweep resume {}`",

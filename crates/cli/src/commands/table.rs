@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use sweep_results::{Features, Job, SplitInfo, SweepResults};
+use sweep_results::{Features, Job, Objective, SplitInfo, SweepResults};
 use sweep_store::{Status, Store, SweepRow};
 
 use crate::args::{Format, GlobalArgs, ShowArgs, StatusArgs, TableArgs};
@@ -48,31 +48,67 @@ pub fn load(store: &Store, sweep: SweepRow) -> anyhow::Result<SweepResults> {
     Ok(SweepResults::load(store, sweep, &speed_only_keys())?)
 }
 
-/// A job's row; `share` is its part of the sweep's backbone pass (seconds),
-/// added to its head's seconds in `Total s`.
-fn job_row(job: &Job, share: Option<f64>) -> Vec<Cell> {
+/// The columns of the losses, by the objective whose score they hold.
+const LOSS_COLUMNS: [(Objective, Column); 2] = [
+    (Objective::ValidLoss, col("best_valid_loss", "Best Valid Loss", true)),
+    (Objective::TrainLoss, col("best_train_loss", "Best Train Loss", true)),
+];
+
+/// One cell of a job's row, by column key: a result, or any setting.
+/// `share` is the job's part of the sweep's backbone pass (seconds), added to
+/// its head's seconds in `Total s`.
+fn job_cell(job: &Job, key: &str, share: Option<f64>) -> Cell {
     let row = &job.row;
-    vec![
-        Cell::text(&row.id),
-        Cell::int(row.batch_size),
-        Cell::int(row.workers),
-        Cell::float(row.lr, row.lr.to_string()),
-        Cell::float(row.momentum, row.momentum.to_string()),
-        Cell::int(row.epochs),
-        Cell::opt_float(row.best_valid_acc, acc),
-        Cell::opt_int(row.best_epoch),
-        Cell::opt_float(row.final_train_acc, acc),
-        Cell { text: job.status_text(), json: row.status.as_str().into() },
-        Cell::float(row.seconds, format!("{:.2}", row.seconds)),
-        Cell::opt_float(share.map(|s| s + row.seconds), |x| format!("{x:.2}")),
-        job.same_as.as_deref().map_or_else(Cell::none, Cell::text),
-    ]
+    match key {
+        "job_id" => Cell::text(&row.id),
+        "batch_size" => Cell::int(row.batch_size),
+        "workers" => Cell::int(row.workers),
+        "lr" => Cell::float(row.lr, row.lr.to_string()),
+        "momentum" => Cell::float(row.momentum, row.momentum.to_string()),
+        "epochs" => Cell::int(row.epochs),
+        "best_valid_acc" => Cell::opt_float(row.best_valid_acc, acc),
+        "best_epoch" => Cell::opt_int(row.best_epoch),
+        "final_train_acc" => Cell::opt_float(row.final_train_acc, acc),
+        "best_valid_loss" => Cell::opt_float(row.best_valid_loss, |x| format!("{x:.4}")),
+        "best_train_loss" => Cell::opt_float(row.best_train_loss, |x| format!("{x:.4}")),
+        "status" => Cell { text: job.status_text(), json: row.status.as_str().into() },
+        "seconds" => Cell::float(row.seconds, format!("{:.2}", row.seconds)),
+        "total_seconds" => Cell::opt_float(share.map(|s| s + row.seconds), |x| format!("{x:.2}")),
+        "same_as" => job.same_as.as_deref().map_or_else(Cell::none, Cell::text),
+        setting => match (job.config.get(setting), job.param(setting)) {
+            (Some(json), Some(value)) => Cell { text: value.to_string(), json: json.clone() },
+            _ => Cell::none(),
+        },
+    }
 }
 
-/// A sweep's jobs as a table, in the results' order.
-pub fn jobs_table(results: &SweepResults) -> Table {
+/// The train keys past the paper's five, with the static names columns take.
+fn other_keys() -> impl Iterator<Item = &'static str> {
+    sweep_scheduler::TrainKey::ALL.into_iter().map(|k| k.name()).filter(|k| !sweep_results::PAPER_KEYS.contains(k))
+}
+
+/// A sweep's jobs as a table, in the results' order. For people (text,
+/// Markdown): the paper's columns, every other setting that varies in the
+/// sweep, the objective's loss when it ranks the jobs, then the results. In
+/// CSV and JSON every setting, always, and both losses, after the columns
+/// they always had (so scripts reading them by position keep working).
+pub fn jobs_table(results: &SweepResults, format: Format) -> Table {
+    let every = matches!(format, Format::Csv | Format::Json);
+    let mut columns: Vec<Column> = JOB_COLUMNS[..6].to_vec();
+    let varying = results.varying_keys();
+    let setting = |key: &'static str| col(key, key, true);
+    if every {
+        columns.extend_from_slice(&JOB_COLUMNS[6..]);
+        columns.extend(LOSS_COLUMNS.iter().map(|(_, c)| *c));
+        columns.extend(other_keys().map(setting));
+    } else {
+        columns.extend(other_keys().filter(|k| varying.iter().any(|v| v.as_str() == *k)).map(setting));
+        columns.extend(LOSS_COLUMNS.iter().filter(|(o, _)| *o == results.objective).map(|(_, c)| *c));
+        columns.extend_from_slice(&JOB_COLUMNS[6..]);
+    }
     let share = results.features.as_ref().and_then(|f| f.share_per_job(&results.sweep.id, results.jobs.len()));
-    Table { columns: JOB_COLUMNS.to_vec(), rows: results.jobs.iter().map(|job| job_row(job, share)).collect() }
+    let rows = results.jobs.iter().map(|job| columns.iter().map(|c| job_cell(job, c.key, share)).collect()).collect();
+    Table { columns, rows }
 }
 
 /// A k-fold sweep's table: one row per configuration, with the mean and the
@@ -115,9 +151,17 @@ fn folds_table(results: &SweepResults) -> Table {
     Table { columns, rows }
 }
 
-/// Prints a sweep's jobs, sorted by `sort` (accuracies best first); a k-fold
+/// Prints a sweep's jobs, sorted by `sort` (accuracies best first), else
+/// with `by_objective` by the sweep's objective, best first, else in
+/// expansion order (`sweep run`'s final table); a k-fold
 /// sweep prints one row per configuration over its folds.
-pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&str>) -> anyhow::Result<()> {
+pub fn print_jobs(
+    store: &Store,
+    sweep: SweepRow,
+    format: Format,
+    sort: Option<&str>,
+    by_objective: bool,
+) -> anyhow::Result<()> {
     let mut results = load(store, sweep)?;
     let mut out = std::io::stdout().lock();
     if results.is_kfold() {
@@ -129,13 +173,23 @@ pub fn print_jobs(store: &Store, sweep: SweepRow, format: Format, sort: Option<&
         write!(out, "{}", folds_table(&results).render(format))?;
         return Ok(());
     }
-    if let Some(key) = sort {
-        results.sort_by(key).context("--sort")?;
+    match sort {
+        Some(key) => results.sort_by(key).context("--sort")?,
+        None if by_objective => results.sort_by_objective(),
+        None => {}
     }
     if format == Format::Table {
-        writeln!(out, "sweep {} ({})", printable(&results.sweep.name), printable(&results.sweep.id))?;
+        let objective = results.objective;
+        let how = if objective.maximised() { "highest" } else { "lowest" };
+        let (name, id) = (printable(&results.sweep.name), printable(&results.sweep.id));
+        let order = if sort.is_none() && by_objective {
+            format!(", best first by {} ({how})", objective.name())
+        } else {
+            String::new()
+        };
+        writeln!(out, "sweep {name} ({id}){order}")?;
     }
-    write!(out, "{}", jobs_table(&results).render(format))?;
+    write!(out, "{}", jobs_table(&results, format).render(format))?;
     if let (Format::Table, Some(features)) = (format, &results.features) {
         writeln!(out, "{}", features_line(features, &results.sweep.id))?;
         if features.share_per_job(&results.sweep.id, results.jobs.len()).is_some_and(|s| s > 0.0) {
@@ -177,7 +231,7 @@ fn features_line(features: &Features, sweep_id: &str) -> String {
 pub fn table(global: &GlobalArgs, args: &TableArgs) -> anyhow::Result<Outcome> {
     let store = Store::open_read_only(&global.db)?;
     let sweep = store.find_sweep(args.sweep.as_deref())?;
-    print_jobs(&store, sweep, args.format, args.sort.as_deref())?;
+    print_jobs(&store, sweep, args.format, args.sort.as_deref(), true)?;
     Ok(Outcome::Success)
 }
 

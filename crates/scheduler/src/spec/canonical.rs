@@ -82,14 +82,21 @@ pub(super) fn sweep(s: &Sections, environment: &serde_json::Value) -> serde_json
             json!(map)
         })
         .collect();
-    json!({
+    let mut sweep = json!({
         "name": s.name,
         "data": environment["data"],
         "model": environment["model"],
         "train": s.base.to_json(),
         "grid": grid,
         "configs": configs,
-    })
+    });
+    // Only what a search sets: a sweep without one keeps its id.
+    if let serde_json::Value::Object(map) = &mut sweep {
+        for (key, value) in super::space::canonical(&s.search, &s.sampled) {
+            map.insert(key.to_owned(), value);
+        }
+    }
+    sweep
 }
 
 /// 16 hex digits of BLAKE3 over the canonical text of `value`.

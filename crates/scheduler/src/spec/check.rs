@@ -9,8 +9,8 @@ use sweep_worker::{Arch, DType, DataConfig, Layout, ModelConfig, ModelGiven, Spl
 
 use super::keys::{big_float, quoted, Param, TrainKey, TrainParams};
 use super::node::{Node, Value};
-use super::schema;
 use super::SpecError;
+use super::{schema, space};
 
 /// A sweep file's sections, checked and typed.
 pub(super) struct Sections {
@@ -36,6 +36,10 @@ pub(super) struct Sections {
     pub(super) grid: Vec<(TrainKey, Vec<Param>)>,
     /// `[[configs]]`: overrides of `base`, in file order.
     pub(super) configs: Vec<Vec<(TrainKey, Param)>>,
+    /// `[search]`, defaults filled in (`space.rs`).
+    pub(super) search: space::Search,
+    /// `[space]`'s distributions, in [`TrainKey::ALL`] order.
+    pub(super) sampled: Vec<space::Sampled>,
 }
 
 /// Checks the tree of `file`, resolving relative paths against `base_dir`:
@@ -53,30 +57,30 @@ pub(super) fn check(root: &Node, file: &Path, base_dir: &Path) -> Result<Section
 }
 
 /// Walks the tree, collecting every problem.
-struct Checker {
+pub(super) struct Checker {
     file: PathBuf,
     errors: Vec<SpecError>,
 }
 
 /// The entries of one table, with the keys not yet taken.
-struct Table<'a> {
+pub(super) struct Table<'a> {
     path: String,
-    entries: Vec<(&'a str, Option<usize>, &'a Node)>,
-    line: Option<usize>,
+    pub(super) entries: Vec<(&'a str, Option<usize>, &'a Node)>,
+    pub(super) line: Option<usize>,
 }
 
 impl<'a> Table<'a> {
     /// The line of a key's value, before it is taken.
-    fn line_of(&self, key: &str) -> Option<usize> {
+    pub(super) fn line_of(&self, key: &str) -> Option<usize> {
         self.entries.iter().find(|(k, _, _)| *k == key).and_then(|(_, line, node)| node.line.or(*line))
     }
 
-    fn take(&mut self, key: &str) -> Option<&'a Node> {
+    pub(super) fn take(&mut self, key: &str) -> Option<&'a Node> {
         let pos = self.entries.iter().position(|(k, _, _)| *k == key)?;
         Some(self.entries.remove(pos).2)
     }
 
-    fn key(&self, key: &str) -> String {
+    pub(super) fn key(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_owned()
         } else {
@@ -86,11 +90,11 @@ impl<'a> Table<'a> {
 }
 
 impl Checker {
-    fn error(&mut self, line: Option<usize>, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn error(&mut self, line: Option<usize>, key: impl Into<String>, message: impl Into<String>) {
         self.errors.push(SpecError { file: self.file.clone(), line, key: key.into(), message: message.into() });
     }
 
-    fn table<'a>(&mut self, path: &str, node: &'a Node) -> Option<Table<'a>> {
+    pub(super) fn table<'a>(&mut self, path: &str, node: &'a Node) -> Option<Table<'a>> {
         match &node.value {
             Value::Table(entries) => Some(Table {
                 path: path.to_owned(),
@@ -105,14 +109,14 @@ impl Checker {
     }
 
     /// Reports every key left in `table` as unknown.
-    fn finish(&mut self, table: Table<'_>, known: &[impl AsRef<str>]) {
+    pub(super) fn finish(&mut self, table: Table<'_>, known: &[impl AsRef<str>]) {
         for (key, line, _) in &table.entries {
             let hint = closest(key, known).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
             self.error(*line, table.key(key), format!("unknown key{hint}"));
         }
     }
 
-    fn string(&mut self, table: &mut Table<'_>, key: &str) -> Option<String> {
+    pub(super) fn string(&mut self, table: &mut Table<'_>, key: &str) -> Option<String> {
         let node = table.take(key)?;
         match &node.value {
             Value::Str(s) if !s.trim().is_empty() => Some(s.clone()),
@@ -138,7 +142,7 @@ impl Checker {
         }
     }
 
-    fn int(&mut self, table: &mut Table<'_>, key: &str, min: i64, max: i64) -> Option<u64> {
+    pub(super) fn int(&mut self, table: &mut Table<'_>, key: &str, min: i64, max: i64) -> Option<u64> {
         let node = table.take(key)?;
         match node.value {
             Value::Int(i) if (min..=max).contains(&i) => Some(i as u64),
@@ -162,7 +166,7 @@ impl Checker {
         self.number(node, &table.key(key), check, rule)
     }
 
-    fn number(&mut self, node: &Node, key: &str, check: fn(f64) -> bool, rule: &str) -> Option<f64> {
+    pub(super) fn number(&mut self, node: &Node, key: &str, check: fn(f64) -> bool, rule: &str) -> Option<f64> {
         self.number_or_fraction(node, key, check, rule, false)
     }
 
@@ -255,15 +259,23 @@ impl Checker {
             }
         };
         let mut base = TrainParams::default();
+        let mut taken = Vec::new();
         if let Some(node) = top.take("train") {
             for (key, value) in self.overrides("train", node) {
                 base.set(key, value);
+                taken.push((key, "train"));
             }
         }
-        let grid = match top.take("grid") {
+        let mut grid = match top.take("grid") {
             Some(node) => self.grid(node),
             None => Vec::new(),
         };
+        taken.extend(grid.iter().map(|(key, _)| (*key, "grid")));
+        let (search, space) = (top.take("search"), top.take("space"));
+        let search = search.map(|node| self.search(node));
+        let space = space.map(|node| self.space(node, &taken));
+        self.search_and_space(search.as_ref(), space.as_ref());
+        let (search, sampled) = space::merge(search, space, &mut base, &mut grid);
         let mut configs = Vec::new();
         if let Some(node) = top.take("configs") {
             match &node.value {
@@ -291,7 +303,21 @@ impl Checker {
         self.finish(top, &schema::keys().top[..]);
 
         let (name, (data, root, folds, split), (model, weights, model_given)) = (name?, data?, model?);
-        Some(Sections { name, data, root, folds, split, model, weights, model_given, base, grid, configs })
+        Some(Sections {
+            name,
+            data,
+            root,
+            folds,
+            split,
+            model,
+            weights,
+            model_given,
+            base,
+            grid,
+            configs,
+            search,
+            sampled,
+        })
     }
 
     /// `[data]`, `root` as written, `folds`, and `split` as written.
@@ -524,34 +550,43 @@ impl Checker {
                 t.entries.push((key, line, value));
                 continue;
             };
-            let path = t.key(key);
-            let items: Vec<&Node> = match &value.value {
-                Value::Array(items) if items.is_empty() => {
-                    self.error(value.line.or(line), &path, "must not be an empty list");
-                    continue;
-                }
-                Value::Array(items) => items.iter().collect(),
-                // A single value is a one-point axis.
-                _ => vec![value],
-            };
-            let mut values: Vec<Param> = Vec::new();
-            // Repeats found in linear time: a generated axis may be long.
-            let mut seen = HashSet::new();
-            for (i, item) in items.iter().enumerate() {
-                match train_key.parse(item) {
-                    Ok(param) if !seen.insert(identity(param)) => {
-                        self.error(item.line, format!("{path}[{i}]"), format!("repeats the value {param}"))
-                    }
-                    Ok(param) => values.push(param),
-                    Err(msg) => self.error(item.line.or(line), format!("{path}[{i}]"), msg),
-                }
+            if let Some(values) = self.axis(&t.key(key), train_key, value, line) {
+                axes.push((train_key, values));
             }
-            axes.push((train_key, values));
         }
         let known: Vec<&str> = TrainKey::ALL.iter().map(|k| k.name()).collect();
         self.finish(t, &known);
         axes.sort_by_key(|(k, _)| *k);
         axes
+    }
+}
+
+impl Checker {
+    /// A list of distinct values of `key` (or one value, a one-point list);
+    /// `None` when the list is empty.
+    pub(super) fn axis(&mut self, path: &str, key: TrainKey, value: &Node, line: Option<usize>) -> Option<Vec<Param>> {
+        let items: Vec<&Node> = match &value.value {
+            Value::Array(items) if items.is_empty() => {
+                self.error(value.line.or(line), path, "must not be an empty list");
+                return None;
+            }
+            Value::Array(items) => items.iter().collect(),
+            // A single value is a one-point axis.
+            _ => vec![value],
+        };
+        let mut values: Vec<Param> = Vec::new();
+        // Repeats found in linear time: a generated axis may be long.
+        let mut seen = HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            match key.parse(item) {
+                Ok(param) if !seen.insert(identity(param)) => {
+                    self.error(item.line, format!("{path}[{i}]"), format!("repeats the value {param}"))
+                }
+                Ok(param) => values.push(param),
+                Err(msg) => self.error(item.line.or(line), format!("{path}[{i}]"), msg),
+            }
+        }
+        Some(values)
     }
 }
 

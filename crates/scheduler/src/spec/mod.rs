@@ -9,6 +9,9 @@
 //! - `expand.rs`: grid, configs and folds into [`Job`]s, under the job limit;
 //! - `canonical.rs`: the canonical JSON and the sweep and job ids hashed
 //!   from it (where a job id is made);
+//! - `space.rs`: `[search]` and `[space]`: sampled keys, the objective,
+//!   random and scrambled Sobol sampling (trial `i` depends only on the
+//!   seed and `i`);
 //! - `schema.rs`: the file format as wire types, the one declaration of its
 //!   keys, and the JSON Schema generated from them ([`json_schema`]);
 //! - `error.rs`: [`SpecError`], [`SpecErrors`], [`TooManyJobs`].
@@ -22,6 +25,7 @@ mod fuzz;
 mod keys;
 mod node;
 mod schema;
+mod space;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +37,7 @@ pub use error::{SpecError, SpecErrors, TooManyJobs};
 pub use expand::{Job, DEFAULT_MAX_JOBS, MAX_JOBS_CEILING};
 pub use keys::{Param, TrainKey, TrainParams};
 pub use schema::json_schema;
+pub use space::{Method, Objective};
 
 /// A validated sweep file.
 #[derive(Debug, Clone)]
@@ -61,6 +66,10 @@ pub struct SweepSpec {
     grid: Vec<(TrainKey, Vec<Param>)>,
     /// `[[configs]]`: overrides of `base`, in file order.
     configs: Vec<Vec<(TrainKey, Param)>>,
+    /// `[search]`, defaults filled in.
+    search: space::Search,
+    /// `[space]`'s distributions, in [`TrainKey::ALL`] order.
+    sampled: Vec<space::Sampled>,
 }
 
 /// The format of a sweep file.
@@ -101,7 +110,31 @@ impl SweepSpec {
         let sections = check::check(&root, file, base_dir).map_err(SpecErrors)?;
         let canonical_env = canonical::environment(&sections);
         let canonical = canonical::sweep(&sections, &canonical_env);
-        let check::Sections { name, data, folds, model, model_given, base, grid, configs, .. } = sections;
-        Ok(SweepSpec { name, data, model, model_given, folds, canonical_env, canonical, base, grid, configs })
+        let check::Sections { name, data, folds, model, model_given, base, grid, configs, search, sampled, .. } =
+            sections;
+        Ok(SweepSpec {
+            name,
+            data,
+            model,
+            model_given,
+            folds,
+            canonical_env,
+            canonical,
+            base,
+            grid,
+            configs,
+            search,
+            sampled,
+        })
+    }
+
+    /// How the jobs are chosen: the grid, or sampled trials.
+    pub fn method(&self) -> Method {
+        self.search.method
+    }
+
+    /// What "best" means for this sweep's jobs.
+    pub fn objective(&self) -> Objective {
+        self.search.objective
     }
 }

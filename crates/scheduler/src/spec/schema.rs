@@ -29,7 +29,7 @@ mod tests;
 /// head-training settings to sweep (TOML, or JSON with the same keys).
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "sweep file")]
+#[schemars(title = "sweep file", extend("dependentRequired" = {"space": ["search"]}))]
 pub(crate) struct SweepFile {
     /// The JSON Schema of this file, for editors; ignored by sweep (TOML
     /// files point at it with a `#:schema ./sweep.schema.json` comment).
@@ -51,6 +51,144 @@ pub(crate) struct SweepFile {
     /// `[train]`'s; joined with the grid, without duplicates.
     #[schemars(length(min = 1))]
     configs: Option<Vec<Train>>,
+    /// How the jobs are chosen: the grid (the default), or trials sampled
+    /// from `[space]`; and the objective that ranks them.
+    search: Option<Search>,
+    /// Per `[train]` key, a value (fixed), a list (crossed like `[grid]`'s)
+    /// or a distribution that each trial samples; needs `[search]`.
+    space: Option<Space>,
+}
+
+/// `[search]`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend(
+    "if" = {"properties": {"method": {"enum": ["random", "sobol"]}}, "required": ["method"]},
+    "then" = {"required": ["trials"]},
+    "else" = {"not": {"anyOf": [{"required": ["trials"]}, {"required": ["seed"]}]}}
+))]
+pub(crate) struct Search {
+    /// `grid`: the grid's cartesian product; `random`: independent uniform
+    /// draws; `sobol`: a scrambled Sobol sequence (quasi-random).
+    #[schemars(extend("default" = "grid"))]
+    method: Option<Method>,
+    /// Trials to sample (random and sobol); raising it keeps the earlier trials.
+    #[schemars(range(min = 1, max = 1_000_000))]
+    trials: Option<u64>,
+    /// Seed of the sampling (random and sobol).
+    #[schemars(range(min = 0, max = i64::MAX), extend("default" = 0))]
+    seed: Option<u64>,
+    /// What ranks the jobs in `sweep table` and `sweep best`.
+    #[schemars(extend("default" = "valid_acc"))]
+    objective: Option<Objective>,
+}
+
+/// How the jobs are chosen.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Method {
+    /// The grid's cartesian product (and the configs).
+    Grid,
+    /// Independent uniform draws per trial and key.
+    Random,
+    /// A scrambled (Owen) Sobol sequence.
+    Sobol,
+}
+
+/// What "best" means.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Objective {
+    /// The best validation accuracy, maximised.
+    ValidAcc,
+    /// The lowest validation loss, minimised.
+    ValidLoss,
+    /// The lowest training loss, minimised.
+    TrainLoss,
+}
+
+/// `[space]`: each `[train]` key as a value, a list, or a distribution.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Space {
+    batch_size: Option<Dimension<BatchSize>>,
+    workers: Option<Dimension<Workers>>,
+    lr: Option<Dimension<Lr>>,
+    momentum: Option<Dimension<Momentum>>,
+    epochs: Option<Dimension<Epochs>>,
+    optimizer: Option<Dimension<Optimizer>>,
+    weight_decay: Option<Dimension<WeightDecay>>,
+    step_size: Option<Dimension<StepSize>>,
+    gamma: Option<Dimension<Gamma>>,
+    seed: Option<Dimension<Seed>>,
+    loss: Option<Dimension<Loss>>,
+}
+
+/// One key of `[space]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Dimension<T> {
+    /// A fixed value.
+    One(T),
+    /// Values crossed with the other lists and the trials.
+    Many(Vec<T>),
+    /// Sampled per trial.
+    Sampled(Distribution<T>),
+}
+
+/// A distribution: exactly one of `uniform`, `log_uniform`, `int_uniform`,
+/// `choice`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Distribution<T> {
+    uniform: Option<[T; 2]>,
+    log_uniform: Option<[T; 2]>,
+    int_uniform: Option<[T; 2]>,
+    choice: Option<Vec<T>>,
+    step: Option<f64>,
+    zero_probability: Option<f64>,
+}
+
+impl<T: JsonSchema> JsonSchema for Dimension<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        format!("Dimension_of_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let one = generator.subschema_for::<T>();
+        let pair = json_schema!({ "type": "array", "items": one, "minItems": 2, "maxItems": 2 });
+        json_schema!({
+            "anyOf": [
+                one,
+                { "type": "array", "items": one, "minItems": 1, "uniqueItems": true },
+                {
+                    "type": "object",
+                    "description": "A distribution: one of uniform, log_uniform (low > 0), int_uniform ([low, high], \
+                        low < high), or choice (a list); step quantises uniform and int_uniform; zero_probability \
+                        gives 0 instead of a draw that often.",
+                    "properties": {
+                        "uniform": pair,
+                        "log_uniform": pair,
+                        "int_uniform": pair,
+                        "choice": { "type": "array", "items": one, "minItems": 1, "uniqueItems": true },
+                        "step": { "type": "number", "exclusiveMinimum": 0 },
+                        "zero_probability": { "type": "number", "minimum": 0, "exclusiveMaximum": 1 }
+                    },
+                    "additionalProperties": false,
+                    "oneOf": [
+                        { "required": ["uniform"] },
+                        { "required": ["log_uniform"] },
+                        { "required": ["int_uniform"] },
+                        { "required": ["choice"] }
+                    ]
+                }
+            ]
+        })
+    }
 }
 
 /// `[data]`: the data set, by `layout`.

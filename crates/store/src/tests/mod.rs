@@ -1,5 +1,6 @@
 //! The store's tests, one module per concern, with the helpers they share.
 
+mod binding;
 mod busy;
 mod lease;
 mod migrations;
