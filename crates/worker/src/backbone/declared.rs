@@ -5,7 +5,6 @@
 //! one error naming the file, both values and the way out.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 
 use super::weights::weights_err;
@@ -104,18 +103,7 @@ pub fn declared(weights: &Weights) -> Result<Declared, Error> {
 }
 
 fn safetensors_metadata(path: &Path) -> Result<HashMap<String, String>, Error> {
-    let mut file = std::fs::File::open(path).map_err(|e| weights_err(path, format!("cannot open: {e}")))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|_| weights_err(path, "not a safetensors file (too short)"))?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return Err(weights_err(path, "not a safetensors file (header length out of range)"));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|_| weights_err(path, "not a safetensors file (header cut short)"))?;
-    let meta: safetensors::tensor::Metadata =
-        serde_json::from_slice(&header).map_err(|e| weights_err(path, format!("not a safetensors file: {e}")))?;
-    Ok(meta.metadata().clone().unwrap_or_default())
+    Ok(super::weights::safetensors_header(path)?.metadata().clone().unwrap_or_default())
 }
 
 fn parse_declared(metadata: &HashMap<String, String>, path: &Path) -> Result<Declared, Error> {

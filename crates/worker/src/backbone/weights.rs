@@ -249,6 +249,13 @@ pub(super) fn weights_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 fn safetensors_shapes(path: &Path) -> Result<HashMap<String, Vec<usize>>, Error> {
+    let meta = safetensors_header(path)?;
+    Ok(meta.tensors().into_iter().map(|(name, info)| (name, info.shape.clone())).collect())
+}
+
+/// A safetensors file's header (tensor names, shapes, metadata), read
+/// without the tensors.
+pub(super) fn safetensors_header(path: &Path) -> Result<safetensors::tensor::Metadata, Error> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| weights_err(path, format!("cannot open: {e}")))?;
     let mut len = [0u8; 8];
@@ -259,9 +266,7 @@ fn safetensors_shapes(path: &Path) -> Result<HashMap<String, Vec<usize>>, Error>
     }
     let mut header = vec![0u8; len as usize];
     file.read_exact(&mut header).map_err(|_| weights_err(path, "not a safetensors file (header cut short)"))?;
-    let meta: safetensors::tensor::Metadata =
-        serde_json::from_slice(&header).map_err(|e| weights_err(path, format!("not a safetensors file: {e}")))?;
-    Ok(meta.tensors().into_iter().map(|(name, info)| (name, info.shape.clone())).collect())
+    serde_json::from_slice(&header).map_err(|e| weights_err(path, format!("not a safetensors file: {e}")))
 }
 
 /// Checks a weights file's tensor names and shapes against the architecture,
