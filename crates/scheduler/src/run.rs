@@ -247,7 +247,7 @@ async fn run_sweep(
     // The data set; the weights file's declared backbone and normalisation
     // applied (checked against the sweep file's) and its names and shapes;
     // a split file checked whole (`preflight.rs`).
-    let crate::preflight::Checked { mut dataset, model, .. } = crate::preflight::check(&spec)?;
+    let crate::preflight::Checked { mut dataset, model, splits } = crate::preflight::check(&spec)?;
     tracing::info!("{}", model.describe());
     // Said where a weights file may declare them (its metadata).
     if matches!(model.model.weights, sweep_worker::Weights::Safetensors(_)) {
@@ -267,7 +267,12 @@ async fn run_sweep(
     }
     // One split, or one per fold: the same for every job, recorded so a
     // resumed sweep can be checked against it.
-    let splits = sweep_worker::make_splits(&dataset, &spec.data, spec.folds, true)?;
+    // Made again only when `skip_bad_images` left images out (a split file
+    // may then name ids the data set no longer has).
+    let splits = match &skipped {
+        Some(_) => sweep_worker::make_splits(&dataset, &spec.data, spec.folds, true)?,
+        None => splits,
+    };
     // The data the jobs train on, bound to them: every file is hashed once
     // here (the feature-cache key comes from the same hashes).
     let manifest = DataManifest::new(&spec.data, &dataset, &model.model, &splits)?;
