@@ -20,9 +20,11 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// The SQLite database that records sweeps, jobs and epochs.
-    #[arg(long, global = true, env = "SWEEP_DB", default_value = "sweep.db", value_name = "PATH")]
-    pub db: PathBuf,
+    /// The database that records sweeps, jobs and epochs: an SQLite file
+    /// (PATH or sqlite:PATH), or PostgreSQL (postgres://USER@HOST[:PORT]/DB;
+    /// the password from the URL, PGPASSWORD or ~/.pgpass).
+    #[arg(long, global = true, env = "SWEEP_DB", default_value = "sweep.db", value_name = "PATH|URL")]
+    pub db: sweep_store::Location,
 
     /// More log detail on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

@@ -101,7 +101,7 @@ pub struct RecordedSplit {
 /// database `db` used, from its recorded sweep file and its data set (the
 /// images it left out with `skip_bad_images` left out again), and checks it
 /// against the split's recorded hash.
-pub fn recorded_split(db: &Path, which: Option<&str>) -> Result<RecordedSplit, Error> {
+pub fn recorded_split(db: &sweep_store::Location, which: Option<&str>) -> Result<RecordedSplit, Error> {
     let store = Store::open_read_only(db)?;
     let row = store.find_sweep(which)?;
     let (Some(source), Some(path)) = (row.source.clone(), row.source_path.clone()) else {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sweep_store::{Finish, NewJob, NewSweep, Store};
+use sweep_store::{Finish, Location, NewJob, NewSweep, Store};
 use sweep_worker::{
     CacheOutcome, DataManifest, EpochReport, EpochSink, FeatureCache, Features, SinkError, Split, TrainOutcome,
     TrainState,
@@ -39,11 +39,11 @@ pub enum Error {
     #[error(
         "{}: the disk is full: every recorded epoch is kept and the running jobs are interrupted; free at least \
          {needed_mib} MiB ({epochs_left} epochs left to record) and continue with `sweep resume {sweep_id}`",
-        path.display()
+        path
     )]
     DiskFull {
-        /// The database file.
-        path: PathBuf,
+        /// The database.
+        path: Location,
         /// The sweep that stopped.
         sweep_id: String,
         /// Epochs its unfinished jobs have left.
@@ -86,8 +86,8 @@ pub enum Error {
 /// How to run a sweep.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The database file.
-    pub db: PathBuf,
+    /// The database: an SQLite file or a PostgreSQL URL.
+    pub db: Location,
     /// Where features are cached.
     pub cache_dir: PathBuf,
     /// Jobs trained at once.
@@ -108,9 +108,15 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// Defaults for a database: the cache beside it, one job at a time, CPU.
-    pub fn new(db: PathBuf) -> RunOptions {
-        let cache_dir = db.parent().map(|p| p.join("sweep-cache")).unwrap_or_else(|| PathBuf::from("sweep-cache"));
+    /// Defaults for a database: the cache beside its file (in the current
+    /// folder for PostgreSQL), one job at a time, CPU.
+    pub fn new(db: impl Into<Location>) -> RunOptions {
+        let db = db.into();
+        let cache_dir = db
+            .as_path()
+            .and_then(Path::parent)
+            .map(|p| p.join("sweep-cache"))
+            .unwrap_or_else(|| PathBuf::from("sweep-cache"));
         RunOptions {
             db,
             cache_dir,
@@ -632,7 +638,7 @@ impl Shared {
     /// fault: the job that met it is interrupted like every other.
     fn disk_full(&self, checkpoint: usize) {
         if self.full.set(checkpoint).is_ok() {
-            tracing::info!(db = %self.opts.db.display(), "the disk is full: stopping every job at its last recorded epoch");
+            tracing::info!(db = %self.opts.db, "the disk is full: stopping every job at its last recorded epoch");
         }
         self.cancel.cancel();
     }

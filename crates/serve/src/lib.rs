@@ -19,7 +19,6 @@ mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -46,8 +45,8 @@ pub enum Error {
 /// What the server reads and how.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The database file.
-    pub db: PathBuf,
+    /// The database: an SQLite file or a PostgreSQL URL.
+    pub db: sweep_store::Location,
     /// The settings that change only speed (for Same As), from the caller's
     /// sweep-file vocabulary.
     pub speed_only: Vec<String>,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sweep_results::SweepResults;
-use sweep_store::Store;
+use sweep_store::{Location, Store};
 
 use crate::{Config, Error};
 
@@ -83,8 +83,13 @@ impl State {
 
 impl Opened {
     fn open(config: &Config) -> Result<Opened, Error> {
-        let real = std::fs::metadata(&config.db).is_ok_and(|m| m.len() > 0);
-        Ok(Opened { store: Store::open_read_only(&config.db)?, real })
+        let store = Store::open_read_only(&config.db)?;
+        let real = match &config.db {
+            Location::Sqlite(path) => std::fs::metadata(path).is_ok_and(|m| m.len() > 0),
+            // An empty database reads as empty until its first sweep.
+            Location::Postgres(_) => !store.sweeps()?.is_empty(),
+        };
+        Ok(Opened { store, real })
     }
 }
 

@@ -4,37 +4,34 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension};
-
-use crate::{Error, Store};
+use crate::sql::args;
+use crate::{now_text, Error, Store};
 
 impl Store {
     /// The data key a sweep is bound to; `None` when the sweep is unknown or
     /// not bound yet.
     pub fn sweep_data_key(&self, sweep_id: &str) -> Result<Option<String>, Error> {
-        self.read(|conn| {
-            conn.query_row("SELECT data_key FROM sweeps WHERE id = ?1", [sweep_id], |r| r.get::<_, Option<String>>(0))
-                .optional()
-                .map(Option::flatten)
+        self.read(|tx| {
+            match tx.query_opt("SELECT data_key FROM sweeps WHERE id = ?1", args![sweep_id])? {
+                Some(r) => r.get(0),
+                None => Ok(None),
+            }
         })
     }
 
     /// Whether a sweep is recorded.
     pub fn has_sweep(&self, sweep_id: &str) -> Result<bool, Error> {
-        self.read(|conn| {
-            conn.query_row("SELECT count(*) FROM sweeps WHERE id = ?1", [sweep_id], |r| r.get::<_, i64>(0))
-        })
-        .map(|n| n > 0)
+        self.read(|tx| tx.value::<i64>("SELECT count(*) FROM sweeps WHERE id = ?1", args![sweep_id])).map(|n| n > 0)
     }
 
     /// The data keys of those of `job_ids` that are recorded and bound.
     pub fn job_data_keys(&self, job_ids: &[&str]) -> Result<HashMap<String, String>, Error> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT data_key FROM jobs WHERE id = ?1 AND data_key IS NOT NULL")?;
+        self.read(|tx| {
             let mut out = HashMap::new();
             for id in job_ids {
-                if let Some(key) = stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? {
-                    out.insert((*id).to_owned(), key);
+                let sql = "SELECT data_key FROM jobs WHERE id = ?1 AND data_key IS NOT NULL";
+                if let Some(row) = tx.query_opt(sql, args![*id])? {
+                    out.insert((*id).to_owned(), row.get(0)?);
                 }
             }
             Ok(out)
@@ -43,9 +40,10 @@ impl Store {
 
     /// The manifest recorded for a data key.
     pub fn data_manifest(&self, data_key: &str) -> Result<Option<String>, Error> {
-        self.read(|conn| {
-            conn.query_row("SELECT manifest FROM data_manifests WHERE data_key = ?1", [data_key], |r| r.get(0))
-                .optional()
+        self.read(|tx| {
+            tx.query_opt("SELECT manifest FROM data_manifests WHERE data_key = ?1", args![data_key])?
+                .map(|r| r.get(0))
+                .transpose()
         })
     }
 
@@ -54,17 +52,17 @@ impl Store {
     /// already bound keeps its key.
     pub fn bind_data(&self, sweep_id: &str, job_ids: &[&str], data_key: &str, manifest: &str) -> Result<(), Error> {
         self.write(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO data_manifests (data_key, manifest) VALUES (?1, ?2)",
-                params![data_key, manifest],
+            tx.exec(
+                "INSERT INTO data_manifests (data_key, manifest, recorded_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                args![data_key, manifest, now_text()],
             )?;
-            tx.execute(
+            tx.exec(
                 "UPDATE sweeps SET data_key = ?2 WHERE id = ?1 AND data_key IS NULL",
-                params![sweep_id, data_key],
+                args![sweep_id, data_key],
             )?;
-            let mut bind = tx.prepare("UPDATE jobs SET data_key = ?2 WHERE id = ?1 AND data_key IS NULL")?;
             for id in job_ids {
-                bind.execute(params![id, data_key])?;
+                tx.exec("UPDATE jobs SET data_key = ?2 WHERE id = ?1 AND data_key IS NULL", args![*id, data_key])?;
             }
             Ok(())
         })

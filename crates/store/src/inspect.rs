@@ -62,23 +62,23 @@ pub(crate) struct Header {
 pub(crate) fn read_header(path: &Path) -> Result<Option<Header>, Error> {
     let len = match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
-            return Err(Error::Open { path: path.to_owned(), reason: "is a folder".to_owned() })
+            return Err(Error::Open { path: path.into(), reason: "is a folder".to_owned() })
         }
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::Open { path: path.to_owned(), reason: e.to_string() }),
+        Err(e) => return Err(Error::Open { path: path.into(), reason: e.to_string() }),
     };
     if len == 0 {
         return Ok(None);
     }
     let mut header = [0u8; 100];
     let read =
-        read_start(path, &mut header).map_err(|e| Error::Open { path: path.to_owned(), reason: e.to_string() })?;
+        read_start(path, &mut header).map_err(|e| Error::Open { path: path.into(), reason: e.to_string() })?;
     if read < 16 || &header[..16] != b"SQLite format 3\0" {
-        return Err(Error::Foreign { path: path.to_owned(), reason: "not an SQLite database".to_owned() });
+        return Err(Error::Foreign { path: path.into(), reason: "not an SQLite database".to_owned() });
     }
     if read < 100 {
-        return Err(Error::Corrupt { path: path.to_owned(), reason: format!("truncated to {len} bytes") });
+        return Err(Error::Corrupt { path: path.into(), reason: format!("truncated to {len} bytes") });
     }
     let be32 = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
     let page_size = match u16::from_be_bytes([header[16], header[17]]) {
@@ -86,7 +86,7 @@ pub(crate) fn read_header(path: &Path) -> Result<Option<Header>, Error> {
         n => n as u64,
     };
     if page_size < 512 || !page_size.is_power_of_two() {
-        return Err(Error::Corrupt { path: path.to_owned(), reason: format!("bad page size {page_size}") });
+        return Err(Error::Corrupt { path: path.into(), reason: format!("bad page size {page_size}") });
     }
     // The page count is valid only when non-zero and written together with the
     // change counter (offset 24) it records as valid-for (offset 92).
@@ -190,7 +190,7 @@ pub(crate) fn check_length(path: &Path) -> Result<(), Error> {
                 Some(pages) => format!("truncated: {len} bytes, but its header promises {pages} pages of {page_size}"),
                 None => format!("truncated: {len} bytes, not a whole number of {page_size}-byte pages"),
             };
-            return Err(Error::Corrupt { path: path.to_owned(), reason });
+            return Err(Error::Corrupt { path: path.into(), reason });
         }
         std::thread::sleep(pause);
         pause *= 2;
@@ -223,11 +223,11 @@ pub(crate) fn check_contents(conn: &Connection, path: &Path, latest: i64) -> Res
         } else {
             format!("an SQLite database of another program (application_id {app_id:#x})")
         };
-        return Err(Error::Foreign { path: path.to_owned(), reason });
+        return Err(Error::Foreign { path: path.into(), reason });
     }
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(path, e))?;
     if version > latest {
-        return Err(Error::TooNew { path: path.to_owned(), found: version, supported: latest });
+        return Err(Error::TooNew { path: path.into(), found: version, supported: latest });
     }
     // Damage inside the file (a torn write, bytes overwritten) is found here,
     // before opening for writing could touch it. quick_check reads every page
@@ -245,7 +245,7 @@ pub(crate) fn check_contents(conn: &Connection, path: &Path, latest: i64) -> Res
             .filter(|line| !line.starts_with("***") && !line.trim().is_empty())
             .collect();
         let reason = format!("integrity check failed: {}", problems.join("; "));
-        return Err(Error::Corrupt { path: path.to_owned(), reason });
+        return Err(Error::Corrupt { path: path.into(), reason });
     }
     Ok(version)
 }

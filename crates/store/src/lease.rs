@@ -3,39 +3,48 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension};
+use crate::sql::args;
+use crate::{now_ms, now_text, Claimed, Error, Finish, Store};
 
-use crate::{now_ms, Claimed, Error, Finish, Store};
+/// The next runnable job of sweep `?1` at time `?3`: pending, interrupted, or
+/// running under an expired lease.
+const NEXT_JOB: &str = "SELECT j.id FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+     WHERE s.sweep_id = ?1
+       AND (j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?3))
+     ORDER BY s.position LIMIT 1";
 
 impl Store {
     /// Atomically claims the sweep's next runnable job (pending, interrupted,
-    /// or running with an expired lease) for `owner`, leased for `lease`.
+    /// or running with an expired lease) for `owner`, leased for `lease`. On
+    /// SQLite the `BEGIN IMMEDIATE` transaction excludes other claimers; on
+    /// PostgreSQL the job's row is locked with `FOR UPDATE SKIP LOCKED`, so
+    /// claimers at once take different jobs without waiting for each other.
     pub fn claim(&mut self, sweep_id: &str, owner: &str, lease: Duration) -> Result<Option<Claimed>, Error> {
         self.write(|tx| {
-            tx.query_row(
-                "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires = ?3 + ?4, heartbeat_at = ?3,
-                        attempts = attempts + 1, error = NULL,
-                        started_at = COALESCE(started_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                 WHERE id = (
-                     SELECT j.id FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
-                     WHERE s.sweep_id = ?1
-                       AND (j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?3))
-                     ORDER BY s.position LIMIT 1)
-                 RETURNING id, config_json, attempts",
-                params![sweep_id, owner, now_ms(), lease.as_millis() as i64],
-                |r| Ok(Claimed { id: r.get(0)?, config_json: r.get(1)?, attempts: r.get(2)? }),
-            )
-            .optional()
+            let next = match tx.is_postgres() {
+                true => format!("{NEXT_JOB} FOR UPDATE OF j SKIP LOCKED"),
+                false => NEXT_JOB.to_owned(),
+            };
+            let now = now_ms();
+            let sql = format!(
+                "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires = ?4, heartbeat_at = ?3,
+                        attempts = attempts + 1, error = NULL, started_at = COALESCE(started_at, ?5)
+                 WHERE id = ({next})
+                 RETURNING id, config_json, attempts"
+            );
+            let row = tx.query_opt(&sql, args![sweep_id, owner, now, now + lease.as_millis() as i64, now_text()])?;
+            row.map(|r| Ok(Claimed { id: r.get(0)?, config_json: r.get(1)?, attempts: r.get(2)? })).transpose()
         })
     }
 
     /// Extends a lease; [`Error::LeaseLost`] when `owner` no longer holds it.
     pub fn renew(&self, job_id: &str, owner: &str, lease: Duration) -> Result<(), Error> {
+        let now = now_ms();
         let n = self.write(|tx| {
-            tx.execute(
-                "UPDATE jobs SET lease_expires = ?3 + ?4, heartbeat_at = ?3
+            tx.exec(
+                "UPDATE jobs SET lease_expires = ?3, heartbeat_at = ?4
                  WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-                params![job_id, owner, now_ms(), lease.as_millis() as i64],
+                args![job_id, owner, now + lease.as_millis() as i64, now],
             )
         })?;
         if n == 1 {
@@ -47,12 +56,14 @@ impl Store {
 
     /// The running jobs of a sweep with their lease owners.
     pub fn leases(&self, sweep_id: &str) -> Result<Vec<(String, String)>, Error> {
-        self.read(|conn| {
-            conn.prepare(
+        self.read(|tx| {
+            tx.query(
                 "SELECT j.id, j.lease_owner FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
                  WHERE s.sweep_id = ?1 AND j.status = 'running' AND j.lease_owner IS NOT NULL",
+                args![sweep_id],
             )?
-            .query_map([sweep_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
             .collect()
         })
     }
@@ -60,9 +71,9 @@ impl Store {
     /// Ends a lease held by a runner known to be dead, so the job can be claimed now.
     pub fn expire_lease(&self, job_id: &str, owner: &str) -> Result<bool, Error> {
         let n = self.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET lease_expires = 0 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-                params![job_id, owner],
+                args![job_id, owner],
             )
         })?;
         Ok(n == 1)
@@ -76,11 +87,12 @@ impl Store {
             Finish::Interrupted => ("interrupted", None),
         };
         let n = self.write(|tx| {
-            tx.execute(
+            let finished = (status == "done").then(now_text);
+            tx.exec(
                 "UPDATE jobs SET status = ?3, error = ?4, lease_owner = NULL, lease_expires = NULL,
-                        finished_at = CASE WHEN ?3 = 'done' THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE finished_at END
+                        finished_at = COALESCE(?5, finished_at)
                  WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-                params![job_id, owner, status, error],
+                args![job_id, owner, status, error, finished.as_ref()],
             )
         })?;
         if n == 1 {
@@ -95,19 +107,25 @@ impl Store {
     /// epochs were discarded, or `None` (nothing changed) while a runner
     /// holds the job.
     pub fn restart(&self, job_id: &str) -> Result<Option<usize>, Error> {
+        let at = &self.path;
         self.write(|tx| {
-            let status: String = tx.query_row("SELECT status FROM jobs WHERE id = ?1", [job_id], |r| r.get(0))?;
+            let status: Option<String> = tx.query_opt("SELECT status FROM jobs WHERE id = ?1", args![job_id])?
+                .map(|r| r.get(0))
+                .transpose()?;
+            let Some(status) = status else {
+                return Err(Error::NotFound(format!("{at}: no job `{job_id}`")));
+            };
             if status == "running" {
                 return Ok(None);
             }
-            let epochs = tx.execute("DELETE FROM epochs WHERE job_id = ?1", [job_id])?;
-            tx.execute("DELETE FROM checkpoints WHERE job_id = ?1", [job_id])?;
-            tx.execute(
+            let epochs = tx.exec("DELETE FROM epochs WHERE job_id = ?1", args![job_id])?;
+            tx.exec("DELETE FROM checkpoints WHERE job_id = ?1", args![job_id])?;
+            tx.exec(
                 "UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_expires = NULL, heartbeat_at = NULL,
                    started_at = NULL, finished_at = NULL, error = NULL, best_valid_acc = NULL, best_epoch = NULL,
                    seconds = 0
                  WHERE id = ?1",
-                [job_id],
+                args![job_id],
             )?;
             Ok(Some(epochs))
         })
@@ -116,10 +134,10 @@ impl Store {
     /// Makes the sweep's failed jobs claimable again; returns how many.
     pub fn retry_failed(&self, sweep_id: &str) -> Result<usize, Error> {
         self.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET status = 'interrupted' WHERE status = 'failed'
                    AND id IN (SELECT job_id FROM sweep_jobs WHERE sweep_id = ?1)",
-                [sweep_id],
+                args![sweep_id],
             )
         })
     }

@@ -1,8 +1,10 @@
 //! The schema's migrations, embedded from the top-level `migrations/` folder:
-//! `NNNN-name/up.sql`, numbered from 1 without gaps. Never edit one that has
-//! landed; add the next.
+//! `NNNN-name/up.sql` (SQLite) and `NNNN-name/postgres.sql` (the same schema
+//! in PostgreSQL's types), numbered from 1 without gaps. Never edit one that
+//! has landed; add the next, in both dialects.
 //!
-//! `Store::migrate` applies them, in one transaction, when a database is opened.
+//! `Store::migrate` applies them, in one transaction, when a database is
+//! opened (on PostgreSQL: `postgres.rs`, with its version table).
 
 use include_dir::{include_dir, Dir};
 use rusqlite::{Transaction, TransactionBehavior};
@@ -11,6 +13,7 @@ use std::sync::LazyLock;
 use crate::busy::{is_busy, retry};
 use crate::error::classify;
 use crate::{Error, Store, APPLICATION_ID};
+use crate::sql::Db;
 
 static DIR: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../migrations");
 
@@ -21,8 +24,11 @@ pub struct Migration {
     pub version: i64,
     /// Its folder's name.
     pub name: &'static str,
-    /// Its SQL.
+    /// Its SQL for SQLite.
     pub up: &'static str,
+    /// Its SQL for PostgreSQL; `None` where the folder has no `postgres.sql`
+    /// (such a build refuses to open PostgreSQL databases, naming it).
+    pub postgres: Option<&'static str>,
 }
 
 /// Every migration, in order.
@@ -37,7 +43,8 @@ pub static MIGRATIONS: LazyLock<Vec<Migration>> = LazyLock::new(|| {
                 .get_file(dir.path().join("up.sql"))
                 .and_then(|f| f.contents_utf8())
                 .expect("every migration has an up.sql");
-            Migration { version, name, up }
+            let postgres = dir.get_file(dir.path().join("postgres.sql")).and_then(|f| f.contents_utf8());
+            Migration { version, name, up, postgres }
         })
         .collect();
     out.sort_by_key(|m| m.version);
@@ -53,12 +60,16 @@ impl Store {
     /// Applies every migration past the file's version in one transaction:
     /// the file ends at the latest version or, when one fails, at the one it had.
     pub(crate) fn migrate(&self, migrations: &[Migration]) -> Result<(), Error> {
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(client) => return self.migrate_postgres(client.borrow_mut().get(), migrations),
+        };
         let path = &self.path;
         let latest = migrations.last().map_or(0, |m| m.version);
         let sqlite = |e: rusqlite::Error| classify(path, e);
         retry(path, self.patience, || {
             // Dropping `tx` on an error rolls back every migration of this attempt.
-            let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(sqlite)?;
+            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(sqlite)?;
             let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sqlite)?;
             if version > latest {
                 return Err(Error::TooNew { path: path.clone(), found: version, supported: latest });

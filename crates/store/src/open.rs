@@ -10,14 +10,20 @@ use crate::busy::{retry, Patience};
 use crate::error::classify;
 use crate::inspect::{inspect, wal_path};
 use crate::read_only::folder_accepts_files;
-use crate::{Error, Migration, Store, MIGRATIONS};
+use crate::sql::Db;
+use crate::{Error, Location, Migration, Store, MIGRATIONS};
 
 impl Store {
     /// Opens (creating if needed) a sweep database and migrates it to the
-    /// latest schema. A file that is not a sweep database, is damaged, or
-    /// comes from a newer sweep is refused and left untouched.
-    pub fn open(path: &Path) -> Result<Store, Error> {
-        Store::open_with(path, &MIGRATIONS)
+    /// latest schema: an SQLite file (created with its folder) or a
+    /// PostgreSQL database (which must exist; its tables are created). A
+    /// database that is not a sweep database, is damaged, or comes from a
+    /// newer sweep is refused and left untouched.
+    pub fn open(db: impl Into<Location>) -> Result<Store, Error> {
+        match db.into() {
+            Location::Sqlite(path) => Store::open_with(&path, &MIGRATIONS),
+            Location::Postgres(url) => Store::open_postgres(&url, &MIGRATIONS, false),
+        }
     }
 
     /// [`Store::open`] with a given list of migrations (tests use a list
@@ -28,24 +34,26 @@ impl Store {
             inspect(path, latest, Patience::DEFAULT)?;
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| Error::Open {
-                    path: path.to_owned(),
+                    path: path.into(),
                     reason: format!("cannot create its folder: {e}"),
                 })?;
             }
             let conn =
-                Connection::open(path).map_err(|e| Error::Open { path: path.to_owned(), reason: e.to_string() })?;
+                Connection::open(path).map_err(|e| Error::Open { path: path.into(), reason: e.to_string() })?;
             Store::setup(conn, path, migrations)
         };
         match open() {
             // SQLite's own words ("unable to open database file", "attempt to
             // write a readonly database") do not say why.
-            Err(Error::Open { path, reason }) if path.exists() && !folder_accepts_files(&path) => {
+            Err(Error::Open { path: Location::Sqlite(path), reason })
+                if path.exists() && !folder_accepts_files(&path) =>
+            {
                 let wal = wal_path(&path);
                 let reason = format!(
                     "{reason} (its folder accepts no new file, and writing needs {} beside it)",
                     wal.file_name().unwrap_or_default().to_string_lossy()
                 );
-                Err(Error::Open { path, reason })
+                Err(Error::Open { path: path.into(), reason })
             }
             other => other,
         }
@@ -57,12 +65,13 @@ impl Store {
         Store::setup(Connection::open_in_memory().map_err(|e| classify(path, e))?, path, &MIGRATIONS)
     }
 
-    pub(crate) fn setup(conn: Connection, path: &Path, migrations: &[Migration]) -> Result<Store, Error> {
+    pub(crate) fn setup(conn: Connection, path: impl Into<Location>, migrations: &[Migration]) -> Result<Store, Error> {
+        let path: Location = path.into();
         let patience = Patience::DEFAULT;
-        conn.busy_timeout(patience.busy_timeout).map_err(|e| classify(path, e))?;
-        retry(path, patience, || pragmas(&conn).map_err(|e| classify(path, e)))?;
+        conn.busy_timeout(patience.busy_timeout).map_err(|e| classify(&path, e))?;
+        retry(&path, patience, || pragmas(&conn).map_err(|e| classify(&path, e)))?;
         let latest = migrations.last().map_or(0, |m| m.version);
-        let store = Store { conn, path: path.to_owned(), patience, read_only: false, schema: latest };
+        let store = Store { db: Db::Sqlite(conn), path, patience, read_only: false, schema: latest };
         store.migrate(migrations)?;
         Ok(store)
     }

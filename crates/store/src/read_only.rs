@@ -12,7 +12,8 @@ use rusqlite::Connection;
 use crate::busy::{retry, Patience};
 use crate::error::classify;
 use crate::inspect::{check_contents, check_length, read_header, reader, wal_len, wal_path};
-use crate::{latest_version, Error, Store, MIGRATIONS};
+use crate::sql::Db;
+use crate::{latest_version, Error, Location, Store, MIGRATIONS};
 
 impl Store {
     /// Opens a sweep database for reading only: nothing is created, migrated
@@ -29,8 +30,14 @@ impl Store {
     ///   file holds writes; nobody can be writing it there. When one does,
     ///   and no `-shm` is there to read it through, the file is refused: it
     ///   reads whole once a command that writes has opened it.
-    pub fn open_read_only(path: &Path) -> Result<Store, Error> {
-        Store::open_read_only_with(path, folder_accepts_files)
+    ///
+    /// On PostgreSQL the session is read-only (`default_transaction_read_only`),
+    /// so the server refuses a write too; an empty database reads as empty.
+    pub fn open_read_only(db: impl Into<Location>) -> Result<Store, Error> {
+        match db.into() {
+            Location::Sqlite(path) => Store::open_read_only_with(&path, folder_accepts_files),
+            Location::Postgres(url) => Store::open_postgres(&url, &MIGRATIONS, true),
+        }
     }
 
     /// [`Store::open_read_only`] with the answer to "does the folder accept
@@ -54,13 +61,14 @@ impl Store {
             // An SQLite file with nothing in it: nothing recorded yet.
             return Store::empty_read_only(path);
         }
-        Ok(Store { conn, path: path.to_owned(), patience, read_only: true, schema })
+        Ok(Store { db: Db::Sqlite(conn), path: path.into(), patience, read_only: true, schema })
     }
 
     /// A read-only store of `path` that holds nothing: an empty database in
     /// memory, at the latest schema.
-    fn empty_read_only(path: &Path) -> Result<Store, Error> {
-        let conn = Connection::open_in_memory().map_err(|e| classify(path, e))?;
+    pub(crate) fn empty_read_only(path: impl Into<Location>) -> Result<Store, Error> {
+        let path: Location = path.into();
+        let conn = Connection::open_in_memory().map_err(|e| classify(&path, e))?;
         let mut store = Store::setup(conn, path, &MIGRATIONS)?;
         store.read_only = true;
         Ok(store)
@@ -111,7 +119,7 @@ pub(crate) fn read_access(path: &Path, folder_accepts_files: bool, beside: Besid
         return Ok(Access::Shared);
     }
     Err(Error::Open {
-        path: path.to_owned(),
+        path: path.into(),
         reason: format!(
             "{} holds writes not yet in the database, and reading them needs a -shm file that this read-only \
              folder cannot take: run a command that writes (such as `sweep run`) on it where it can be written",
@@ -146,7 +154,7 @@ pub(crate) fn folder_accepts_files(path: &Path) -> bool {
 
 /// The `file:` URI that opens `path` immutable.
 pub(crate) fn immutable_uri(path: &Path) -> Result<String, Error> {
-    let path = std::path::absolute(path).map_err(|e| Error::Open { path: path.to_owned(), reason: e.to_string() })?;
+    let path = std::path::absolute(path).map_err(|e| Error::Open { path: path.into(), reason: e.to_string() })?;
     #[cfg(unix)]
     let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
     #[cfg(not(unix))]

@@ -3,37 +3,30 @@
 
 use std::time::Duration;
 
-use rusqlite::params;
-
-use crate::{now_ms, EpochRow, Error, NewJob, NewSweep, Registered, Store};
+use crate::sql::args;
+use crate::{now_ms, now_text, EpochRow, Error, NewJob, NewSweep, Registered, Store};
 
 impl Store {
     /// Records a sweep and its jobs, idempotently: a known sweep or job is kept
     /// as it is, with everything recorded for it.
     pub fn register_sweep(&mut self, sweep: &NewSweep<'_>, jobs: &[NewJob<'_>]) -> Result<Registered, Error> {
         self.write(|tx| {
-            let new_sweep = tx.execute(
-                "INSERT OR IGNORE INTO sweeps (id, name, spec_json, source, source_path) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![sweep.id, sweep.name, sweep.spec_json, sweep.source, sweep.source_path],
+            let new_sweep = tx.exec(
+                "INSERT INTO sweeps (id, name, spec_json, source, source_path) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                args![sweep.id, sweep.name, sweep.spec_json, sweep.source, sweep.source_path],
             )? == 1;
             let mut new_jobs = 0;
-            let mut insert_job = tx.prepare(
-                "INSERT OR IGNORE INTO jobs (id, config_json, batch_size, workers, lr, momentum, epochs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            let mut link =
-                tx.prepare("INSERT OR IGNORE INTO sweep_jobs (sweep_id, job_id, position) VALUES (?1, ?2, ?3)")?;
             for (position, job) in jobs.iter().enumerate() {
-                new_jobs += insert_job.execute(params![
-                    job.id,
-                    job.config_json,
-                    job.batch_size,
-                    job.workers,
-                    job.lr,
-                    job.momentum,
-                    job.epochs
-                ])?;
-                link.execute(params![sweep.id, job.id, position as i64])?;
+                new_jobs += tx.exec(
+                    "INSERT INTO jobs (id, config_json, batch_size, workers, lr, momentum, epochs)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                    args![job.id, job.config_json, job.batch_size, job.workers, job.lr, job.momentum, job.epochs],
+                )?;
+                tx.exec(
+                    "INSERT INTO sweep_jobs (sweep_id, job_id, position) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    args![sweep.id, job.id, position as i64],
+                )?;
             }
             Ok(Registered { new_sweep, new_jobs, known_jobs: jobs.len() - new_jobs })
         })
@@ -42,9 +35,9 @@ impl Store {
     /// Records what the sweep's latest run did about features and the split.
     pub fn set_features(&self, sweep_id: &str, key: &str, reused: bool, split_json: &str) -> Result<(), Error> {
         self.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE sweeps SET features_key = ?2, features_reused = ?3, split_json = ?4 WHERE id = ?1",
-                params![sweep_id, key, reused, split_json],
+                args![sweep_id, key, reused, split_json],
             )
         })?;
         Ok(())
@@ -63,11 +56,10 @@ impl Store {
     ) -> Result<i64, Error> {
         let images = i64::try_from(images).unwrap_or(i64::MAX);
         self.write(|tx| {
-            tx.query_row(
-                "INSERT INTO feature_runs (sweep_id, cache_key, reused, images, seconds) VALUES (?1, ?2, ?3, ?4, ?5)
-                 RETURNING id",
-                params![sweep_id, key, reused, images, seconds],
-                |r| r.get(0),
+            tx.value(
+                "INSERT INTO feature_runs (sweep_id, cache_key, reused, images, seconds, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                args![sweep_id, key, reused, images, seconds, now_text()],
             )
         })
     }
@@ -85,19 +77,20 @@ impl Store {
         lease: Duration,
     ) -> Result<(), Error> {
         let held = self.write(|tx| {
-            let held = tx.execute(
-                "UPDATE jobs SET lease_expires = ?3 + ?4, heartbeat_at = ?3, seconds = seconds + ?5
+            let now = now_ms();
+            let held = tx.exec(
+                "UPDATE jobs SET lease_expires = ?3, heartbeat_at = ?4, seconds = seconds + ?5
                  WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-                params![job_id, owner, now_ms(), lease.as_millis() as i64, epoch.seconds],
+                args![job_id, owner, now + lease.as_millis() as i64, now, epoch.seconds],
             )?;
             if held != 1 {
                 // Nothing was changed: committing this writes nothing.
                 return Ok(false);
             }
-            tx.execute(
-                "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
+            tx.exec(
+                "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                args![
                     job_id,
                     epoch.epoch,
                     epoch.train_loss,
@@ -105,23 +98,24 @@ impl Store {
                     epoch.valid_loss,
                     epoch.valid_acc,
                     epoch.lr,
-                    epoch.seconds
+                    epoch.seconds,
+                    now_text()
                 ],
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'last', ?2, ?3)
                  ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
-                params![job_id, epoch.epoch, state],
+                args![job_id, epoch.epoch, state],
             )?;
             if is_best {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'best', ?2, ?3)
                      ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
-                    params![job_id, epoch.epoch, state],
+                    args![job_id, epoch.epoch, state],
                 )?;
-                tx.execute(
+                tx.exec(
                     "UPDATE jobs SET best_valid_acc = ?2, best_epoch = ?3 WHERE id = ?1",
-                    params![job_id, epoch.valid_acc, epoch.epoch],
+                    args![job_id, epoch.valid_acc, epoch.epoch],
                 )?;
             }
             Ok(true)

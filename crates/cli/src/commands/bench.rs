@@ -131,7 +131,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<Outcome> {
         let mut opts = RunOptions::new(work.join("bench.db"));
         opts.cache_dir = work.join("cache");
         opts.devices = vec![args.device.clone()];
-        let _ = std::fs::remove_file(&opts.db);
+        let _ = std::fs::remove_file(work.join("bench.db"));
         let _ = std::fs::remove_dir_all(&opts.cache_dir);
         let clock = Arc::new(Clock(Mutex::new(Timeline::default())));
         eprintln!("bench: the seed table's six jobs end to end");

@@ -24,7 +24,7 @@ pub fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<Outcome> {
         // The address on stdout (a port 0 bind says which port it got), the rest on stderr.
         writeln!(std::io::stdout().lock(), "{url}")?;
         if !global.quiet {
-            eprintln!("sweep serve: {} read-only at {url} (Ctrl-C stops)", global.db.display());
+            eprintln!("sweep serve: {} read-only at {url} (Ctrl-C stops)", global.db);
         }
         if !args.bind.ip().is_loopback() {
             tracing::warn!("listening on {}: other machines can read this database's results", args.bind);

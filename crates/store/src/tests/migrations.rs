@@ -11,6 +11,16 @@ fn migrations_are_numbered_from_one_without_gaps() {
     }
 }
 
+/// Issue 13: every migration comes in both dialects (`up.sql` and
+/// `postgres.sql` beside it); ARCHITECTURE.md ("The database") says how to
+/// write the PostgreSQL one.
+#[test]
+fn every_migration_has_its_postgresql_form() {
+    for m in MIGRATIONS.iter() {
+        assert!(m.postgres.is_some_and(|sql| !sql.trim().is_empty()), "migrations/{}/postgres.sql is missing", m.name);
+    }
+}
+
 /// Builds a database as a sweep of schema `version` left it: the first
 /// `version` migrations applied by hand, with one sweep, job, epoch and
 /// checkpoint in it (version 0: an empty file).
@@ -110,6 +120,7 @@ fn a_failing_migration_leaves_the_file_at_its_old_version() {
         version: latest_version() + 1,
         name: "9999-broken",
         up: "CREATE TABLE half_done (x INTEGER); INSERT INTO no_such_table VALUES (1);",
+        postgres: Some("CREATE TABLE half_done (x BIGINT); INSERT INTO no_such_table VALUES (1);"),
     });
     let err = Store::open_with(&path, &broken).unwrap_err();
     assert!(matches!(&err, Error::Migration { name, .. } if name == "9999-broken"), "{err:?}");

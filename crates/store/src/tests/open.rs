@@ -51,7 +51,7 @@ fn foreign_truncated_and_newer_files_are_refused_untouched() {
                 &[job("a")],
             )
             .unwrap();
-        store.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;").unwrap();
+        store.sqlite().execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;").unwrap();
     }
     let bytes = std::fs::read(&good).unwrap();
     let cut = dir.path().join("cut.db");
@@ -82,7 +82,7 @@ fn a_file_damaged_in_the_middle_is_refused_untouched() {
         let ids: Vec<String> = (0..400).map(|i| format!("job-{i:04}-{}", "x".repeat(100))).collect();
         let jobs: Vec<NewJob<'_>> = ids.iter().map(|id| job(id)).collect();
         store.register_sweep(&sweep("s"), &jobs).unwrap();
-        store.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;").unwrap();
+        store.sqlite().execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;").unwrap();
     }
     let mut bytes = std::fs::read(&good).unwrap();
     let page_size = 4096;
@@ -127,7 +127,7 @@ fn opening_beside_a_busy_writer_never_calls_the_database_damaged() {
         let (path, stop) = (path.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut store = Store::open(&path).unwrap();
-            store.conn.pragma_update(None, "wal_autocheckpoint", 4).unwrap();
+            store.sqlite().pragma_update(None, "wal_autocheckpoint", 4).unwrap();
             let mut transactions = 0;
             while !stop.load(Ordering::Relaxed) {
                 // Every transaction grows the file, so every checkpoint moves its page count.
@@ -175,14 +175,14 @@ fn a_database_whose_wal_holds_pages_the_main_file_lacks_opens_with_its_data() {
     let ids: Vec<String> = (0..400).map(|i| format!("job-{i:04}-{}", "x".repeat(100))).collect();
     let pages: u32 = {
         let mut store = Store::open(&live).unwrap();
-        store.conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        store.sqlite().pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         store.register_sweep(&sweep("small"), &[job("a")]).unwrap();
-        store.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        store.sqlite().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
         store.register_sweep(&sweep("big"), &ids.iter().map(|id| job(id)).collect::<Vec<_>>()).unwrap();
         // Copied while the connection is open: the WAL is not folded in.
         std::fs::copy(&live, &left).unwrap();
         std::fs::copy(dir.path().join("live.db-wal"), dir.path().join("left.db-wal")).unwrap();
-        store.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
+        store.sqlite().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
     };
     let mut main = std::fs::read(&left).unwrap();
     main[28..32].copy_from_slice(&pages.to_be_bytes());
@@ -193,7 +193,7 @@ fn a_database_whose_wal_holds_pages_the_main_file_lacks_opens_with_its_data() {
     let store = Store::open(&left).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(store.jobs("big").unwrap().len(), 400);
     assert_eq!(store.jobs("small").unwrap().len(), 1);
-    let check: String = store.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = store.sqlite().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
 }
 

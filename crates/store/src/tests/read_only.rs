@@ -47,7 +47,7 @@ fn assert_reads(store: &Store) {
 
 /// Every write method is refused, naming the file.
 fn assert_writes_refused(store: &mut Store) {
-    let path = store.path().to_owned();
+    let path = store.location().as_path().unwrap().to_owned();
     let results: Vec<(&str, Result<(), Error>)> = vec![
         ("register_sweep", store.register_sweep(&sweep("t"), &[job("d")]).map(drop)),
         ("claim", store.claim("s", "other", LEASE).map(drop)),
@@ -61,7 +61,7 @@ fn assert_writes_refused(store: &mut Store) {
     ];
     for (name, result) in results {
         let err = result.unwrap_err();
-        assert!(matches!(&err, Error::ReadOnly { path: p } if *p == path), "{name}: {err:?}");
+        assert!(matches!(&err, Error::ReadOnly { path: p } if *p == Location::from(&path)), "{name}: {err:?}");
         assert_eq!(err.to_string(), format!("{}: opened for reading only, so it cannot be written", path.display()));
     }
 }
@@ -184,9 +184,9 @@ fn a_wal_holding_writes_reads_through_its_shm_or_is_refused() {
     let copy = tempfile::tempdir().unwrap();
     let path = copy.path().join("s.db");
     let mut writer = Store::open(&live).unwrap();
-    writer.conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    writer.sqlite().pragma_update(None, "wal_autocheckpoint", 0).unwrap();
     writer.register_sweep(&sweep("s"), &[job("a")]).unwrap();
-    writer.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    writer.sqlite().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
     writer.register_sweep(&sweep("late"), &[job("b")]).unwrap();
     std::fs::copy(&live, &path).unwrap();
     std::fs::copy(dir.path().join("live.db-wal"), copy.path().join("s.db-wal")).unwrap();

@@ -48,7 +48,7 @@ fn sqlite_errors_name_the_database() {
     let twice = store.record_epoch("a", "me", &epoch(1), b"x", false, Duration::from_secs(60)).unwrap_err();
     let unknown = store.record_feature_run("nope", "k", false, 1, None).unwrap_err();
     for (err, what) in [(twice, "UNIQUE constraint failed: epochs.job_id, epochs.epoch"), (unknown, "FOREIGN KEY")] {
-        assert!(matches!(&err, Error::Sqlite { path: p, .. } if *p == path), "{err:?}");
+        assert!(matches!(&err, Error::Sqlite { path: p, .. } if p.as_path() == Some(path.as_path())), "{err:?}");
         let msg = err.to_string();
         assert!(msg.starts_with(&format!("{}: sqlite: {what}", path.display())), "{msg}");
     }
@@ -66,15 +66,15 @@ fn a_full_disk_is_its_own_error_and_nothing_is_half_written() {
     store.register_sweep(&sweep("s"), &[job("a")]).unwrap();
     store.claim("s", "me", Duration::from_secs(60)).unwrap().unwrap();
     store.record_epoch("a", "me", &epoch(1), b"one", true, Duration::from_secs(60)).unwrap();
-    let pages: i64 = store.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
-    store.conn.pragma_update(None, "max_page_count", pages).unwrap();
+    let pages: i64 = store.sqlite().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    store.sqlite().pragma_update(None, "max_page_count", pages).unwrap();
     let big = vec![7u8; 64 * 1024];
     let err = store.record_epoch("a", "me", &epoch(2), &big, true, Duration::from_secs(60)).unwrap_err();
-    assert!(matches!(&err, Error::Full { path: p } if *p == path), "{err:?}");
+    assert!(matches!(&err, Error::Full { path: p } if *p == Location::from(&path)), "{err:?}");
     assert_eq!(err.to_string(), format!("{}: the disk is full", path.display()));
     assert_eq!(store.epochs("a").unwrap().len(), 1);
     assert_eq!(store.checkpoint("a", "last").unwrap(), Some((1, b"one".to_vec())));
-    store.conn.pragma_update(None, "max_page_count", 1_000_000).unwrap();
+    store.sqlite().pragma_update(None, "max_page_count", 1_000_000).unwrap();
     store.record_epoch("a", "me", &epoch(2), &big, true, Duration::from_secs(60)).unwrap();
     assert_eq!(store.checkpoint("a", "last").unwrap(), Some((2, big)));
 }
