@@ -11,11 +11,9 @@ impl Store {
     /// The data key a sweep is bound to; `None` when the sweep is unknown or
     /// not bound yet.
     pub fn sweep_data_key(&self, sweep_id: &str) -> Result<Option<String>, Error> {
-        self.read(|tx| {
-            match tx.query_opt("SELECT data_key FROM sweeps WHERE id = ?1", args![sweep_id])? {
-                Some(r) => r.get(0),
-                None => Ok(None),
-            }
+        self.read(|tx| match tx.query_opt("SELECT data_key FROM sweeps WHERE id = ?1", args![sweep_id])? {
+            Some(r) => r.get(0),
+            None => Ok(None),
         })
     }
 
@@ -57,10 +55,7 @@ impl Store {
                  ON CONFLICT DO NOTHING",
                 args![data_key, manifest, now_text()],
             )?;
-            tx.exec(
-                "UPDATE sweeps SET data_key = ?2 WHERE id = ?1 AND data_key IS NULL",
-                args![sweep_id, data_key],
-            )?;
+            tx.exec("UPDATE sweeps SET data_key = ?2 WHERE id = ?1 AND data_key IS NULL", args![sweep_id, data_key])?;
             for id in job_ids {
                 tx.exec("UPDATE jobs SET data_key = ?2 WHERE id = ?1 AND data_key IS NULL", args![*id, data_key])?;
             }

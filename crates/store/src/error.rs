@@ -116,7 +116,6 @@ pub enum Error {
     },
 }
 
-
 /// Maps SQLite's errors on open to ours: busy (to be tried again), foreign,
 /// damaged, or cannot open.
 pub(crate) fn classify(path: impl Into<Location>, e: rusqlite::Error) -> Error {
@@ -157,9 +156,10 @@ pub(crate) fn pg_error(path: &Location, e: postgres::Error) -> Error {
     use postgres::error::SqlState;
     let path = path.clone();
     match e.code() {
-        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
-            || *c == SqlState::T_R_DEADLOCK_DETECTED
-            || *c == SqlState::LOCK_NOT_AVAILABLE =>
+        Some(c)
+            if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::LOCK_NOT_AVAILABLE =>
         {
             Error::Busy { path, waited: Duration::ZERO }
         }

@@ -61,9 +61,7 @@ pub(crate) struct Header {
 /// database); foreign or damaged when it is not an SQLite header.
 pub(crate) fn read_header(path: &Path) -> Result<Option<Header>, Error> {
     let len = match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            return Err(Error::Open { path: path.into(), reason: "is a folder".to_owned() })
-        }
+        Ok(meta) if meta.is_dir() => return Err(Error::Open { path: path.into(), reason: "is a folder".to_owned() }),
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::Open { path: path.into(), reason: e.to_string() }),
@@ -72,8 +70,7 @@ pub(crate) fn read_header(path: &Path) -> Result<Option<Header>, Error> {
         return Ok(None);
     }
     let mut header = [0u8; 100];
-    let read =
-        read_start(path, &mut header).map_err(|e| Error::Open { path: path.into(), reason: e.to_string() })?;
+    let read = read_start(path, &mut header).map_err(|e| Error::Open { path: path.into(), reason: e.to_string() })?;
     if read < 16 || &header[..16] != b"SQLite format 3\0" {
         return Err(Error::Foreign { path: path.into(), reason: "not an SQLite database".to_owned() });
     }

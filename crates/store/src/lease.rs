@@ -109,9 +109,8 @@ impl Store {
     pub fn restart(&self, job_id: &str) -> Result<Option<usize>, Error> {
         let at = &self.path;
         self.write(|tx| {
-            let status: Option<String> = tx.query_opt("SELECT status FROM jobs WHERE id = ?1", args![job_id])?
-                .map(|r| r.get(0))
-                .transpose()?;
+            let status: Option<String> =
+                tx.query_opt("SELECT status FROM jobs WHERE id = ?1", args![job_id])?.map(|r| r.get(0)).transpose()?;
             let Some(status) = status else {
                 return Err(Error::NotFound(format!("{at}: no job `{job_id}`")));
             };

@@ -113,9 +113,9 @@ impl Store {
             true => {
                 let snapshot: String = tx.value("SELECT txid_current_snapshot()::text", &[])?;
                 // FNV-1a: a stable hash of the text.
-                let hash = snapshot.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-                });
+                let hash = snapshot
+                    .bytes()
+                    .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
                 Ok(hash as i64)
             }
             false => tx.value("PRAGMA data_version", &[]),

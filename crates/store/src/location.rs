@@ -184,8 +184,7 @@ fn redact(url: &str) -> String {
         None => out.push_str(rest),
     }
     if let Some(query) = query {
-        let kept: Vec<&str> =
-            query.split('&').filter(|p| !p.to_ascii_lowercase().starts_with("password=")).collect();
+        let kept: Vec<&str> = query.split('&').filter(|p| !p.to_ascii_lowercase().starts_with("password=")).collect();
         if !kept.is_empty() {
             out.push('?');
             out.push_str(&kept.join("&"));

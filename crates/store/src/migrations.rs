@@ -12,8 +12,8 @@ use std::sync::LazyLock;
 
 use crate::busy::{is_busy, retry};
 use crate::error::classify;
-use crate::{Error, Store, APPLICATION_ID};
 use crate::sql::Db;
+use crate::{Error, Store, APPLICATION_ID};
 
 static DIR: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../migrations");
 

@@ -33,13 +33,10 @@ impl Store {
             let latest = migrations.last().map_or(0, |m| m.version);
             inspect(path, latest, Patience::DEFAULT)?;
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| Error::Open {
-                    path: path.into(),
-                    reason: format!("cannot create its folder: {e}"),
-                })?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::Open { path: path.into(), reason: format!("cannot create its folder: {e}") })?;
             }
-            let conn =
-                Connection::open(path).map_err(|e| Error::Open { path: path.into(), reason: e.to_string() })?;
+            let conn = Connection::open(path).map_err(|e| Error::Open { path: path.into(), reason: e.to_string() })?;
             Store::setup(conn, path, migrations)
         };
         match open() {

@@ -32,7 +32,10 @@ impl Store {
         if let Some(m) = migrations.iter().find(|m| m.postgres.is_none()) {
             return Err(Error::Open {
                 path: at,
-                reason: format!("this build has no PostgreSQL form of migration {} (migrations/{}/postgres.sql)", m.name, m.name),
+                reason: format!(
+                    "this build has no PostgreSQL form of migration {} (migrations/{}/postgres.sql)",
+                    m.name, m.name
+                ),
             });
         }
         let patience = Patience::DEFAULT;
@@ -65,9 +68,7 @@ impl Store {
             return match found {
                 // Nothing recorded yet: reads as empty, and stays untouched.
                 None => Store::empty_read_only(at),
-                Some(version) if version > latest => {
-                    Err(Error::TooNew { path: at, found: version, supported: latest })
-                }
+                Some(version) if version > latest => Err(Error::TooNew { path: at, found: version, supported: latest }),
                 Some(version) => Ok(Store {
                     db: Db::Postgres(RefCell::new(client)),
                     path: at,
@@ -94,7 +95,8 @@ impl Store {
         let latest = migrations.last().map_or(0, |m| m.version);
         retry(at, self.patience, || {
             let mut tx = client.transaction().map_err(|e| pg_error(at, e))?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&i64::from(APPLICATION_ID)]).map_err(|e| pg_error(at, e))?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&i64::from(APPLICATION_ID)])
+                .map_err(|e| pg_error(at, e))?;
             let version = match schema_of(&mut tx, at)? {
                 Some(v) => v,
                 None => {
@@ -161,7 +163,8 @@ fn schema_of(tx: &mut postgres::Transaction<'_>, at: &Location) -> Result<Option
 /// refused with a message that says so.
 pub(crate) fn connect(url: &PgUrl, at: &Location) -> Result<Client, Error> {
     let open = |reason: String| Error::Open { path: at.clone(), reason };
-    let mut config: Config = url.secret().parse().map_err(|e| open(format!("not a PostgreSQL URL we can read: {e}")))?;
+    let mut config: Config =
+        url.secret().parse().map_err(|e| open(format!("not a PostgreSQL URL we can read: {e}")))?;
     if config.get_ssl_mode() != SslMode::Disable && config.get_ssl_mode() != SslMode::Prefer {
         return Err(open(
             "sslmode=require: this build of sweep has no TLS; connect over a socket or a trusted network \

@@ -80,10 +80,13 @@ impl Store {
     /// bytes)`, by kind.
     pub fn checkpoint_sizes(&self, job_id: &str) -> Result<Vec<(String, i64, i64)>, Error> {
         self.read(|tx| {
-            tx.query("SELECT kind, epoch, length(state) FROM checkpoints WHERE job_id = ?1 ORDER BY kind", args![job_id])?
-                .iter()
-                .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .collect()
+            tx.query(
+                "SELECT kind, epoch, length(state) FROM checkpoints WHERE job_id = ?1 ORDER BY kind",
+                args![job_id],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .collect()
         })
     }
 
@@ -229,16 +232,16 @@ fn sweep_row(tx: &mut Tx<'_, '_>, id: &str) -> Result<SweepRow, Error> {
     )?;
     let Some(r) = found else { return Err(Error::NotFound(format!("no sweep `{id}`"))) };
     let mut row = SweepRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                spec_json: r.get(2)?,
-                source: r.get(3)?,
-                source_path: r.get(4)?,
-                created_at: r.get(5)?,
-                features_reused: r.get(6)?,
-                features_key: r.get(7)?,
-                split_json: r.get(8)?,
-                counts: Vec::new(),
+        id: r.get(0)?,
+        name: r.get(1)?,
+        spec_json: r.get(2)?,
+        source: r.get(3)?,
+        source_path: r.get(4)?,
+        created_at: r.get(5)?,
+        features_reused: r.get(6)?,
+        features_key: r.get(7)?,
+        split_json: r.get(8)?,
+        counts: Vec::new(),
     };
     let mut counts: Vec<(Status, usize)> = tx
         .query(

@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use sweep_store::{
-    latest_version, EpochRow, Error, Finish, Location, NewJob, NewSweep, Status, Store,
-};
+use sweep_store::{latest_version, EpochRow, Error, Finish, Location, NewJob, NewSweep, Status, Store};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -28,7 +26,11 @@ enum Guard {
     Dir(#[allow(dead_code)] tempfile::TempDir),
     /// The server's URL (`SWEEP_TEST_PG`, never printed: it may hold a
     /// password), the test's database and its URL.
-    Pg { admin: String, name: String, url: String },
+    Pg {
+        admin: String,
+        name: String,
+        url: String,
+    },
 }
 
 impl Drop for Guard {
@@ -406,7 +408,10 @@ fn a_newer_schema_is_refused(db: Fresh) {
 }
 
 fn a_foreign_database_is_refused_untouched(db: Fresh) {
-    db.raw("CREATE TABLE notes (x INTEGER); INSERT INTO notes VALUES (1);", "CREATE TABLE notes (x BIGINT); INSERT INTO notes VALUES (1);");
+    db.raw(
+        "CREATE TABLE notes (x INTEGER); INSERT INTO notes VALUES (1);",
+        "CREATE TABLE notes (x BIGINT); INSERT INTO notes VALUES (1);",
+    );
     for err in [Store::open(&db.location).unwrap_err(), Store::open_read_only(&db.location).unwrap_err()] {
         assert!(matches!(err, Error::Foreign { .. }), "{err:?}");
         assert!(err.to_string().starts_with(&format!("{}: not a sweep database", db.location)), "{err}");
