@@ -183,7 +183,11 @@ fn is_epoch_line(line: &str) -> bool {
 
 /// The table and every job's epochs, without the wall-clock `seconds` (and `total_seconds`).
 pub(crate) fn results(env: &Env, db: &Path) -> Value {
-    let db = db.to_str().unwrap();
+    results_of(env, db.to_str().unwrap())
+}
+
+/// [`results`] of a database given as `--db` takes it (a path or a URL).
+pub(crate) fn results_of(env: &Env, db: &str) -> Value {
     let table = env.sweep(&["--db", db, "table", "--format", "json"]);
     assert!(table.status.success(), "{}", stderr(&table));
     let table = without_seconds(json(&table));

@@ -79,9 +79,9 @@ epochs = 5000
 "#;
 
 /// `sweep serve --bind 127.0.0.1:0`, killed when dropped, and the URL it printed.
-struct Serving {
+pub(crate) struct Serving {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Serving {
@@ -91,7 +91,7 @@ impl Drop for Serving {
     }
 }
 
-fn serve(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Serving {
+pub(crate) fn serve(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> Serving {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sweep-under-test"))
         .args(["serve", "--bind", "127.0.0.1:0"])
         .args(extra)
@@ -121,7 +121,7 @@ fn http_get(url: &str) -> (u16, String) {
     (status, text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned()))
 }
 
-fn api(url: &str, path: &str) -> serde_json::Value {
+pub(crate) fn api(url: &str, path: &str) -> serde_json::Value {
     let (status, body) = http_get(&format!("{url}{}", path.trim_start_matches('/')));
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()

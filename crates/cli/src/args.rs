@@ -23,7 +23,7 @@ pub struct GlobalArgs {
     /// The database that records sweeps, jobs and epochs: an SQLite file
     /// (PATH or sqlite:PATH), or PostgreSQL (postgres://USER@HOST[:PORT]/DB;
     /// the password from the URL, PGPASSWORD or ~/.pgpass).
-    #[arg(long, global = true, env = "SWEEP_DB", default_value = "sweep.db", value_name = "PATH|URL")]
+    #[arg(long, global = true, env = "SWEEP_DB", default_value = "sweep.db", value_name = "PATH|URL", value_parser = DbParser)]
     pub db: sweep_store::Location,
 
     /// More log detail on stderr (-v info, -vv debug); RUST_LOG overrides.
@@ -367,4 +367,26 @@ pub enum Format {
     Json,
     /// A Markdown table.
     Markdown,
+}
+
+/// Parses `--db` into a location. Not clap's `FromStr` parser: its error
+/// quotes the value as given, and a PostgreSQL URL's password must never be
+/// printed; this one names the URL without it.
+#[derive(Debug, Clone, Copy)]
+struct DbParser;
+
+impl clap::builder::TypedValueParser for DbParser {
+    type Value = sweep_store::Location;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<sweep_store::Location, clap::Error> {
+        let invalid =
+            |message: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd);
+        let text = value.to_str().ok_or_else(|| invalid("invalid --db: not UTF-8\n".to_owned()))?;
+        sweep_store::Location::parse(text).map_err(|e| invalid(format!("invalid --db: {e}\n")))
+    }
 }

@@ -25,7 +25,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, usize) {
 
 /// A server of `db` on a free loopback port, on its own runtime thread.
 fn start(db: &std::path::Path) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>) {
-    let config = Config { db: db.to_owned(), speed_only: vec!["workers".into()] };
+    let config = Config { db: db.into(), speed_only: vec!["workers".into()] };
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {

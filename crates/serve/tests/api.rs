@@ -20,7 +20,7 @@ struct Running {
 
 impl Running {
     fn start(db: &Path) -> Running {
-        let config = Config { db: db.to_owned(), speed_only: vec!["workers".into()] };
+        let config = Config { db: db.into(), speed_only: vec!["workers".into()] };
         let (tx_addr, rx_addr) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
