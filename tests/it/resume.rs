@@ -431,7 +431,7 @@ fn sigterm_and_sighup_stop_cleanly_and_resume_completes() {
     assert!(lines.iter().any(|l| l.starts_with("stopping (SIGTERM):")), "{text}");
     assert!(lines.iter().any(|l| l.contains("continue with `sweep resume ")), "{text}");
     // Nothing is left running under a lease another runner would wait out.
-    let store = sweep_store::Store::open_read_only(&env.path("sweep.db")).unwrap();
+    let store = sweep_store::Store::open_read_only(env.path("sweep.db")).unwrap();
     let sweep = store.find_sweep(None).unwrap();
     for job in store.jobs(&sweep.id).unwrap() {
         assert_ne!(job.status, sweep_store::Status::Running, "{job:?}");
@@ -496,7 +496,7 @@ fn a_failed_job_fails_alone_and_retry_failed_runs_it_again() {
     assert!(err.contains(&format!("job {failed_id} failed: epoch 1: the train loss is")), "{err}");
     assert!(err.contains("1 job(s) failed") && err.contains("--retry-failed"), "{err}");
 
-    let store = sweep_store::Store::open(&env.path("sweep.db")).unwrap();
+    let store = sweep_store::Store::open(env.path("sweep.db")).unwrap();
     let sweep = store.find_sweep(None).unwrap();
     let jobs = |store: &sweep_store::Store| -> Vec<(i64, Option<String>)> {
         store.jobs(&sweep.id).unwrap().into_iter().map(|j| (j.attempts, j.error)).collect()
@@ -559,7 +559,7 @@ fn four_runners_on_one_database_share_the_jobs() {
     assert_eq!(started.len(), 4, "{started:?}");
     assert!(started.values().all(|&n| n == 1), "a job was trained twice: {started:?}");
 
-    let store = sweep_store::Store::open(&env.path("sweep.db")).unwrap();
+    let store = sweep_store::Store::open(env.path("sweep.db")).unwrap();
     let sweep = store.find_sweep(None).unwrap();
     for job in store.jobs(&sweep.id).unwrap() {
         assert_eq!(job.status, sweep_store::Status::Done, "{job:?}");

@@ -28,7 +28,7 @@ fn sweep(id: &str) -> NewSweep<'_> {
 
 /// Records `rows` epochs of one job with `state` as its checkpoint; returns rows per second.
 fn record(dir: &std::path::Path, name: &str, rows: i64, state: &[u8], is_best: bool) -> f64 {
-    let mut store = Store::open(&dir.join(format!("{name}.db"))).expect("open");
+    let mut store = Store::open(dir.join(format!("{name}.db"))).expect("open");
     store.register_sweep(&sweep("s"), &[job("a")]).expect("register");
     let claimed = store.claim("s", "bench", LEASE).expect("claim").expect("a job");
     let start = Instant::now();
