@@ -424,7 +424,12 @@ fn data_version_changes_when_another_connection_commits(db: Fresh) {
     let mut writer = with_jobs(&db, "s", &["a"]);
     let reader = Store::open_read_only(&db.location).unwrap();
     let before = reader.data_version().unwrap();
-    assert_eq!(reader.data_version().unwrap(), before, "nothing committed");
+    if !db.location.is_postgres() {
+        // SQLite's counts this file's commits only; PostgreSQL's follows the
+        // whole server (other tests' databases commit beside this one): it
+        // changes more often than needed, never less.
+        assert_eq!(reader.data_version().unwrap(), before, "nothing committed");
+    }
     writer.claim("s", "me", LEASE).unwrap().unwrap();
     assert_ne!(reader.data_version().unwrap(), before, "another connection committed");
 }
