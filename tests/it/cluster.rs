@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::resume::{assert_complete, is_epoch_line, job_of, reference, results, Runner, LONG, PATIENCE};
+use crate::resume::{
+    assert_complete, is_epoch_line, job_of, reference, results, results_at, Rng, Runner, LONG, PATIENCE,
+};
 use crate::{stderr, stdout, Env};
 
 fn submit(env: &Env, file: &str) -> String {
@@ -188,4 +190,69 @@ fn a_slurm_array_of_workers_runs_a_sweep_and_a_resubmit_after_scancel_finishes_i
     );
     assert_complete(&got, 4);
     assert_eq!(got, reference(&env, &file, None));
+}
+
+/// Eight jobs of twelve epochs: long enough for workers to be killed while
+/// they claim, train and record.
+fn eight_jobs() -> String {
+    LONG.replace("momentum = [0.0, 0.9]", "momentum = [0.0, 0.5, 0.8, 0.9]")
+}
+
+/// Issue 13: 8 workers on one database, SIGKILLed at random moments (20
+/// kills) and replaced: every job is done once, every epoch recorded once,
+/// and the results equal one uninterrupted `sweep run`.
+pub(crate) fn eight_workers_killed_at_random(db: &str) {
+    let env = Env::new();
+    let file = env.write("eight.toml", &eight_jobs());
+    let cache = env.path("cache");
+    let cache = cache.to_str().unwrap();
+    let out = env.sweep(&["--db", db, "submit", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    let worker = |env: &Env| Runner::spawn(env, &["--db", db, "worker", "--sweep", &id, "--cache-dir", cache]);
+    let mut rng = Rng(13);
+    let mut workers: Vec<Runner> = (0..8).map(|_| worker(&env)).collect();
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 20 {
+        assert!(started.elapsed() < PATIENCE * 2, "20 kills took too long");
+        std::thread::sleep(Duration::from_millis(150 + rng.below(500)));
+        let victim = rng.below(workers.len() as u64) as usize;
+        let mut runner = workers.swap_remove(victim);
+        if !runner.exited() {
+            runner.kill9();
+            kills += 1;
+        }
+        workers.push(worker(&env));
+    }
+    for runner in workers {
+        let (status, _, lines) = runner.finish();
+        assert!(status.success(), "{status}:\n{}", lines.join("\n"));
+    }
+    // Whatever the kills left (a job of a worker killed after the others
+    // exited), one more worker finishes: the dead workers' leases are
+    // expired at once on this host.
+    let out = env.sweep(&["--db", db, "worker", "--sweep", &id, "--cache-dir", cache]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = results_at(&env, db);
+    let table = got["table"].as_array().unwrap();
+    assert_eq!(table.len(), 8);
+    for row in table {
+        assert_eq!(row["status"], "done", "{row}");
+        let epochs = &got["epochs"][row["job_id"].as_str().unwrap()];
+        let numbers: Vec<i64> = epochs.as_array().unwrap().iter().map(|e| e["epoch"].as_i64().unwrap()).collect();
+        assert_eq!(numbers, (1..=12).collect::<Vec<_>>(), "{row}");
+    }
+    // The same sweep, one `sweep run` on SQLite.
+    let reference_db = env.path("reference.db");
+    let out = env.sweep(&["--db", reference_db.to_str().unwrap(), "run", file.to_str().unwrap(), "--cache-dir", cache]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(got, results_at(&env, reference_db.to_str().unwrap()));
+}
+
+#[test]
+fn eight_workers_on_sqlite_killed_at_random_do_every_job_once() {
+    let env = Env::new();
+    let db = env.path("sweep.db");
+    eight_workers_killed_at_random(db.to_str().unwrap());
 }

@@ -48,7 +48,7 @@ pub(crate) const EPOCHS: i64 = 12;
 pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 
 /// splitmix64: seeded delays, the same on every run of the test.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -60,7 +60,7 @@ impl Rng {
     }
 
     /// Uniform in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -183,7 +183,11 @@ pub(crate) fn is_epoch_line(line: &str) -> bool {
 
 /// The table and every job's epochs, without the wall-clock `seconds` (and `total_seconds`).
 pub(crate) fn results(env: &Env, db: &Path) -> Value {
-    let db = db.to_str().unwrap();
+    results_at(env, db.to_str().unwrap())
+}
+
+/// [`results`] of the database at `db` (a path or a URL).
+pub(crate) fn results_at(env: &Env, db: &str) -> Value {
     let table = env.sweep(&["--db", db, "table", "--format", "json"]);
     assert!(table.status.success(), "{}", stderr(&table));
     let table = without_seconds(json(&table));
