@@ -256,3 +256,74 @@ fn eight_workers_on_sqlite_killed_at_random_do_every_job_once() {
     let db = env.path("sweep.db");
     eight_workers_killed_at_random(db.to_str().unwrap());
 }
+
+/// Every shard of the sweep's feature pass: (shard, status, attempts).
+fn feature_shards(db: &std::path::Path) -> Vec<(i64, String, i64)> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    // Before the run has made its tables: none.
+    let Ok(mut stmt) = conn.prepare("SELECT shard, status, attempts FROM feature_shards ORDER BY cache_key, shard")
+    else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn two_workers_share_the_backbone_pass_by_shards_with_the_features_of_one_pass() {
+    let env = Env::new();
+    let file = env.write("long.toml", LONG);
+    let id = submit(&env, file.to_str().unwrap());
+    // 300 images in shards of 32 (the backbone batch): 10 shards.
+    let workers: Vec<Runner> =
+        (0..2).map(|_| Runner::spawn(&env, &["-v", "worker", "--sweep", &id, "--shard-images", "32"])).collect();
+    let mut computed = Vec::new();
+    for worker in workers {
+        let (status, _, lines) = worker.finish();
+        assert!(status.success(), "{status}:\n{}", lines.join("\n"));
+        computed.push(lines.iter().filter(|l| l.contains("feature shard computed")).count());
+    }
+    let shards = feature_shards(&env.path("sweep.db"));
+    assert_eq!(shards.len(), 10, "{shards:?}");
+    assert!(shards.iter().all(|(_, status, attempts)| status == "done" && *attempts == 1), "{shards:?}");
+    assert_eq!(computed.iter().sum::<usize>(), 10, "{computed:?}");
+    assert!(computed.iter().all(|&n| n > 0), "both workers computed shards: {computed:?}");
+    // The shards joined are the features of one pass: the same results as a
+    // plain `sweep run` on its own cache.
+    let got = results(&env, &env.path("sweep.db"));
+    assert_complete(&got, 4);
+    assert_eq!(got, reference(&env, &file, Some("reference-cache")));
+}
+
+#[test]
+fn a_backbone_pass_killed_half_way_resumes_from_its_last_shard() {
+    let env = Env::new();
+    let file = env.write("long.toml", LONG);
+    let db = env.path("sweep.db");
+    let mut runner = Runner::spawn(&env, &["run", file.to_str().unwrap(), "--shard-images", "32"]);
+    let deadline = Instant::now() + PATIENCE;
+    let done = |shards: &[(i64, String, i64)]| shards.iter().filter(|s| s.1 == "done").count();
+    loop {
+        let shards = if db.exists() { feature_shards(&db) } else { Vec::new() };
+        if done(&shards) >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline && !runner.exited(), "no shard done: {shards:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    runner.kill9();
+    let before = feature_shards(&db);
+    assert!(done(&before) < 10, "the pass ended before the kill: {before:?}");
+    let out = env.sweep(&["resume", "--shard-images", "32"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = feature_shards(&db);
+    // The shards done before the kill were not computed again.
+    for (b, a) in before.iter().zip(&after) {
+        if b.1 == "done" {
+            assert_eq!(b, a, "{before:?}\n{after:?}");
+        }
+    }
+    assert!(after.iter().all(|s| s.1 == "done"), "{after:?}");
+    let got = results(&env, &db);
+    assert_complete(&got, 4);
+    assert_eq!(got, reference(&env, &file, Some("reference-cache")));
+}

@@ -91,6 +91,11 @@ pub struct ExecArgs {
     #[arg(long)]
     pub retry_failed: bool,
 
+    /// Split a backbone pass over more images than this into shards that every runner of the sweep shares.
+    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_SHARD_IMAGES as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_images: u64,
+
     /// Refuse sweeps that expand past this many jobs.
     #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=sweep_scheduler::MAX_JOBS_CEILING))]
@@ -166,6 +171,11 @@ pub struct WorkerArgs {
     /// The feature cache, shared by every worker (a path every node sees) [default: sweep-cache/ beside the database].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// Split a backbone pass over more images than this into shards that every runner of the sweep shares.
+    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_SHARD_IMAGES as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_images: u64,
 }
 
 #[derive(Debug, Args)]

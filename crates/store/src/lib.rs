@@ -22,6 +22,7 @@ mod open;
 mod read;
 mod read_only;
 mod rows;
+mod shards;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -34,6 +35,7 @@ use rusqlite::Connection;
 pub use error::Error;
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use rows::{Claimed, EpochRow, FeatureRun, Finish, JobRow, NewJob, NewSweep, Registered, Status, SweepRow};
+pub use shards::{FeatureShard, ShardCounts};
 
 /// `PRAGMA application_id` of a sweep database ("SWPE").
 pub const APPLICATION_ID: i32 = 0x5357_5045;

@@ -49,6 +49,7 @@ pub fn worker(global: &GlobalArgs, args: &WorkerArgs) -> anyhow::Result<Outcome>
     }
     opts.parallel = args.parallel as usize;
     opts.devices = args.device.clone();
+    opts.shard_images = args.shard_images as usize;
     let worker = WorkerOptions {
         sweep: args.sweep.clone(),
         max_jobs: args.max_jobs.map(|n| n as usize),
