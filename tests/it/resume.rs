@@ -66,15 +66,15 @@ impl Rng {
 }
 
 /// A `sweep` process whose stderr is read line by line as it runs.
-struct Runner {
+pub(crate) struct Runner {
     child: Child,
     lines: mpsc::Receiver<String>,
     /// Every stderr line read so far.
-    seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
 impl Runner {
-    fn spawn(env: &Env, args: &[&str]) -> Runner {
+    pub(crate) fn spawn(env: &Env, args: &[&str]) -> Runner {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sweep-under-test"))
             .args(args)
             .env("SWEEP_DB", env.path("sweep.db"))
@@ -99,7 +99,7 @@ impl Runner {
 
     /// Reads stderr until a line satisfies `until` (true), the process closes
     /// stderr (false), or `limit` passes (false).
-    fn wait_for(&mut self, limit: Duration, mut until: impl FnMut(&str) -> bool) -> bool {
+    pub(crate) fn wait_for(&mut self, limit: Duration, mut until: impl FnMut(&str) -> bool) -> bool {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -117,7 +117,7 @@ impl Runner {
     }
 
     /// Waits for the `n`-th epoch line from now; false if the process ended first.
-    fn wait_epochs(&mut self, n: usize) -> bool {
+    pub(crate) fn wait_epochs(&mut self, n: usize) -> bool {
         let mut count = 0;
         let hit = self.wait_for(PATIENCE, |l| {
             count += usize::from(is_epoch_line(l));
@@ -139,7 +139,7 @@ impl Runner {
         self.seen
     }
 
-    fn interrupt(&self) {
+    pub(crate) fn interrupt(&self) {
         self.signal("INT");
     }
 
@@ -154,7 +154,7 @@ impl Runner {
     }
 
     /// Waits for the process to end: its status, stdout and every stderr line.
-    fn finish(mut self) -> (ExitStatus, String, Vec<String>) {
+    pub(crate) fn finish(mut self) -> (ExitStatus, String, Vec<String>) {
         self.wait_for(PATIENCE, |_| false);
         let status = wait_with_limit(&mut self.child, &self.seen);
         let mut out = String::new();
@@ -177,7 +177,7 @@ fn wait_with_limit(child: &mut Child, seen: &[String]) -> ExitStatus {
     }
 }
 
-fn is_epoch_line(line: &str) -> bool {
+pub(crate) fn is_epoch_line(line: &str) -> bool {
     line.starts_with("job ") && line.contains(" epoch ") && line.contains(": train loss")
 }
 
@@ -197,7 +197,7 @@ pub(crate) fn results(env: &Env, db: &Path) -> Value {
     serde_json::json!({ "table": table, "epochs": epochs })
 }
 
-fn without_seconds(mut v: Value) -> Value {
+pub(crate) fn without_seconds(mut v: Value) -> Value {
     match &mut v {
         Value::Object(map) => {
             map.remove("seconds");
@@ -242,7 +242,7 @@ fn reference(env: &Env, file: &Path, cache: Option<&str>) -> Value {
     results
 }
 
-fn job_of(line: &str, what: &str) -> Option<String> {
+pub(crate) fn job_of(line: &str, what: &str) -> Option<String> {
     let rest = line.strip_prefix("job ")?;
     let (id, tail) = rest.split_once(' ')?;
     tail.starts_with(what).then(|| id.to_owned())

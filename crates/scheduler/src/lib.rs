@@ -5,11 +5,12 @@
 //! (SQLite); the two never meet except through it.
 
 pub mod preflight;
+pub mod pruner;
 pub mod run;
 pub mod spec;
 
 pub use run::{lease_owner, resume, run, Error, JobEnd, Observer, RunOptions, RunSummary};
 pub use spec::{
-    json_schema, Format, Job, Method, Objective, Param, SpecError, SpecErrors, SweepSpec, TooManyJobs, TrainKey,
+    json_schema, Format, Job, Method, Objective, Param, Prune, SpecError, SpecErrors, SweepSpec, TooManyJobs, TrainKey,
     TrainParams, DEFAULT_MAX_JOBS, MAX_JOBS_CEILING,
 };
