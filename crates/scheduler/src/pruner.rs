@@ -78,7 +78,7 @@ impl Prune {
         match *self {
             Prune::Median { warmup_epochs, interval, .. } => {
                 let step = epoch - 1;
-                step >= warmup_epochs && (step - warmup_epochs) % interval.max(1) == 0
+                step >= warmup_epochs && (step - warmup_epochs).is_multiple_of(interval.max(1))
             }
             Prune::Asha { .. } => self.rung_at(epoch).is_some(),
         }

@@ -90,7 +90,7 @@ fn a_pruned_epoch_is_recorded_with_its_decision_and_never_claimed_again() {
     assert_eq!((rows[1].status, rows[1].epochs_done), (Status::Pruned, 2));
     assert_eq!(store.checkpoint("b", "last").unwrap(), Some((2, b"2".to_vec())));
     let decision = PruneRow { job_id: "b".into(), epoch: 2, rung: Some(1), reason: "behind".into() };
-    assert_eq!(store.prune_decisions("s").unwrap(), [decision.clone()]);
+    assert_eq!(store.prune_decisions("s").unwrap(), std::slice::from_ref(&decision));
     assert_eq!(store.prune_decision("b").unwrap(), Some(decision));
     assert_eq!(store.prune_decision("a").unwrap(), None);
     // Neither claimed again nor revived by --retry-failed.
