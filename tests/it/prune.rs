@@ -230,7 +230,7 @@ fn prune_errors_are_reported_at_their_lines() {
     let env = Env::new();
     for (prune, key, what) in [
         ("method = \"hyperband\"", "prune.method", "must be \"median\" or \"asha\", got \"hyperband\""),
-        ("method = \"asha\"\nbrackets = 2", "prune.brackets", "Hyperband's brackets are not supported yet, got 2"),
+        ("method = \"asha\"\nbrackets = 101", "prune.brackets", "must be between 1 and 100, got 101"),
         ("method = \"asha\"\neta = 1", "prune.eta", "must be between 2 and 100, got 1"),
         ("method = \"asha\"\nwarmup_epochs = 2", "prune.warmup_epochs", "applies to method = \"median\" only"),
         ("method = \"median\"\nmin_epochs = 2", "prune.min_epochs", "applies to method = \"asha\" only"),
@@ -323,4 +323,29 @@ fn jobs_that_differ_only_in_speed_are_trained_once() {
         let epochs: i64 = db.query_row("SELECT count(*) FROM epochs", [], |r| r.get(0)).unwrap();
         assert_eq!(epochs, 2 * 3);
     }
+}
+
+#[test]
+fn hyperband_brackets_start_their_rungs_later_and_compare_within() {
+    let env = Env::new();
+    let file = env.write("hb.toml", &trials("\n[prune]\nmethod = \"asha\"\nmin_epochs = 1\neta = 3\nbrackets = 2\n"));
+    let plan = json(&env.sweep(&["plan", file.to_str().unwrap(), "--format", "json"]));
+    let order: Vec<String> = rows(&plan).iter().map(|r| id(r).to_owned()).collect();
+    let got = run(&env, file.to_str().unwrap(), "hb.db");
+    let mut pruned = [0, 0];
+    for row in rows(&got["table"]) {
+        let bracket = order.iter().position(|o| o == id(row)).unwrap() % 2;
+        if row["status"] == "pruned" {
+            pruned[bracket] += 1;
+            // Bracket 0: rungs at 1 and 3 epochs; bracket 1: at 3 (then 9, the last).
+            let (at, rung) = (row["prune_epoch"].as_i64().unwrap(), row["prune_rung"].as_i64().unwrap());
+            match bracket {
+                0 => assert!(matches!((at, rung), (1, 0) | (3, 1)), "{row}"),
+                _ => assert_eq!((at, rung), (3, 0), "{row}"),
+            }
+        } else {
+            assert_eq!(row["status"], "done", "{row}");
+        }
+    }
+    assert!(pruned[0] > 0 && pruned[1] > 0, "{pruned:?}");
 }

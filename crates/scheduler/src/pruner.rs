@@ -39,6 +39,14 @@
 //! arrivals make it top `1/eta`, does not apply: no trial waits, a stopped
 //! trial stays stopped (Ray's stop mode; the decision is recorded and final).
 //!
+//! **Hyperband's brackets** (`brackets = B > 1`, asynchronous Hyperband as in
+//! Li et al. and Ray's `brackets`): trial `i` of the sweep (expansion order)
+//! is in bracket `s = i mod B` (Ray draws the bracket at random, weighted;
+//! round-robin keeps a sweep deterministic), runs ASHA with rungs at
+//! `min_epochs × eta^(k + s)`, and is compared only with the trials of its
+//! bracket: bracket 0 stops early and often, bracket `B − 1` gives its
+//! trials the most epochs before the first cut.
+//!
 //! **Determinism**: a decision reads only what the store holds when the
 //! epoch ends. With `--parallel 1` trials run one after the other in
 //! expansion order, so every decision, and the sweep's result, is the same
@@ -84,9 +92,31 @@ impl Prune {
         }
     }
 
+    /// Hyperband's bracket `s` of ASHA: the rule whose rungs are at
+    /// `min_epochs × eta^(k + s)`, i.e. ASHA with `min_epochs × eta^s`
+    /// (saturating: a bracket past every epoch never decides); the median
+    /// rule as it is.
+    pub fn in_bracket(&self, s: u64) -> Prune {
+        match *self {
+            Prune::Asha { min_epochs, eta, brackets } => {
+                let factor = u32::try_from(s).ok().and_then(|s| eta.checked_pow(s)).unwrap_or(u64::MAX);
+                Prune::Asha { min_epochs: min_epochs.saturating_mul(factor), eta, brackets }
+            }
+            median => median,
+        }
+    }
+
+    /// How many brackets the trials are spread over (1 but for Hyperband's).
+    pub fn brackets(&self) -> u64 {
+        match *self {
+            Prune::Asha { brackets, .. } => brackets.max(1),
+            Prune::Median { .. } => 1,
+        }
+    }
+
     /// ASHA's rung `k` when `epoch = min_epochs × eta^k`.
     fn rung_at(&self, epoch: u64) -> Option<u64> {
-        let Prune::Asha { min_epochs, eta } = *self else { return None };
+        let Prune::Asha { min_epochs, eta, .. } = *self else { return None };
         let (mut r, mut k) = (min_epochs.max(1), 0);
         while r < epoch {
             r = r.checked_mul(eta.max(2))?;
@@ -177,7 +207,7 @@ mod tests {
     use super::*;
 
     const MEDIAN: Prune = Prune::Median { startup_trials: 2, warmup_epochs: 1, interval: 2 };
-    const ASHA: Prune = Prune::Asha { min_epochs: 1, eta: 3 };
+    const ASHA: Prune = Prune::Asha { min_epochs: 1, eta: 3, brackets: 1 };
 
     fn done(values: &[f64]) -> Vec<(bool, f64)> {
         values.iter().map(|x| (true, *x)).collect()
@@ -235,9 +265,15 @@ mod tests {
     fn asha_rungs_are_min_epochs_times_powers_of_eta_below_the_last_epoch() {
         let at: Vec<u64> = (1..=30).filter(|e| ASHA.decides_at(*e, 27)).collect();
         assert_eq!(at, [1, 3, 9]);
-        let two = Prune::Asha { min_epochs: 2, eta: 2 };
+        let two = Prune::Asha { min_epochs: 2, eta: 2, brackets: 3 };
         assert_eq!((1..=20).filter(|e| two.decides_at(*e, 20)).collect::<Vec<_>>(), [2, 4, 8, 16]);
         assert_eq!(two.rung_at(8), Some(2));
+        // Hyperband's brackets: bracket s starts at min_epochs × eta^s.
+        assert_eq!(two.brackets(), 3);
+        assert_eq!((1..=20).filter(|e| two.in_bracket(1).decides_at(*e, 20)).collect::<Vec<_>>(), [4, 8, 16]);
+        assert_eq!((1..=20).filter(|e| two.in_bracket(2).decides_at(*e, 20)).collect::<Vec<_>>(), [8, 16]);
+        assert!((1..=20).all(|e| !two.in_bracket(70).decides_at(e, 20)));
+        assert_eq!(MEDIAN.in_bracket(2), MEDIAN);
     }
 
     #[test]

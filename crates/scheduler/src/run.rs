@@ -447,6 +447,10 @@ async fn run_sweep(
         params: jobs.iter().map(|j| (j.id.clone(), j.params.clone())).collect(),
         sweep_id: sweep_id.clone(),
         twins,
+        brackets: match spec.prune().map_or(1, |p| p.brackets()) {
+            1 => HashMap::new(),
+            b => jobs.iter().enumerate().map(|(i, j)| (j.id.clone(), i as u64 % b)).collect(),
+        },
         prune: spec.prune(),
         objective: spec.objective(),
         opts: opts.clone(),
@@ -660,6 +664,9 @@ struct Shared {
     twins: HashMap<String, String>,
     /// `[prune]`, and the objective whose metric it compares.
     prune: Option<crate::spec::Prune>,
+    /// Each job's Hyperband bracket (its place in the sweep's order modulo
+    /// the brackets); empty with one bracket.
+    brackets: HashMap<String, u64>,
     objective: crate::spec::Objective,
     opts: RunOptions,
     owner: String,
@@ -943,6 +950,9 @@ impl StoreSink<'_> {
     /// holds for the sweep's other trials at that epoch; `None`: go on.
     fn prune_decision(&self, report: &EpochReport) -> Result<Option<crate::pruner::Stop>, sweep_store::Error> {
         let Some(prune) = &self.shared.prune else { return Ok(None) };
+        // Hyperband: this job's bracket's rule, against its bracket's trials only.
+        let bracket = self.shared.brackets.get(self.job_id).copied();
+        let prune = &prune.in_bracket(bracket.unwrap_or(0));
         let epoch = report.epoch as u64;
         if !prune.decides_at(epoch, self.epochs) {
             return Ok(None);
@@ -969,7 +979,8 @@ impl StoreSink<'_> {
             .store
             .values_at_epoch(&self.shared.sweep_id, self.job_id, report.epoch as i64, metric)?
             .into_iter()
-            .map(|(status, x)| (status == sweep_store::Status::Done, x))
+            .filter(|(id, _, _)| bracket.is_none() || self.shared.brackets.get(id) == bracket.as_ref())
+            .map(|(_, status, x)| (status == sweep_store::Status::Done, x))
             .collect();
         let done = self.store.done_jobs(&self.shared.sweep_id)?;
         Ok(prune.decide(objective, epoch, self.epochs, &crate::pruner::Evidence { own: &own, others: &others, done }))

@@ -54,16 +54,16 @@ pub struct PruneRow {
 
 impl Store {
     /// The `metric` at `epoch` of every other job of the sweep that recorded
-    /// that epoch, with its status, in expansion order.
+    /// that epoch, with its id and status, in expansion order.
     pub fn values_at_epoch(
         &self,
         sweep_id: &str,
         except_job: &str,
         epoch: i64,
         metric: Metric,
-    ) -> Result<Vec<(Status, f64)>, Error> {
+    ) -> Result<Vec<(String, Status, f64)>, Error> {
         let sql = format!(
-            "SELECT j.status, e.{} FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+            "SELECT j.id, j.status, e.{} FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
                JOIN epochs e ON e.job_id = j.id AND e.epoch = ?3
              WHERE s.sweep_id = ?1 AND j.id <> ?2 ORDER BY s.position",
             metric.column()
@@ -71,7 +71,7 @@ impl Store {
         self.read(|conn| {
             conn.prepare(&sql)?
                 .query_map(params![sweep_id, except_job, epoch], |r| {
-                    Ok((Status::parse(&r.get::<_, String>(0)?), r.get(1)?))
+                    Ok((r.get(0)?, Status::parse(&r.get::<_, String>(1)?), r.get(2)?))
                 })?
                 .collect()
         })

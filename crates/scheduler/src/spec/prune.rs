@@ -27,13 +27,17 @@ pub enum Prune {
         /// A check every `interval` epochs after the warm-up (`interval_steps`, 1).
         interval: u64,
     },
-    /// Asynchronous successive halving (one bracket).
+    /// Asynchronous successive halving, in one bracket or Hyperband's.
     Asha {
         /// The first rung, in epochs (1).
         min_epochs: u64,
         /// The reduction factor: rungs at `min_epochs × eta^k`, the top
         /// `1/eta` of a rung going on (3).
         eta: u64,
+        /// Hyperband's brackets (1): trial `i` (in the sweep's order) is in
+        /// bracket `s = i mod brackets`, whose rungs are at
+        /// `min_epochs × eta^(k + s)`, and is compared only with its bracket's trials.
+        brackets: u64,
     },
 }
 
@@ -55,7 +59,13 @@ impl Prune {
                 "warmup_epochs": warmup_epochs,
                 "interval": interval,
             }),
-            Prune::Asha { min_epochs, eta } => json!({ "method": "asha", "min_epochs": min_epochs, "eta": eta }),
+            Prune::Asha { min_epochs, eta, brackets } => {
+                let mut asha = json!({ "method": "asha", "min_epochs": min_epochs, "eta": eta });
+                if brackets > 1 {
+                    asha["brackets"] = json!(brackets);
+                }
+                asha
+            }
         }
     }
 }
@@ -95,24 +105,11 @@ impl Checker {
                 warmup_epochs: self.int(&mut t, "warmup_epochs", 0, 100_000).unwrap_or(0),
                 interval: self.int(&mut t, "interval", 1, 100_000).unwrap_or(1),
             },
-            _ => {
-                let brackets_line = t.line_of("brackets");
-                let brackets = self.int(&mut t, "brackets", 1, 100).unwrap_or(1);
-                if brackets > 1 {
-                    self.error(
-                        brackets_line,
-                        "prune.brackets",
-                        format!(
-                            "Hyperband's brackets are not supported yet, got {brackets}: use brackets = 1 (one \
-                             ASHA bracket) and choose min_epochs"
-                        ),
-                    );
-                }
-                Prune::Asha {
-                    min_epochs: self.int(&mut t, "min_epochs", 1, 100_000).unwrap_or(1),
-                    eta: self.int(&mut t, "eta", 2, 100).unwrap_or(3),
-                }
-            }
+            _ => Prune::Asha {
+                min_epochs: self.int(&mut t, "min_epochs", 1, 100_000).unwrap_or(1),
+                eta: self.int(&mut t, "eta", 2, 100).unwrap_or(3),
+                brackets: self.int(&mut t, "brackets", 1, 100).unwrap_or(1),
+            },
         };
         let known: Vec<&str> = ["method"].into_iter().chain(own.iter().copied()).collect();
         self.finish(t, &known);

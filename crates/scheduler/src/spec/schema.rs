@@ -93,8 +93,9 @@ pub(crate) struct Prune {
     /// asha: the reduction factor: rungs `eta` times apart, the top `1/eta` of each going on.
     #[schemars(range(min = 2, max = 100), extend("default" = 3))]
     eta: Option<u64>,
-    /// asha: Hyperband's brackets; only 1 (one ASHA bracket) for now.
-    #[schemars(range(min = 1, max = 1), extend("default" = 1))]
+    /// asha: Hyperband's brackets: trial i is in bracket s = i mod brackets,
+    /// whose rungs start at `min_epochs × eta^s`.
+    #[schemars(range(min = 1, max = 100), extend("default" = 1))]
     brackets: Option<u64>,
 }
 

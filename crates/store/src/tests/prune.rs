@@ -83,8 +83,9 @@ fn a_pruned_epoch_is_recorded_with_its_decision_and_never_claimed_again() {
     // The pruner's view of epoch 2: the others that recorded it, with their status.
     let at2 = store.values_at_epoch("s", "c", 2, Metric::ValidAcc).unwrap();
     let acc2 = epoch(2).valid_acc;
-    assert_eq!(at2, [(Status::Done, acc2), (Status::Pruned, acc2)]);
-    assert_eq!(store.values_at_epoch("s", "a", 2, Metric::ValidLoss).unwrap(), [(Status::Pruned, 1.1)]);
+    assert_eq!(at2, [("a".to_owned(), Status::Done, acc2), ("b".to_owned(), Status::Pruned, acc2)]);
+    let at2 = store.values_at_epoch("s", "a", 2, Metric::ValidLoss).unwrap();
+    assert_eq!(at2, [("b".to_owned(), Status::Pruned, 1.1)]);
     assert!(store.values_at_epoch("s", "c", 3, Metric::TrainLoss).unwrap().is_empty());
     let rows = store.jobs("s").unwrap();
     assert_eq!((rows[1].status, rows[1].epochs_done), (Status::Pruned, 2));
