@@ -311,6 +311,21 @@ fn jobs_that_differ_only_in_speed_are_trained_once() {
                 assert!(row["same_as"].is_null(), "{row}");
             }
         }
+        // `sweep export`: every job's epochs and head, the copies' their twins'.
+        let out_dir = env.path("export");
+        let out = env.sweep(&["export", "--out", out_dir.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let epochs_csv = std::fs::read_to_string(out_dir.join("epochs.csv")).unwrap();
+        assert_eq!(epochs_csv.lines().count(), 1 + 4 * 3);
+        for row in table {
+            let head = std::fs::read(out_dir.join("heads").join(format!("{}.safetensors", id(row)))).unwrap();
+            if row["workers"] == 2 {
+                let twin = std::fs::read(
+                    out_dir.join("heads").join(format!("{}.safetensors", row["same_as"].as_str().unwrap())),
+                );
+                assert_eq!(head, twin.unwrap());
+            }
+        }
         let text = stdout(&env.sweep(&["table"]));
         assert!(text.contains("2 job(s) differ from the job in `Same As` only in workers"), "{text}");
         assert!(text.contains("trained once, the result shared"), "{text}");
