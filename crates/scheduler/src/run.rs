@@ -826,7 +826,10 @@ fn share_result(shared: &Shared, store: &Store, job_id: &str, trained: &str) -> 
                     "it is trained as job {trained} (the same settings but for speed-only keys), which failed"
                 )))
             }
-            Some(Status::Running) if !shared.cancel.is_cancelled() => {}
+            // Trained by a live runner: wait. A runner that is gone (its
+            // lease lapsed, or its process is dead on this host) leaves it
+            // to whoever claims it next: this slot, once the copy is given back.
+            Some(Status::Running) if !shared.cancel.is_cancelled() && !runner_gone(shared, store, trained)? => {}
             // Not being trained (or a stop asked for): given back, to be
             // claimed again once it has been.
             _ => return Ok(JobEnd::Interrupted(0)),
@@ -843,6 +846,16 @@ fn share_result(shared: &Shared, store: &Store, job_id: &str, trained: &str) -> 
             last_renew = Instant::now();
         }
     }
+}
+
+/// Whether the runner of the running job `job_id` is gone: its lease has
+/// lapsed, or it is a dead process of this host.
+fn runner_gone(shared: &Shared, store: &Store, job_id: &str) -> Result<bool, Error> {
+    if store.lease_lapsed(job_id)? {
+        return Ok(true);
+    }
+    let leases = store.leases(&shared.sweep_id)?;
+    Ok(leases.iter().any(|(id, owner)| id == job_id && owner_is_dead(owner, &shared.owner)))
 }
 
 /// Ends a claim that never trained, leaving the job resumable.

@@ -224,4 +224,18 @@ impl Store {
             .collect()
         })
     }
+
+    /// Whether `job_id` is running under a lease that has run out (its
+    /// runner stopped renewing it): any runner may claim it now.
+    pub fn lease_lapsed(&self, job_id: &str) -> Result<bool, Error> {
+        let now = crate::now_ms();
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT count(*) FROM jobs WHERE id = ?1 AND status = 'running' AND lease_expires < ?2",
+                params![job_id, now],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| n > 0)
+    }
 }

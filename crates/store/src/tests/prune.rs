@@ -111,8 +111,9 @@ fn a_copy_is_linked_once_its_trained_job_ends_and_shows_its_status() {
     let lease = Duration::from_secs(30);
     assert_eq!(store.claim("s", "me", lease).unwrap().unwrap().id, "a");
     assert_eq!(store.claim("s", "other", lease).unwrap().unwrap().id, "b");
-    // While `a` runs, `b` is not linked.
+    // While `a` runs, `b` is not linked; `a`'s lease is live.
     assert!(!store.link_same_as("b", "other", "a").unwrap());
+    assert!(!store.lease_lapsed("a").unwrap());
     store.record_epoch("a", "me", &epoch(1), b"1", true, lease).unwrap();
     store.finish("a", "me", Finish::Done).unwrap();
     // Only by the runner that holds it.
@@ -129,4 +130,16 @@ fn a_copy_is_linked_once_its_trained_job_ends_and_shows_its_status() {
     assert_eq!(store.same_as_links("s").unwrap(), [("b".to_owned(), "a".to_owned())]);
     // A linked copy is not a trial of its own for the median rule.
     assert_eq!(store.done_jobs("s").unwrap(), 1);
+}
+
+#[test]
+fn a_lease_that_ran_out_has_lapsed() {
+    let mut store = Store::open_in_memory().unwrap();
+    store.register_sweep(&sweep("s"), &[job("a"), job("b")]).unwrap();
+    store.claim("s", "me", Duration::from_millis(1)).unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(store.lease_lapsed("a").unwrap());
+    // Pending, or unknown: nothing has lapsed.
+    assert!(!store.lease_lapsed("b").unwrap());
+    assert!(!store.lease_lapsed("nope").unwrap());
 }
