@@ -364,3 +364,36 @@ fn hyperband_brackets_start_their_rungs_later_and_compare_within() {
     }
     assert!(pruned[0] > 0 && pruned[1] > 0, "{pruned:?}");
 }
+
+/// Issue 12: a job equal to another but for more epochs starts where the
+/// shorter one ended, and its epochs equal those of the job trained alone.
+#[test]
+fn a_longer_job_continues_a_done_shorter_one() {
+    let env = Env::new();
+    let grid = |epochs: &str| {
+        format!("name = \"e\"\n{HEAD}\n[train]\nbatch_size = 8\n\n[grid]\nepochs = {epochs}\nlr = [0.01, 0.05]\n")
+    };
+    let both = env.write("both.toml", &grid("[2, 5]"));
+    let out = env.sweep(&["-v", "run", both.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("continues a done job with fewer epochs").count(), 2, "{err}");
+    // 2 + 2 epochs, then 3 + 3: 10 trained, not 14.
+    let trained = err.lines().filter(|l| crate::resume::is_epoch_line(l)).count();
+    assert_eq!(trained, 10, "{err}");
+    // The longer jobs equal the same jobs run alone, epoch for epoch.
+    let alone = env.write("alone.toml", &grid("[5]"));
+    let db = env.path("alone.db");
+    let out = env.sweep(&["--db", db.to_str().unwrap(), "run", alone.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (got, reference) = (results(&env, &env.path("sweep.db")), results(&env, &db));
+    let long: Vec<&Value> = rows(&got["table"]).iter().filter(|r| r["epochs"] == 5).collect();
+    assert_eq!(long.len(), 2);
+    for row in long {
+        let alone_row = rows(&reference["table"]).iter().find(|r| r["job_id"] == row["job_id"]).unwrap();
+        for key in ["status", "best_valid_acc", "best_epoch", "final_train_acc", "best_valid_loss", "epochs_done"] {
+            assert_eq!(row[key], alone_row[key], "{key}: {row}");
+        }
+        assert_eq!(got["epochs"][id(row)], reference["epochs"][id(row)], "{row}");
+    }
+}

@@ -447,6 +447,9 @@ async fn run_sweep(
         params: jobs.iter().map(|j| (j.id.clone(), j.params.clone())).collect(),
         sweep_id: sweep_id.clone(),
         twins,
+        // Not with pruning: the shorter job made no decision at its last
+        // epoch, which the longer one would have made there.
+        prefixes: if spec.prune().is_some() { HashMap::new() } else { prefixes(&jobs) },
         brackets: match spec.prune().map_or(1, |p| p.brackets()) {
             1 => HashMap::new(),
             b => jobs.iter().enumerate().map(|(i, j)| (j.id.clone(), i as u64 % b)).collect(),
@@ -646,6 +649,28 @@ fn twins(jobs: &[crate::spec::Job]) -> HashMap<String, String> {
     twins
 }
 
+/// Each job with the jobs before it in the sweep whose settings are its own
+/// but for fewer epochs (speed-only keys aside), the longest first: an epoch
+/// depends on the seed, the epoch and the state before it, never on the
+/// total (StepLR steps by epoch), so such a job is that job's first epochs,
+/// and this one can start where it ended.
+fn prefixes(jobs: &[crate::spec::Job]) -> HashMap<String, Vec<String>> {
+    let mut seen: HashMap<String, Vec<(usize, &str)>> = HashMap::new();
+    let mut out = HashMap::new();
+    for job in jobs {
+        let epochs = job.params.train_config().epochs;
+        let key = job.params.results_key_without_epochs();
+        let earlier = seen.entry(key).or_default();
+        let mut shorter: Vec<(usize, &str)> = earlier.iter().copied().filter(|(e, _)| *e < epochs).collect();
+        shorter.sort_by(|a, b| b.0.cmp(&a.0));
+        if !shorter.is_empty() {
+            out.insert(job.id.clone(), shorter.into_iter().map(|(_, id)| id.to_owned()).collect());
+        }
+        earlier.push((epochs, &job.id));
+    }
+    out
+}
+
 fn needs_work(job: &sweep_store::JobRow) -> bool {
     use sweep_store::Status;
     matches!(job.status, Status::Pending | Status::Interrupted | Status::Running)
@@ -662,6 +687,9 @@ struct Shared {
     /// Jobs not trained, each with the earlier job of the sweep whose
     /// settings differ from its own only in speed-only keys ([`twins`]).
     twins: HashMap<String, String>,
+    /// Each job with the earlier jobs of the sweep whose settings are its
+    /// own but for fewer epochs, the longest first ([`prefixes`]).
+    prefixes: HashMap<String, Vec<String>>,
     /// `[prune]`, and the objective whose metric it compares.
     prune: Option<crate::spec::Prune>,
     /// Each job's Hyperband bracket (its place in the sweep's order modulo
@@ -871,6 +899,17 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     let Some(params) = shared.params.get(job_id) else {
         return JobEnd::Failed(format!("job {job_id} is not part of this sweep's file"));
     };
+    // A job that only adds epochs to a done job of the sweep starts where it ended.
+    for shorter in shared.prefixes.get(job_id).into_iter().flatten() {
+        match store.extend_from(job_id, &shared.owner, shorter) {
+            Ok(Some(epochs)) => {
+                tracing::info!(shorter = %shorter, epochs, "continues a done job with fewer epochs");
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => return JobEnd::Failed(e.to_string()),
+        }
+    }
     let resume = match store.checkpoint(job_id, "last") {
         Ok(Some((_, bytes))) => match TrainState::from_bytes(&bytes, device) {
             Ok(state) => Some(state),

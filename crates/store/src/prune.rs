@@ -238,4 +238,49 @@ impl Store {
         })
         .map(|n| n > 0)
     }
+
+    /// Starts `job_id` (held by `owner`, with no epoch yet) from where the
+    /// done job `shorter` ended: a copy of its epochs and checkpoints, its
+    /// best, in one transaction, so that `job_id` resumes from its last
+    /// epoch. For a job whose settings equal `shorter`'s but for more epochs
+    /// (an epoch does not depend on the total). Returns the epochs copied,
+    /// or `None`, changing nothing, when `shorter` is not done or `job_id`
+    /// is not held or already has epochs.
+    pub fn extend_from(&self, job_id: &str, owner: &str, shorter: &str) -> Result<Option<i64>, Error> {
+        self.write(|tx| {
+            let held: i64 = tx.query_row(
+                "SELECT count(*) FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'
+                   AND NOT EXISTS (SELECT 1 FROM epochs e WHERE e.job_id = ?1)",
+                params![job_id, owner],
+                |r| r.get(0),
+            )?;
+            let done: i64 = tx.query_row(
+                "SELECT count(*) FROM jobs WHERE id = ?1 AND status = 'done' AND same_as IS NULL
+                   AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.job_id = ?1 AND c.kind = 'last')",
+                [shorter],
+                |r| r.get(0),
+            )?;
+            if held != 1 || done != 1 {
+                return Ok(None);
+            }
+            let epochs = tx.execute(
+                "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds, recorded_at)
+                 SELECT ?1, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds, recorded_at
+                 FROM epochs WHERE job_id = ?2",
+                params![job_id, shorter],
+            )?;
+            tx.execute(
+                "INSERT INTO checkpoints (job_id, kind, epoch, state)
+                 SELECT ?1, kind, epoch, state FROM checkpoints WHERE job_id = ?2",
+                params![job_id, shorter],
+            )?;
+            tx.execute(
+                "UPDATE jobs SET best_valid_acc = (SELECT p.best_valid_acc FROM jobs p WHERE p.id = ?2),
+                        best_epoch = (SELECT p.best_epoch FROM jobs p WHERE p.id = ?2)
+                 WHERE id = ?1",
+                params![job_id, shorter],
+            )?;
+            Ok(Some(epochs as i64))
+        })
+    }
 }

@@ -207,6 +207,16 @@ impl TrainParams {
         }
         to_canonical_string(&value)
     }
+
+    /// [`TrainParams::results_key`] without `epochs` too: jobs with the same
+    /// one differ at most in how many epochs they run.
+    pub fn results_key_without_epochs(&self) -> String {
+        let mut value: serde_json::Value = serde_json::from_str(&self.results_key()).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.remove(TrainKey::Epochs.name());
+        }
+        to_canonical_string(&value)
+    }
 }
 
 impl Param {
