@@ -662,7 +662,7 @@ fn prefixes(jobs: &[crate::spec::Job]) -> HashMap<String, Vec<String>> {
         let key = job.params.results_key_without_epochs();
         let earlier = seen.entry(key).or_default();
         let mut shorter: Vec<(usize, &str)> = earlier.iter().copied().filter(|(e, _)| *e < epochs).collect();
-        shorter.sort_by(|a, b| b.0.cmp(&a.0));
+        shorter.sort_by_key(|s| std::cmp::Reverse(s.0));
         if !shorter.is_empty() {
             out.insert(job.id.clone(), shorter.into_iter().map(|(_, id)| id.to_owned()).collect());
         }
