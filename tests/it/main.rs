@@ -2,6 +2,7 @@
 
 mod adversarial;
 mod cdp;
+mod cluster;
 mod data;
 mod hostile;
 mod own_data;

@@ -17,7 +17,7 @@ use crate::{json, stderr, Env};
 /// few seconds of backbone, then epochs of a few tens of milliseconds, so a
 /// kill lands anywhere (startup, backbone pass, cache read, mid-epoch, between
 /// jobs).
-const LONG: &str = r#"
+pub(crate) const LONG: &str = r#"
 name = "long"
 
 [data]
@@ -42,13 +42,13 @@ lr = [0.01, 0.05]
 momentum = [0.0, 0.9]
 "#;
 
-const EPOCHS: i64 = 12;
+pub(crate) const EPOCHS: i64 = 12;
 
 /// Longest any single wait may take before the test gives up (a hung runner).
-const PATIENCE: Duration = Duration::from_secs(120);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 
 /// splitmix64: seeded delays, the same on every run of the test.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -60,14 +60,14 @@ impl Rng {
     }
 
     /// Uniform in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
 /// A `sweep` process whose stderr is read line by line as it runs.
 pub(crate) struct Runner {
-    child: Child,
+    pub(crate) child: Child,
     lines: mpsc::Receiver<String>,
     /// Every stderr line read so far.
     pub(crate) seen: Vec<String>,
@@ -127,12 +127,12 @@ impl Runner {
         hit
     }
 
-    fn exited(&mut self) -> bool {
+    pub(crate) fn exited(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_some()
     }
 
     /// SIGKILL, then reap it (a zombie would still look alive to the next runner).
-    fn kill9(mut self) -> Vec<String> {
+    pub(crate) fn kill9(mut self) -> Vec<String> {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("wait");
         self.seen.extend(self.lines.try_iter());
@@ -144,7 +144,7 @@ impl Runner {
     }
 
     /// `kill -NAME` the process.
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
@@ -183,7 +183,11 @@ pub(crate) fn is_epoch_line(line: &str) -> bool {
 
 /// The table and every job's epochs, without the wall-clock `seconds` (and `total_seconds`).
 pub(crate) fn results(env: &Env, db: &Path) -> Value {
-    let db = db.to_str().unwrap();
+    results_at(env, db.to_str().unwrap())
+}
+
+/// [`results`] of the database at `db` (a path or a URL).
+pub(crate) fn results_at(env: &Env, db: &str) -> Value {
     let table = env.sweep(&["--db", db, "table", "--format", "json"]);
     assert!(table.status.success(), "{}", stderr(&table));
     let table = without_seconds(json(&table));
@@ -217,7 +221,7 @@ pub(crate) fn without_seconds(mut v: Value) -> Value {
 }
 
 /// Every job done, each epoch 1..=EPOCHS recorded once.
-fn assert_complete(results: &Value, jobs: usize) {
+pub(crate) fn assert_complete(results: &Value, jobs: usize) {
     let table = results["table"].as_array().unwrap();
     assert_eq!(table.len(), jobs);
     for row in table {
@@ -229,7 +233,7 @@ fn assert_complete(results: &Value, jobs: usize) {
 }
 
 /// The same sweep run once, uninterrupted, in its own database.
-fn reference(env: &Env, file: &Path, cache: Option<&str>) -> Value {
+pub(crate) fn reference(env: &Env, file: &Path, cache: Option<&str>) -> Value {
     let db = env.path("reference.db");
     let mut args = vec!["--db", db.to_str().unwrap(), "run", file.to_str().unwrap()];
     if let Some(dir) = cache {

@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,15 @@ pub struct RunOptions {
     pub lease: Duration,
     /// Images per backbone batch.
     pub backbone_batch: usize,
+    /// Register the sweep and stop (`sweep submit`): nothing is computed or trained.
+    pub register_only: bool,
+    /// When nothing is claimable but other runners hold jobs of the sweep,
+    /// wait for them (`sweep run`, `sweep resume`: a run ends when its sweep
+    /// does), or return (`sweep worker`, which looks for other work).
+    pub wait_for_others: bool,
+    /// The jobs this process may still claim, shared by its slots (`sweep
+    /// worker --max-jobs`); `None`: no limit.
+    pub claims_left: Option<Arc<AtomicUsize>>,
 }
 
 impl RunOptions {
@@ -121,6 +131,23 @@ impl RunOptions {
             restart: Vec::new(),
             lease: Duration::from_secs(60),
             backbone_batch: 32,
+            register_only: false,
+            wait_for_others: true,
+            claims_left: None,
+        }
+    }
+
+    /// Takes one claim from [`RunOptions::claims_left`]; false when none is left.
+    fn take_claim(&self) -> bool {
+        self.claims_left
+            .as_ref()
+            .is_none_or(|left| left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok())
+    }
+
+    /// Gives back a claim taken for a job that was not there.
+    fn give_back_claim(&self) {
+        if let Some(left) = &self.claims_left {
+            left.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -355,6 +382,9 @@ async fn run_sweep(
         pruned: 0,
         cancelled: false,
     };
+    if opts.register_only {
+        return Ok(summary);
+    }
     if runnable == 0 {
         tracing::info!("every job is finished or held by another runner: nothing to train");
         return Ok(summary);
@@ -671,7 +701,7 @@ fn prefixes(jobs: &[crate::spec::Job]) -> HashMap<String, Vec<String>> {
     out
 }
 
-fn needs_work(job: &sweep_store::JobRow) -> bool {
+pub(crate) fn needs_work(job: &sweep_store::JobRow) -> bool {
     use sweep_store::Status;
     matches!(job.status, Status::Pending | Status::Interrupted | Status::Running)
 }
@@ -756,16 +786,13 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<
         if shared.cancel.is_cancelled() {
             return Ok(());
         }
-        let mut held_by_others = 0;
-        for (job_id, owner) in store.leases(&shared.sweep_id)? {
-            if owner_is_dead(&owner, &shared.owner) && store.expire_lease(&job_id, &owner)? {
-                tracing::info!(job = %job_id, owner, "its runner is gone: the job can be resumed now");
-            } else if owner != shared.owner {
-                held_by_others += 1;
-            }
+        let held_by_others = free_dead_leases(&store, &shared.sweep_id, &shared.owner)?;
+        if !shared.opts.take_claim() {
+            return Ok(());
         }
         let Some(claimed) = store.claim(&shared.sweep_id, &shared.owner, shared.opts.lease)? else {
-            if held_by_others == 0 {
+            shared.opts.give_back_claim();
+            if held_by_others == 0 || !shared.opts.wait_for_others {
                 return Ok(());
             }
             if !waiting {
@@ -884,6 +911,20 @@ fn runner_gone(shared: &Shared, store: &Store, job_id: &str) -> Result<bool, Err
     }
     let leases = store.leases(&shared.sweep_id)?;
     Ok(leases.iter().any(|(id, owner)| id == job_id && owner_is_dead(owner, &shared.owner)))
+}
+
+/// Ends the leases of the sweep's jobs whose runner is a dead process of this
+/// host, so they can be claimed now; returns how many jobs other runners hold.
+pub(crate) fn free_dead_leases(store: &Store, sweep_id: &str, me: &str) -> Result<usize, Error> {
+    let mut held_by_others = 0;
+    for (job_id, owner) in store.leases(sweep_id)? {
+        if owner_is_dead(&owner, me) && store.expire_lease(&job_id, &owner)? {
+            tracing::info!(job = %job_id, owner, "its runner is gone: the job can be resumed now");
+        } else if owner != me {
+            held_by_others += 1;
+        }
+    }
+    Ok(held_by_others)
 }
 
 /// Ends a claim that never trained, leaving the job resumable.
