@@ -7,6 +7,7 @@ mod data;
 mod hostile;
 mod own_data;
 mod plan;
+mod prune;
 mod results;
 mod resume;
 mod run;

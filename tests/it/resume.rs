@@ -139,7 +139,7 @@ impl Runner {
         self.seen
     }
 
-    fn interrupt(&self) {
+    pub(crate) fn interrupt(&self) {
         self.signal("INT");
     }
 
@@ -201,7 +201,7 @@ pub(crate) fn results_at(env: &Env, db: &str) -> Value {
     serde_json::json!({ "table": table, "epochs": epochs })
 }
 
-fn without_seconds(mut v: Value) -> Value {
+pub(crate) fn without_seconds(mut v: Value) -> Value {
     match &mut v {
         Value::Object(map) => {
             map.remove("seconds");

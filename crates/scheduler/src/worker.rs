@@ -59,6 +59,8 @@ pub struct WorkSummary {
     pub failed: usize,
     /// Jobs it interrupted.
     pub interrupted: usize,
+    /// Jobs its pruner stopped.
+    pub pruned: usize,
     /// Whether it was stopped (a signal).
     pub cancelled: bool,
 }
@@ -93,6 +95,7 @@ pub async fn work(
                 summary.done += ran.done;
                 summary.failed += ran.failed;
                 summary.interrupted += ran.interrupted;
+                summary.pruned += ran.pruned;
                 if ran.cancelled {
                     summary.cancelled = true;
                     break;

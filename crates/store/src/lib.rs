@@ -9,7 +9,7 @@
 //! [`Store`]'s methods are spread over the modules by concern: `open`
 //! (connection, pragmas) after `inspect` (the checks before it), `read_only`
 //! (opening for reading only), `migrations`, `lease` (claims and leases),
-//! `write` and `read`; `rows` holds the values they take and return, `busy`
+//! `write`, `read` and `prune` (what the pruner reads and decides); `rows` holds the values they take and return, `busy`
 //! the waiting out of other connections' locks.
 
 mod binding;
@@ -19,6 +19,7 @@ mod inspect;
 mod lease;
 mod migrations;
 mod open;
+mod prune;
 mod read;
 mod read_only;
 mod rows;
@@ -34,6 +35,7 @@ use rusqlite::Connection;
 
 pub use error::Error;
 pub use migrations::{latest_version, Migration, MIGRATIONS};
+pub use prune::{Metric, PruneRow};
 pub use rows::{Claimed, EpochRow, FeatureRun, Finish, JobRow, NewJob, NewSweep, Registered, Status, SweepRow};
 pub use shards::{FeatureShard, ShardCounts};
 

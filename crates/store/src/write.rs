@@ -84,51 +84,63 @@ impl Store {
         is_best: bool,
         lease: Duration,
     ) -> Result<(), Error> {
-        let held = self.write(|tx| {
-            let held = tx.execute(
-                "UPDATE jobs SET lease_expires = ?3 + ?4, heartbeat_at = ?3, seconds = seconds + ?5
-                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-                params![job_id, owner, now_ms(), lease.as_millis() as i64, epoch.seconds],
-            )?;
-            if held != 1 {
-                // Nothing was changed: committing this writes nothing.
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    job_id,
-                    epoch.epoch,
-                    epoch.train_loss,
-                    epoch.train_acc,
-                    epoch.valid_loss,
-                    epoch.valid_acc,
-                    epoch.lr,
-                    epoch.seconds
-                ],
-            )?;
-            tx.execute(
-                "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'last', ?2, ?3)
-                 ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
-                params![job_id, epoch.epoch, state],
-            )?;
-            if is_best {
-                tx.execute(
-                    "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'best', ?2, ?3)
-                     ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
-                    params![job_id, epoch.epoch, state],
-                )?;
-                tx.execute(
-                    "UPDATE jobs SET best_valid_acc = ?2, best_epoch = ?3 WHERE id = ?1",
-                    params![job_id, epoch.valid_acc, epoch.epoch],
-                )?;
-            }
-            Ok(true)
-        })?;
+        let held = self.write(|tx| insert_epoch(tx, job_id, owner, epoch, state, is_best, lease))?;
         match held {
             true => Ok(()),
             false => Err(Error::LeaseLost { job_id: job_id.to_owned() }),
         }
     }
+}
+
+/// [`Store::record_epoch`]'s transaction, shared with the pruner's
+/// (`prune.rs`): false, writing nothing, when `owner` no longer holds the lease.
+pub(crate) fn insert_epoch(
+    tx: &rusqlite::Transaction<'_>,
+    job_id: &str,
+    owner: &str,
+    epoch: &EpochRow,
+    state: &[u8],
+    is_best: bool,
+    lease: Duration,
+) -> rusqlite::Result<bool> {
+    let held = tx.execute(
+        "UPDATE jobs SET lease_expires = ?3 + ?4, heartbeat_at = ?3, seconds = seconds + ?5
+             WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+        params![job_id, owner, now_ms(), lease.as_millis() as i64, epoch.seconds],
+    )?;
+    if held != 1 {
+        // Nothing was changed: committing this writes nothing.
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            job_id,
+            epoch.epoch,
+            epoch.train_loss,
+            epoch.train_acc,
+            epoch.valid_loss,
+            epoch.valid_acc,
+            epoch.lr,
+            epoch.seconds
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'last', ?2, ?3)
+             ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
+        params![job_id, epoch.epoch, state],
+    )?;
+    if is_best {
+        tx.execute(
+            "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'best', ?2, ?3)
+                 ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
+            params![job_id, epoch.epoch, state],
+        )?;
+        tx.execute(
+            "UPDATE jobs SET best_valid_acc = ?2, best_epoch = ?3 WHERE id = ?1",
+            params![job_id, epoch.valid_acc, epoch.epoch],
+        )?;
+    }
+    Ok(true)
 }

@@ -66,10 +66,11 @@ pub fn worker(global: &GlobalArgs, args: &WorkerArgs) -> anyhow::Result<Outcome>
     };
     if !global.quiet {
         eprintln!(
-            "worker: {} done, {} failed, {} interrupted{}",
+            "worker: {} done, {} failed, {} interrupted{}{}",
             summary.done,
             summary.failed,
             summary.interrupted,
+            if summary.pruned > 0 { format!(", {} pruned", summary.pruned) } else { String::new() },
             if sweeps.is_empty() { String::new() } else { format!(" (sweeps {sweeps})") }
         );
     }
