@@ -2,11 +2,13 @@
 
 mod adversarial;
 mod cdp;
+mod cluster;
 mod data;
 mod hostile;
 mod own_data;
 mod plan;
 mod postgres;
+mod prune;
 mod results;
 mod resume;
 mod run;

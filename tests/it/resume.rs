@@ -17,7 +17,7 @@ use crate::{json, stderr, Env};
 /// few seconds of backbone, then epochs of a few tens of milliseconds, so a
 /// kill lands anywhere (startup, backbone pass, cache read, mid-epoch, between
 /// jobs).
-const LONG: &str = r#"
+pub(crate) const LONG: &str = r#"
 name = "long"
 
 [data]
@@ -42,13 +42,13 @@ lr = [0.01, 0.05]
 momentum = [0.0, 0.9]
 "#;
 
-const EPOCHS: i64 = 12;
+pub(crate) const EPOCHS: i64 = 12;
 
 /// Longest any single wait may take before the test gives up (a hung runner).
-const PATIENCE: Duration = Duration::from_secs(120);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 
 /// splitmix64: seeded delays, the same on every run of the test.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -60,21 +60,21 @@ impl Rng {
     }
 
     /// Uniform in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
 /// A `sweep` process whose stderr is read line by line as it runs.
-struct Runner {
-    child: Child,
+pub(crate) struct Runner {
+    pub(crate) child: Child,
     lines: mpsc::Receiver<String>,
     /// Every stderr line read so far.
-    seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
 impl Runner {
-    fn spawn(env: &Env, args: &[&str]) -> Runner {
+    pub(crate) fn spawn(env: &Env, args: &[&str]) -> Runner {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sweep-under-test"))
             .args(args)
             .env("SWEEP_DB", env.path("sweep.db"))
@@ -99,7 +99,7 @@ impl Runner {
 
     /// Reads stderr until a line satisfies `until` (true), the process closes
     /// stderr (false), or `limit` passes (false).
-    fn wait_for(&mut self, limit: Duration, mut until: impl FnMut(&str) -> bool) -> bool {
+    pub(crate) fn wait_for(&mut self, limit: Duration, mut until: impl FnMut(&str) -> bool) -> bool {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -117,7 +117,7 @@ impl Runner {
     }
 
     /// Waits for the `n`-th epoch line from now; false if the process ended first.
-    fn wait_epochs(&mut self, n: usize) -> bool {
+    pub(crate) fn wait_epochs(&mut self, n: usize) -> bool {
         let mut count = 0;
         let hit = self.wait_for(PATIENCE, |l| {
             count += usize::from(is_epoch_line(l));
@@ -127,24 +127,24 @@ impl Runner {
         hit
     }
 
-    fn exited(&mut self) -> bool {
+    pub(crate) fn exited(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_some()
     }
 
     /// SIGKILL, then reap it (a zombie would still look alive to the next runner).
-    fn kill9(mut self) -> Vec<String> {
+    pub(crate) fn kill9(mut self) -> Vec<String> {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("wait");
         self.seen.extend(self.lines.try_iter());
         self.seen
     }
 
-    fn interrupt(&self) {
+    pub(crate) fn interrupt(&self) {
         self.signal("INT");
     }
 
     /// `kill -NAME` the process.
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
@@ -154,7 +154,7 @@ impl Runner {
     }
 
     /// Waits for the process to end: its status, stdout and every stderr line.
-    fn finish(mut self) -> (ExitStatus, String, Vec<String>) {
+    pub(crate) fn finish(mut self) -> (ExitStatus, String, Vec<String>) {
         self.wait_for(PATIENCE, |_| false);
         let status = wait_with_limit(&mut self.child, &self.seen);
         let mut out = String::new();
@@ -177,7 +177,7 @@ fn wait_with_limit(child: &mut Child, seen: &[String]) -> ExitStatus {
     }
 }
 
-fn is_epoch_line(line: &str) -> bool {
+pub(crate) fn is_epoch_line(line: &str) -> bool {
     line.starts_with("job ") && line.contains(" epoch ") && line.contains(": train loss")
 }
 
@@ -201,7 +201,7 @@ pub(crate) fn results_of(env: &Env, db: &str) -> Value {
     serde_json::json!({ "table": table, "epochs": epochs })
 }
 
-fn without_seconds(mut v: Value) -> Value {
+pub(crate) fn without_seconds(mut v: Value) -> Value {
     match &mut v {
         Value::Object(map) => {
             map.remove("seconds");
@@ -221,7 +221,7 @@ fn without_seconds(mut v: Value) -> Value {
 }
 
 /// Every job done, each epoch 1..=EPOCHS recorded once.
-fn assert_complete(results: &Value, jobs: usize) {
+pub(crate) fn assert_complete(results: &Value, jobs: usize) {
     let table = results["table"].as_array().unwrap();
     assert_eq!(table.len(), jobs);
     for row in table {
@@ -233,7 +233,7 @@ fn assert_complete(results: &Value, jobs: usize) {
 }
 
 /// The same sweep run once, uninterrupted, in its own database.
-fn reference(env: &Env, file: &Path, cache: Option<&str>) -> Value {
+pub(crate) fn reference(env: &Env, file: &Path, cache: Option<&str>) -> Value {
     let db = env.path("reference.db");
     let mut args = vec!["--db", db.to_str().unwrap(), "run", file.to_str().unwrap()];
     if let Some(dir) = cache {
@@ -246,7 +246,7 @@ fn reference(env: &Env, file: &Path, cache: Option<&str>) -> Value {
     results
 }
 
-fn job_of(line: &str, what: &str) -> Option<String> {
+pub(crate) fn job_of(line: &str, what: &str) -> Option<String> {
     let rest = line.strip_prefix("job ")?;
     let (id, tail) = rest.split_once(' ')?;
     tail.starts_with(what).then(|| id.to_owned())

@@ -41,6 +41,12 @@ pub enum Command {
     Run(RunArgs),
     /// Continue an interrupted sweep from each job's last recorded epoch.
     Resume(ResumeArgs),
+    /// Register a sweep file's sweep and jobs without running them; print its id (for `sweep worker`).
+    Submit(SubmitArgs),
+    /// Claim and train jobs of submitted sweeps until none is left (one per node, or per Slurm task).
+    Worker(WorkerArgs),
+    /// Write (and with --submit, submit) a Slurm job array of `sweep worker`s for a sweep file.
+    Slurm(SlurmArgs),
     /// Show the jobs a sweep file expands to, without running anything.
     Plan(PlanArgs),
     /// One row per job of a sweep: hyperparameters and best validation accuracy.
@@ -87,6 +93,11 @@ pub struct ExecArgs {
     #[arg(long)]
     pub retry_failed: bool,
 
+    /// Split a backbone pass over more images than this into shards that every runner of the sweep shares.
+    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_SHARD_IMAGES as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_images: u64,
+
     /// Refuse sweeps that expand past this many jobs.
     #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=sweep_scheduler::MAX_JOBS_CEILING))]
@@ -123,6 +134,109 @@ pub struct ResumeArgs {
     /// Output format of the final table.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The sweep file (.toml or .json).
+    pub file: PathBuf,
+
+    /// Refuse sweeps that expand past this many jobs.
+    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=sweep_scheduler::MAX_JOBS_CEILING))]
+    pub max_jobs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Only this sweep (a name, an id or a unique prefix) [default: any sweep with work, the oldest first].
+    #[arg(long, value_name = "SWEEP")]
+    pub sweep: Option<String>,
+
+    /// Claim at most this many jobs, then exit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_jobs: Option<u64>,
+
+    /// Exit after this many seconds with nothing to claim [default: 0, at once]. With --sweep, a worker
+    /// also exits when that sweep has no unfinished job.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub idle_exit: u64,
+
+    /// Jobs to train at once.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
+
+    /// Devices for training: cpu, cuda, cuda:N, or a comma-separated list that jobs share.
+    #[arg(long, default_value = "cpu", value_delimiter = ',', value_name = "DEVICE")]
+    pub device: Vec<String>,
+
+    /// The feature cache, shared by every worker (a path every node sees) [default: sweep-cache/ beside the database].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Split a backbone pass over more images than this into shards that every runner of the sweep shares.
+    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_SHARD_IMAGES as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_images: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    /// The sweep file (.toml or .json): it is submitted (registered) first.
+    pub file: PathBuf,
+
+    /// Array tasks, each one `sweep worker`.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub workers: u32,
+
+    /// GPUs per task (`--gres=gpu:N`); 0 for CPU workers.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub gpus_per_worker: u32,
+
+    /// CPUs per task.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cpus_per_worker: u32,
+
+    /// Each task's time limit (Slurm's `--time`).
+    #[arg(long, default_value = "02:00:00", value_name = "TIME")]
+    pub time: String,
+
+    /// Slurm partition.
+    #[arg(long, value_name = "P")]
+    pub partition: Option<String>,
+
+    /// Slurm account.
+    #[arg(long, value_name = "A")]
+    pub account: Option<String>,
+
+    /// An extra line for the script's header (e.g. "#SBATCH --qos=high"); may be given more than once.
+    #[arg(long, value_name = "LINE")]
+    pub extra: Vec<String>,
+
+    /// The feature cache every task uses: a folder on a file system every node sees [default: sweep-cache/ beside the database].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Each worker exits after this many seconds with nothing to claim.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub idle_exit: u64,
+
+    /// Where to write the script [default: sweep-NAME.sbatch in the current folder].
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+
+    /// Where each task writes its log (Slurm's `--output`) [default: slurm-%A_%a.out beside the script].
+    #[arg(long, value_name = "PATTERN")]
+    pub log: Option<String>,
+
+    /// Submit the script with sbatch after writing it.
+    #[arg(long)]
+    pub submit: bool,
+
+    /// Refuse sweeps that expand past this many jobs.
+    #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=sweep_scheduler::MAX_JOBS_CEILING))]
+    pub max_jobs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,9 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => commands::run::run(&cli.global, args),
         Command::Resume(args) => commands::run::resume(&cli.global, args),
+        Command::Submit(args) => commands::worker::submit(&cli.global, args),
+        Command::Worker(args) => commands::worker::worker(&cli.global, args),
+        Command::Slurm(args) => commands::slurm::slurm(&cli.global, args),
         Command::Plan(args) => commands::plan::plan(&cli.global, args),
         Command::Split(args) => commands::split::split(&cli.global, args),
         Command::Table(args) => commands::table::table(&cli.global, args),

@@ -272,8 +272,8 @@ impl Observer for Progress {
     fn job_finished(&self, job_id: &str, end: &JobEnd) {
         let mut state = self.state();
         if let Some(job) = state.jobs.remove(job_id) {
-            // A failed job's remaining epochs will not run: the ETA drops them.
-            if let (Some(sweep), JobEnd::Failed(_)) = (&state.sweep, end) {
+            // A failed or pruned job's remaining epochs will not run: the ETA drops them.
+            if let (Some(sweep), JobEnd::Failed(_) | JobEnd::Pruned { .. }) = (&state.sweep, end) {
                 sweep.inc(job.bar.length().unwrap_or(0).saturating_sub(job.bar.position()));
             }
             job.bar.finish_and_clear();
@@ -289,6 +289,10 @@ impl Observer for Progress {
             }
             JobEnd::Failed(e) => format!("job {job_id} failed: {e}"),
             JobEnd::Interrupted(epoch) => format!("job {job_id} interrupted after epoch {epoch}"),
+            JobEnd::Pruned { epoch, reason } => format!("job {job_id} pruned after epoch {epoch}: {reason}"),
+            JobEnd::SameAs(trained) => {
+                format!("job {job_id} takes the result of job {trained}: the same settings but for speed, trained once")
+            }
         });
     }
 }

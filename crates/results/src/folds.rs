@@ -53,6 +53,7 @@ fn summarise(members: Vec<&Job>) -> FoldGroup<'_> {
         Status::Running => 3,
         Status::Interrupted => 2,
         Status::Pending => 1,
+        Status::Pruned => 0,
         Status::Done => 0,
     };
     let status = members.iter().map(|j| j.row.status).max_by_key(urgency).unwrap_or(Status::Pending);

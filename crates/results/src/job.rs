@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use sweep_store::{JobRow, Status};
+use sweep_store::{JobRow, PruneRow, Status};
 
 /// A setting's value as recorded: a number or a word.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +62,11 @@ pub struct Job {
     /// The first job of the sweep whose settings differ from this one's only
     /// in speed-only keys: same results, another time.
     pub same_as: Option<String>,
+    /// Where and why the pruner stopped it, when it did.
+    pub pruned: Option<PruneRow>,
+    /// The job trained for it, when it was not trained itself (its epochs
+    /// are that job's).
+    pub trained_as: Option<String>,
 }
 
 impl Job {
@@ -88,7 +93,7 @@ impl Job {
             Ok(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
-        Job { row, config, same_as: None }
+        Job { row, config, same_as: None, pruned: None, trained_as: None }
     }
 
     /// The k-fold fold this job trains, if any.
@@ -111,11 +116,11 @@ impl Job {
         }
     }
 
-    /// The status as people read it: a running or interrupted job says how
-    /// far it got (`running (3/14)`).
+    /// The status as people read it: a running, interrupted or pruned job
+    /// says how far it got (`running (3/14)`).
     pub fn status_text(&self) -> String {
         match self.row.status {
-            Status::Running | Status::Interrupted => {
+            Status::Running | Status::Interrupted | Status::Pruned => {
                 format!("{} ({}/{})", self.row.status.as_str(), self.row.epochs_done, self.row.epochs)
             }
             s => s.as_str().to_owned(),

@@ -151,11 +151,14 @@ impl SweepResults {
     /// `speed_only` keys are removed get `same_as`: the first such job's id.
     pub fn load(store: &Store, sweep: SweepRow, speed_only: &[&str]) -> Result<SweepResults, Error> {
         let rows = store.jobs(&sweep.id)?;
+        let mut pruned: HashMap<String, sweep_store::PruneRow> =
+            store.prune_decisions(&sweep.id)?.into_iter().map(|p| (p.job_id.clone(), p)).collect();
         let mut first_of: HashMap<String, String> = HashMap::new();
-        let jobs = rows
+        let jobs: Vec<Job> = rows
             .into_iter()
             .map(|row| {
                 let mut job = Job::new(row);
+                job.pruned = pruned.remove(&job.row.id);
                 let key = job.results_key(speed_only);
                 let first = first_of.entry(key).or_insert_with(|| job.row.id.clone());
                 if *first != job.row.id {
@@ -164,6 +167,19 @@ impl SweepResults {
                 job
             })
             .collect();
+        let mut jobs: Vec<Job> = jobs;
+        // A job linked to the job trained for it (never trained itself) shows that job's results.
+        for (copy, trained) in store.same_as_links(&sweep.id)? {
+            let Some(from) = jobs.iter().find(|j| j.row.id == trained).map(|j| j.row.clone()) else { continue };
+            if let Some(job) = jobs.iter_mut().find(|j| j.row.id == copy) {
+                let row = &mut job.row;
+                row.final_train_acc = from.final_train_acc;
+                row.best_valid_loss = from.best_valid_loss;
+                row.best_train_loss = from.best_train_loss;
+                row.epochs_done = from.epochs_done;
+                job.trained_as = Some(trained);
+            }
+        }
         let features = Features::of(store, &sweep)?;
         let objective = Objective::of_spec(&sweep.spec_json);
         Ok(SweepResults { sweep, jobs, features, objective })
@@ -176,12 +192,16 @@ impl SweepResults {
 
     /// The job with the best score under the sweep's objective (the highest
     /// best valid accuracy by default; the first of equals, in the current
-    /// order); `None` while no job has an epoch.
+    /// order); `None` while no job has an epoch. A pruned job is the best
+    /// only when no other job has a score: it stopped because it was behind.
     pub fn best(&self) -> Option<&Job> {
+        let not_pruned = |j: &&Job| j.row.status != sweep_store::Status::Pruned;
+        self.best_of(self.jobs.iter().filter(not_pruned)).or_else(|| self.best_of(self.jobs.iter()))
+    }
+
+    fn best_of<'a>(&self, jobs: impl Iterator<Item = &'a Job>) -> Option<&'a Job> {
         let objective = self.objective;
-        self.jobs
-            .iter()
-            .filter_map(|j| Some((j, j.score(objective)?)))
+        jobs.filter_map(|j| Some((j, j.score(objective)?)))
             .fold(None, |best, (j, x)| match best {
                 Some((b, y)) if (objective.maximised() && y >= x) || (!objective.maximised() && y <= x) => Some((b, y)),
                 _ => Some((j, x)),
@@ -189,16 +209,33 @@ impl SweepResults {
             .map(|(j, _)| j)
     }
 
-    /// Sorts the jobs by the objective, best first (stably; jobs without a
-    /// score last).
+    /// Sorts the jobs by the objective, best first (stably): the jobs that
+    /// ran on, then the pruned ones (their scores are of fewer epochs), then
+    /// those without a score.
     pub fn sort_by_objective(&mut self) {
         // A column of SORT_KEYS: never refused.
         let _ = self.sort_by(self.objective.column());
+        let objective = self.objective;
+        self.jobs.sort_by_key(|j| match (j.row.status, j.score(objective)) {
+            (_, None) => 2,
+            (sweep_store::Status::Pruned, _) => 1,
+            _ => 0,
+        });
+    }
+
+    /// How many jobs the pruner stopped.
+    pub fn pruned_count(&self) -> usize {
+        self.jobs.iter().filter(|j| j.row.status == sweep_store::Status::Pruned).count()
     }
 
     /// How many jobs repeat another's results (`same_as` set).
     pub fn same_as_count(&self) -> usize {
         self.jobs.iter().filter(|j| j.same_as.is_some()).count()
+    }
+
+    /// How many jobs were not trained, taking the result of the job in `same_as`.
+    pub fn trained_once_count(&self) -> usize {
+        self.jobs.iter().filter(|j| j.trained_as.is_some()).count()
     }
 
     /// The settings whose values differ between jobs: the paper's five in

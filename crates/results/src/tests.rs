@@ -209,3 +209,39 @@ fn progress_search_and_best_so_far() {
     assert_eq!(detail.sweeps, ["s"]);
     assert!(crate::JobDetail::load(&store, "nope").unwrap().is_none());
 }
+
+/// Issue 12: a pruned job is listed after the finished ones and is the best
+/// only when no other job has a score.
+#[test]
+fn pruned_jobs_rank_below_the_finished_and_are_best_only_alone() {
+    let mut store = Store::open_in_memory().unwrap();
+    let job = |id| NewJob { id, config_json: "{}", batch_size: 16, workers: 2, lr: 0.01, momentum: 0.9, epochs: 3 };
+    let sweep = NewSweep { id: "s", name: "s", spec_json: "{}", source: None, source_path: None };
+    store.register_sweep(&sweep, &[job("pruned"), job("done"), job("pending")]).unwrap();
+    let epoch = |acc| EpochRow {
+        epoch: 1,
+        train_loss: 1.0,
+        train_acc: 0.5,
+        valid_loss: 1.0,
+        valid_acc: acc,
+        lr: 0.01,
+        seconds: 1.0,
+    };
+    store.claim("s", "me", LEASE).unwrap().unwrap();
+    store.record_pruned_epoch("pruned", "me", &epoch(0.9), b"x", true, LEASE, Some(0), "behind").unwrap();
+    let only_pruned = SweepResults::load(&store, store.find_sweep(Some("s")).unwrap(), &[]).unwrap();
+    assert_eq!(only_pruned.best().map(|j| j.row.id.as_str()), Some("pruned"));
+    store.claim("s", "me", LEASE).unwrap().unwrap();
+    store.record_epoch("done", "me", &epoch(0.5), b"x", true, LEASE).unwrap();
+    store.finish("done", "me", Finish::Done).unwrap();
+    let mut r = SweepResults::load(&store, store.find_sweep(Some("s")).unwrap(), &[]).unwrap();
+    assert_eq!(r.best().map(|j| j.row.id.as_str()), Some("done"));
+    r.sort_by_objective();
+    let order: Vec<&str> = r.jobs.iter().map(|j| j.row.id.as_str()).collect();
+    assert_eq!(order, ["done", "pruned", "pending"]);
+    let pruned = r.jobs[1].pruned.as_ref().unwrap();
+    assert_eq!((pruned.epoch, pruned.rung, pruned.reason.as_str()), (1, Some(0), "behind"));
+    assert_eq!(r.jobs[1].status_text(), "pruned (1/3)");
+    assert_eq!(r.pruned_count(), 1);
+    assert!(r.jobs[0].pruned.is_none() && r.jobs[2].pruned.is_none());
+}

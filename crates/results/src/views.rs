@@ -39,7 +39,8 @@ pub struct Checkpoint {
 pub struct JobDetail {
     /// The job (`same_as` is not set: it belongs to a sweep's view).
     pub job: Job,
-    /// Every recorded epoch.
+    /// Every recorded epoch (of the job trained for it, when it was not
+    /// trained itself: `job.trained_as`).
     pub epochs: Vec<EpochRow>,
     /// Its checkpoints.
     pub checkpoints: Vec<Checkpoint>,
@@ -56,9 +57,12 @@ impl JobDetail {
             .into_iter()
             .map(|(kind, epoch, bytes)| Checkpoint { kind, epoch, bytes })
             .collect();
+        let mut job = Job::new(row);
+        job.trained_as = store.trained_as(id)?;
+        job.pruned = store.prune_decision(id)?;
         Ok(Some(JobDetail {
-            job: Job::new(row),
-            epochs: store.epochs(id)?,
+            epochs: store.epochs(job.trained_as.as_deref().unwrap_or(id))?,
+            job,
             checkpoints,
             sweeps: store.sweeps_of_job(id)?,
         }))

@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,18 @@ pub struct RunOptions {
     pub lease: Duration,
     /// Images per backbone batch.
     pub backbone_batch: usize,
+    /// Register the sweep and stop (`sweep submit`): nothing is computed or trained.
+    pub register_only: bool,
+    /// When nothing is claimable but other runners hold jobs of the sweep,
+    /// wait for them (`sweep run`, `sweep resume`: a run ends when its sweep
+    /// does), or return (`sweep worker`, which looks for other work).
+    pub wait_for_others: bool,
+    /// The jobs this process may still claim, shared by its slots (`sweep
+    /// worker --max-jobs`); `None`: no limit.
+    pub claims_left: Option<Arc<AtomicUsize>>,
+    /// A backbone pass over more images than this is split into shards that
+    /// every runner of the sweep claims (`pass.rs`).
+    pub shard_images: usize,
 }
 
 impl RunOptions {
@@ -127,9 +140,31 @@ impl RunOptions {
             restart: Vec::new(),
             lease: Duration::from_secs(60),
             backbone_batch: 32,
+            register_only: false,
+            wait_for_others: true,
+            claims_left: None,
+            shard_images: DEFAULT_SHARD_IMAGES,
+        }
+    }
+
+    /// Takes one claim from [`RunOptions::claims_left`]; false when none is left.
+    fn take_claim(&self) -> bool {
+        self.claims_left
+            .as_ref()
+            .is_none_or(|left| left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok())
+    }
+
+    /// Gives back a claim taken for a job that was not there.
+    fn give_back_claim(&self) {
+        if let Some(left) = &self.claims_left {
+            left.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
+
+/// Images a feature shard holds by default: about a minute and a half of
+/// ResNet-50 on two CPU cores, a few seconds on a GPU.
+pub const DEFAULT_SHARD_IMAGES: usize = 1024;
 
 /// How one job's run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +180,16 @@ pub enum JobEnd {
     Failed(String),
     /// Stopped by the user after this many epochs.
     Interrupted(usize),
+    /// Not trained: it differs from this job only in speed-only keys, and
+    /// takes its result (status, best, epochs).
+    SameAs(String),
+    /// Stopped by the sweep's pruner after this epoch (recorded with it).
+    Pruned {
+        /// The last epoch it ran.
+        epoch: usize,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Progress reports for the CLI; every method defaults to doing nothing.
@@ -188,6 +233,8 @@ pub struct RunSummary {
     pub failed: usize,
     /// Jobs this run interrupted.
     pub interrupted: usize,
+    /// Jobs this run's pruner stopped.
+    pub pruned: usize,
     /// Whether the run was cancelled.
     pub cancelled: bool,
 }
@@ -212,7 +259,7 @@ fn new_lease_owner() -> String {
 /// Whether a lease owner is a process on this host that no longer exists:
 /// its pid is gone, or is this process's own under another name (an earlier
 /// run that had the same pid, as after a container restart).
-fn owner_is_dead(owner: &str, me: &str) -> bool {
+pub(crate) fn owner_is_dead(owner: &str, me: &str) -> bool {
     let mut mine = me.split(':');
     let mut theirs = owner.split(':');
     let (Some(my_host), Some(my_pid), Some(host), Some(pid)) = (mine.next(), mine.next(), theirs.next(), theirs.next())
@@ -331,9 +378,14 @@ async fn run_sweep(
         e => e,
     })?;
     let me = lease_owner();
+    let twins = twins(&jobs);
     let unfinished: Vec<_> = store.jobs(&sweep_id)?.into_iter().filter(needs_work).collect();
     let runnable = unfinished.len();
-    let epochs_left = unfinished.iter().map(|j| (j.epochs - j.epochs_done).max(0) as usize).sum();
+    let epochs_left = unfinished
+        .iter()
+        .filter(|j| !twins.contains_key(&j.id))
+        .map(|j| (j.epochs - j.epochs_done).max(0) as usize)
+        .sum();
     observer.registered(&sweep_id, jobs.len(), runnable, epochs_left);
     let mut summary = RunSummary {
         sweep_id: sweep_id.clone(),
@@ -341,8 +393,12 @@ async fn run_sweep(
         done: 0,
         failed: 0,
         interrupted: 0,
+        pruned: 0,
         cancelled: false,
     };
+    if opts.register_only {
+        return Ok(summary);
+    }
     if runnable == 0 {
         tracing::info!("every job is finished or held by another runner: nothing to train");
         return Ok(summary);
@@ -362,12 +418,16 @@ async fn run_sweep(
     let backbone_batch = opts.backbone_batch;
     let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
     let features_key = manifest.features_key.clone();
-    let pass = tokio::task::spawn_blocking(move || -> Result<_, sweep_worker::Error> {
+    let (db, owner, lease, shard_images) = (opts.db.clone(), lease_owner(), opts.lease, opts.shard_images);
+    let pass_cancel = cancel.clone();
+    let pass = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         obs.features_started(dataset.items.len());
         let device = sweep_worker::device(&backbone_device)?;
         let progress = |done: usize| obs.features_progress(done);
         let started = std::time::Instant::now();
-        let features = sweep_worker::compute_features_keyed(
+        let sharing =
+            crate::pass::Sharing { db: &db, owner: &owner, lease, per_shard: shard_images, cancel: &pass_cancel };
+        let features = crate::pass::features(
             &dataset,
             &model_cfg,
             &features_key,
@@ -376,6 +436,7 @@ async fn run_sweep(
             backbone_batch,
             &device,
             &progress,
+            &sharing,
         )?;
         obs.features_done(&features.outcome);
         Ok((dataset, features, started.elapsed().as_secs_f64()))
@@ -434,6 +495,16 @@ async fn run_sweep(
         splits,
         params: jobs.iter().map(|j| (j.id.clone(), j.params.clone())).collect(),
         sweep_id: sweep_id.clone(),
+        twins,
+        // Not with pruning: the shorter job made no decision at its last
+        // epoch, which the longer one would have made there.
+        prefixes: if spec.prune().is_some() { HashMap::new() } else { prefixes(&jobs) },
+        brackets: match spec.prune().map_or(1, |p| p.brackets()) {
+            1 => HashMap::new(),
+            b => jobs.iter().enumerate().map(|(i, j)| (j.id.clone(), i as u64 % b)).collect(),
+        },
+        prune: spec.prune(),
+        objective: spec.objective(),
         opts: opts.clone(),
         owner: me,
         observer,
@@ -451,10 +522,11 @@ async fn run_sweep(
     let mut first_error = None;
     while let Some(result) = slots.join_next().await {
         match result.map_err(|e| Error::Join(e.to_string())).and_then(|r| r) {
-            Ok((done, failed, interrupted)) => {
-                summary.done += done;
-                summary.failed += failed;
-                summary.interrupted += interrupted;
+            Ok(counts) => {
+                summary.done += counts.done;
+                summary.failed += counts.failed;
+                summary.interrupted += counts.interrupted;
+                summary.pruned += counts.pruned;
             }
             Err(e) => {
                 // Let the other slots close their jobs before reporting it.
@@ -611,7 +683,44 @@ fn slot_count(requested: usize, runnable: usize, cores: usize, cpu_only: bool) -
     n.max(1)
 }
 
-fn needs_work(job: &sweep_store::JobRow) -> bool {
+/// Each job whose settings differ from an earlier job's of the sweep only in
+/// speed-only keys (`workers`), with that earlier job: it is trained once,
+/// and the others take its result.
+fn twins(jobs: &[crate::spec::Job]) -> HashMap<String, String> {
+    let mut first: HashMap<String, &str> = HashMap::new();
+    let mut twins = HashMap::new();
+    for job in jobs {
+        let trained = *first.entry(job.params.results_key()).or_insert(&job.id);
+        if trained != job.id {
+            twins.insert(job.id.clone(), trained.to_owned());
+        }
+    }
+    twins
+}
+
+/// Each job with the jobs before it in the sweep whose settings are its own
+/// but for fewer epochs (speed-only keys aside), the longest first: an epoch
+/// depends on the seed, the epoch and the state before it, never on the
+/// total (StepLR steps by epoch), so such a job is that job's first epochs,
+/// and this one can start where it ended.
+fn prefixes(jobs: &[crate::spec::Job]) -> HashMap<String, Vec<String>> {
+    let mut seen: HashMap<String, Vec<(usize, &str)>> = HashMap::new();
+    let mut out = HashMap::new();
+    for job in jobs {
+        let epochs = job.params.train_config().epochs;
+        let key = job.params.results_key_without_epochs();
+        let earlier = seen.entry(key).or_default();
+        let mut shorter: Vec<(usize, &str)> = earlier.iter().copied().filter(|(e, _)| *e < epochs).collect();
+        shorter.sort_by_key(|s| std::cmp::Reverse(s.0));
+        if !shorter.is_empty() {
+            out.insert(job.id.clone(), shorter.into_iter().map(|(_, id)| id.to_owned()).collect());
+        }
+        earlier.push((epochs, &job.id));
+    }
+    out
+}
+
+pub(crate) fn needs_work(job: &sweep_store::JobRow) -> bool {
     use sweep_store::Status;
     matches!(job.status, Status::Pending | Status::Interrupted | Status::Running)
 }
@@ -624,6 +733,18 @@ struct Shared {
     splits: Vec<Split>,
     params: HashMap<String, TrainParams>,
     sweep_id: String,
+    /// Jobs not trained, each with the earlier job of the sweep whose
+    /// settings differ from its own only in speed-only keys ([`twins`]).
+    twins: HashMap<String, String>,
+    /// Each job with the earlier jobs of the sweep whose settings are its
+    /// own but for fewer epochs, the longest first ([`prefixes`]).
+    prefixes: HashMap<String, Vec<String>>,
+    /// `[prune]`, and the objective whose metric it compares.
+    prune: Option<crate::spec::Prune>,
+    /// Each job's Hyperband bracket (its place in the sweep's order modulo
+    /// the brackets); empty with one bracket.
+    brackets: HashMap<String, u64>,
+    objective: crate::spec::Objective,
     opts: RunOptions,
     owner: String,
     observer: Arc<dyn Observer>,
@@ -648,15 +769,24 @@ impl Shared {
 /// hold jobs of the sweep.
 const POLL: Duration = Duration::from_millis(500);
 
+/// What one job slot did.
+#[derive(Debug, Default)]
+struct Counts {
+    done: usize,
+    failed: usize,
+    interrupted: usize,
+    pruned: usize,
+}
+
 /// One job slot: claims and trains jobs until none is left or the run is
-/// cancelled. Returns (done, failed, interrupted).
+/// cancelled.
 ///
 /// When nothing is claimable but other runners hold jobs of the sweep, the
 /// slot waits: for them to finish, or for a job to come free (its runner
 /// interrupted, or its lease expired because the runner died elsewhere), so
 /// that a run ends only when the sweep does.
-fn run_slot(shared: &Shared, device_name: &str) -> Result<(usize, usize, usize), Error> {
-    let mut counts = (0, 0, 0);
+fn run_slot(shared: &Shared, device_name: &str) -> Result<Counts, Error> {
+    let mut counts = Counts::default();
     match slot_loop(shared, device_name, &mut counts) {
         Err(Error::Store(sweep_store::Error::Full { .. })) => {
             shared.disk_full(0);
@@ -667,7 +797,7 @@ fn run_slot(shared: &Shared, device_name: &str) -> Result<(usize, usize, usize),
 }
 
 /// [`run_slot`]'s loop, counting into `counts`.
-fn slot_loop(shared: &Shared, device_name: &str, counts: &mut (usize, usize, usize)) -> Result<(), Error> {
+fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<(), Error> {
     let mut store = Store::open(&shared.opts.db)?;
     let device = sweep_worker::device(device_name)?;
     let mut waiting = false;
@@ -675,16 +805,13 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut (usize, usize, usi
         if shared.cancel.is_cancelled() {
             return Ok(());
         }
-        let mut held_by_others = 0;
-        for (job_id, owner) in store.leases(&shared.sweep_id)? {
-            if owner_is_dead(&owner, &shared.owner) && store.expire_lease(&job_id, &owner)? {
-                tracing::info!(job = %job_id, owner, "its runner is gone: the job can be resumed now");
-            } else if owner != shared.owner {
-                held_by_others += 1;
-            }
+        let held_by_others = free_dead_leases(&store, &shared.sweep_id, &shared.owner)?;
+        if !shared.opts.take_claim() {
+            return Ok(());
         }
         let Some(claimed) = store.claim(&shared.sweep_id, &shared.owner, shared.opts.lease)? else {
-            if held_by_others == 0 {
+            shared.opts.give_back_claim();
+            if held_by_others == 0 || !shared.opts.wait_for_others {
                 return Ok(());
             }
             if !waiting {
@@ -704,21 +831,37 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut (usize, usize, usi
             release(&store, &claimed.id, &shared.owner)?;
             return Ok(());
         }
-        let end = run_job(shared, &mut store, &claimed.id, &device);
+        let end = match shared.twins.get(&claimed.id) {
+            // Never trained on its own (a job recorded before it was linked keeps training).
+            Some(trained) if store.checkpoint(&claimed.id, "last")?.is_none() => {
+                share_result(shared, &store, &claimed.id, trained)?
+            }
+            _ => run_job(shared, &mut store, &claimed.id, &device),
+        };
         shared.observer.job_finished(&claimed.id, &end);
         let finish = match &end {
             JobEnd::Done { .. } => {
-                counts.0 += 1;
+                counts.done += 1;
                 Finish::Done
             }
+            // Closed with its last epoch, in the same transaction.
+            JobEnd::Pruned { .. } => {
+                counts.pruned += 1;
+                continue;
+            }
+            // Closed when linked.
+            JobEnd::SameAs(_) => {
+                counts.done += 1;
+                continue;
+            }
             JobEnd::Failed(msg) => {
-                counts.1 += 1;
+                counts.failed += 1;
                 // The observer shows it; the log keeps it for -v.
                 tracing::info!(job = %claimed.id, error = %msg, "job failed");
                 Finish::Failed(msg)
             }
             JobEnd::Interrupted(_) => {
-                counts.2 += 1;
+                counts.interrupted += 1;
                 Finish::Interrupted
             }
         };
@@ -739,6 +882,70 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut (usize, usize, usi
     }
 }
 
+/// A claimed job that differs from `trained` only in speed-only keys: not
+/// trained, but linked to `trained` once it ends (waiting, its lease renewed,
+/// while another slot or runner trains it). Whichever runner claims it, it
+/// never trains: a resumed or second process links it the same way.
+fn share_result(shared: &Shared, store: &Store, job_id: &str, trained: &str) -> Result<JobEnd, Error> {
+    use sweep_store::Status;
+    let mut last_renew = Instant::now();
+    loop {
+        if store.link_same_as(job_id, &shared.owner, trained)? {
+            tracing::info!(job = %job_id, trained, "not trained: the same settings as a trained job but for speed");
+            return Ok(JobEnd::SameAs(trained.to_owned()));
+        }
+        match store.job(trained)?.map(|j| j.status) {
+            Some(Status::Failed) => {
+                return Ok(JobEnd::Failed(format!(
+                    "it is trained as job {trained} (the same settings but for speed-only keys), which failed"
+                )))
+            }
+            // Trained by a live runner: wait. A runner that is gone (its
+            // lease lapsed, or its process is dead on this host) leaves it
+            // to whoever claims it next: this slot, once the copy is given back.
+            Some(Status::Running) if !shared.cancel.is_cancelled() && !runner_gone(shared, store, trained)? => {}
+            // Not being trained (or a stop asked for): given back, to be
+            // claimed again once it has been.
+            _ => return Ok(JobEnd::Interrupted(0)),
+        }
+        let until = Instant::now() + POLL;
+        while Instant::now() < until && !shared.cancel.is_cancelled() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if last_renew.elapsed() > shared.opts.lease / 3 {
+            if let Err(e) = store.renew(job_id, &shared.owner, shared.opts.lease) {
+                tracing::warn!(error = %e, job = %job_id, "stopped waiting for the job it shares a result with");
+                return Ok(JobEnd::Interrupted(0));
+            }
+            last_renew = Instant::now();
+        }
+    }
+}
+
+/// Whether the runner of the running job `job_id` is gone: its lease has
+/// lapsed, or it is a dead process of this host.
+fn runner_gone(shared: &Shared, store: &Store, job_id: &str) -> Result<bool, Error> {
+    if store.lease_lapsed(job_id)? {
+        return Ok(true);
+    }
+    let leases = store.leases(&shared.sweep_id)?;
+    Ok(leases.iter().any(|(id, owner)| id == job_id && owner_is_dead(owner, &shared.owner)))
+}
+
+/// Ends the leases of the sweep's jobs whose runner is a dead process of this
+/// host, so they can be claimed now; returns how many jobs other runners hold.
+pub(crate) fn free_dead_leases(store: &Store, sweep_id: &str, me: &str) -> Result<usize, Error> {
+    let mut held_by_others = 0;
+    for (job_id, owner) in store.leases(sweep_id)? {
+        if owner_is_dead(&owner, me) && store.expire_lease(&job_id, &owner)? {
+            tracing::info!(job = %job_id, owner, "its runner is gone: the job can be resumed now");
+        } else if owner != me {
+            held_by_others += 1;
+        }
+    }
+    Ok(held_by_others)
+}
+
 /// Ends a claim that never trained, leaving the job resumable.
 fn release(store: &Store, job_id: &str, owner: &str) -> Result<(), Error> {
     match store.finish(job_id, owner, Finish::Interrupted) {
@@ -752,6 +959,17 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     let Some(params) = shared.params.get(job_id) else {
         return JobEnd::Failed(format!("job {job_id} is not part of this sweep's file"));
     };
+    // A job that only adds epochs to a done job of the sweep starts where it ended.
+    for shorter in shared.prefixes.get(job_id).into_iter().flatten() {
+        match store.extend_from(job_id, &shared.owner, shorter) {
+            Ok(Some(epochs)) => {
+                tracing::info!(shorter = %shorter, epochs, "continues a done job with fewer epochs");
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => return JobEnd::Failed(e.to_string()),
+        }
+    }
     let resume = match store.checkpoint(job_id, "last") {
         Ok(Some((_, bytes))) => match TrainState::from_bytes(&bytes, device) {
             Ok(state) => Some(state),
@@ -779,6 +997,8 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
         busy: Cell::new(false),
         full: Cell::new(false),
         recorded: Cell::new(from_epoch),
+        epochs: cfg.epochs as u64,
+        pruned: std::cell::RefCell::new(None),
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let job = sweep_worker::TrainJob {
@@ -794,6 +1014,10 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     }));
     match result {
         Ok(Ok(TrainOutcome::Finished { best_valid_acc, best_epoch })) => JobEnd::Done { best_valid_acc, best_epoch },
+        // The pruner stopped it: its last epoch and the decision are recorded.
+        Ok(Ok(TrainOutcome::Stopped { epoch })) if sink.pruned.borrow().is_some() => {
+            JobEnd::Pruned { epoch, reason: sink.pruned.borrow_mut().take().unwrap_or_default() }
+        }
         Ok(Ok(TrainOutcome::Stopped { epoch })) => JobEnd::Interrupted(epoch),
         // Waiting out another writer's lock is not the job's fault: it stops
         // at its last recorded epoch and any runner resumes it.
@@ -826,6 +1050,53 @@ struct StoreSink<'a> {
     full: Cell<bool>,
     /// Epochs recorded, resumed ones included.
     recorded: Cell<usize>,
+    /// The job's epochs.
+    epochs: u64,
+    /// Set when the pruner stopped the job, to why: it was recorded with its
+    /// last epoch, and training stops.
+    pruned: std::cell::RefCell<Option<String>>,
+}
+
+impl StoreSink<'_> {
+    /// The pruner's decision after `report`'s epoch, from what the store
+    /// holds for the sweep's other trials at that epoch; `None`: go on.
+    fn prune_decision(&self, report: &EpochReport) -> Result<Option<crate::pruner::Stop>, sweep_store::Error> {
+        let Some(prune) = &self.shared.prune else { return Ok(None) };
+        // Hyperband: this job's bracket's rule, against its bracket's trials only.
+        let bracket = self.shared.brackets.get(self.job_id).copied();
+        let prune = &prune.in_bracket(bracket.unwrap_or(0));
+        let epoch = report.epoch as u64;
+        if !prune.decides_at(epoch, self.epochs) {
+            return Ok(None);
+        }
+        let objective = self.shared.objective;
+        let (metric, value) = match objective {
+            crate::spec::Objective::ValidAcc => (sweep_store::Metric::ValidAcc, report.valid_acc),
+            crate::spec::Objective::ValidLoss => (sweep_store::Metric::ValidLoss, report.valid_loss),
+            crate::spec::Objective::TrainLoss => (sweep_store::Metric::TrainLoss, report.train_loss),
+        };
+        let mut own: Vec<f64> = self
+            .store
+            .epochs(self.job_id)?
+            .iter()
+            .filter(|e| e.epoch < report.epoch as i64)
+            .map(|e| match metric {
+                sweep_store::Metric::ValidAcc => e.valid_acc,
+                sweep_store::Metric::ValidLoss => e.valid_loss,
+                sweep_store::Metric::TrainLoss => e.train_loss,
+            })
+            .collect();
+        own.push(value);
+        let others: Vec<(bool, f64)> = self
+            .store
+            .values_at_epoch(&self.shared.sweep_id, self.job_id, report.epoch as i64, metric)?
+            .into_iter()
+            .filter(|(id, _, _)| bracket.is_none() || self.shared.brackets.get(id) == bracket.as_ref())
+            .map(|(_, status, x)| (status == sweep_store::Status::Done, x))
+            .collect();
+        let done = self.store.done_jobs(&self.shared.sweep_id)?;
+        Ok(prune.decide(objective, epoch, self.epochs, &crate::pruner::Evidence { own: &own, others: &others, done }))
+    }
 }
 
 impl EpochSink for StoreSink<'_> {
@@ -840,14 +1111,36 @@ impl EpochSink for StoreSink<'_> {
             seconds: report.seconds,
         };
         let bytes = state.to_bytes()?;
-        let recorded = self.store.record_epoch(
-            self.job_id,
-            &self.shared.owner,
-            &row,
-            &bytes,
-            report.is_best,
-            self.shared.opts.lease,
-        );
+        // Decided before the epoch is written, and written with it: a
+        // decision is never lost between the two, nor made twice.
+        let recorded = match self.prune_decision(report) {
+            Ok(None) => self.store.record_epoch(
+                self.job_id,
+                &self.shared.owner,
+                &row,
+                &bytes,
+                report.is_best,
+                self.shared.opts.lease,
+            ),
+            Ok(Some(stop)) => {
+                let recorded = self.store.record_pruned_epoch(
+                    self.job_id,
+                    &self.shared.owner,
+                    &row,
+                    &bytes,
+                    report.is_best,
+                    self.shared.opts.lease,
+                    stop.rung.map(|r| r as i64),
+                    &stop.reason,
+                );
+                if recorded.is_ok() {
+                    tracing::info!(epoch = report.epoch, reason = %stop.reason, "pruned");
+                    *self.pruned.borrow_mut() = Some(stop.reason);
+                }
+                recorded
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = recorded {
             self.busy.set(matches!(e, sweep_store::Error::Busy { .. }));
             if matches!(e, sweep_store::Error::Full { .. }) {
@@ -863,7 +1156,7 @@ impl EpochSink for StoreSink<'_> {
     }
 
     fn should_stop(&self) -> bool {
-        if self.shared.cancel.is_cancelled() || self.lost.get() {
+        if self.shared.cancel.is_cancelled() || self.lost.get() || self.pruned.borrow().is_some() {
             return true;
         }
         if self.last_renew.get().elapsed() > self.shared.opts.lease / 3 {

@@ -188,6 +188,9 @@ fn job_json(job: &Job, keys: &[String]) -> Json_ {
         "seconds": r.seconds,
         "attempts": r.attempts,
         "same_as": job.same_as,
+        "trained_as": job.trained_as,
+        "prune_epoch": job.pruned.as_ref().map(|p| p.epoch),
+        "prune_reason": job.pruned.as_ref().map(|p| p.reason.as_str()),
     })
 }
 

@@ -37,6 +37,21 @@ impl Store {
         })
     }
 
+    /// How many of the sweep's jobs [`Store::claim`] could hand out now:
+    /// pending, interrupted, or running with an expired lease. A cheap check
+    /// for a worker deciding whether a sweep has work for it.
+    pub fn claimable(&self, sweep_id: &str) -> Result<usize, Error> {
+        let n: i64 = self.read(|tx| {
+            tx.value(
+                "SELECT COUNT(*) FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+                 WHERE s.sweep_id = ?1
+                   AND (j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?2))",
+                args![sweep_id, now_ms()],
+            )
+        })?;
+        Ok(n as usize)
+    }
+
     /// Extends a lease; [`Error::LeaseLost`] when `owner` no longer holds it.
     pub fn renew(&self, job_id: &str, owner: &str, lease: Duration) -> Result<(), Error> {
         let now = now_ms();

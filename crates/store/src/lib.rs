@@ -13,7 +13,8 @@
 //! `open` (connection, pragmas) after `inspect` (the checks before it),
 //! `read_only` (opening for reading only), `postgres` (connecting, the
 //! version table, its migrations), `migrations`, `lease` (claims and leases),
-//! `write` and `read`; `rows` holds the values they take and return, `busy`
+//! `write`, `read`, `prune` (what the pruner reads and decides) and `shards`
+//! (the backbone pass's shards); `rows` holds the values they take and return, `busy`
 //! the waiting out of other connections' locks.
 
 mod binding;
@@ -25,9 +26,11 @@ mod location;
 mod migrations;
 mod open;
 mod postgres;
+mod prune;
 mod read;
 mod read_only;
 mod rows;
+mod shards;
 mod sql;
 #[cfg(test)]
 mod tests;
@@ -40,7 +43,9 @@ use sql::Db;
 pub use error::Error;
 pub use location::{BadLocation, Location, PgUrl};
 pub use migrations::{latest_version, Migration, MIGRATIONS};
+pub use prune::{Metric, PruneRow};
 pub use rows::{Claimed, EpochRow, FeatureRun, Finish, JobRow, NewJob, NewSweep, Registered, Status, SweepRow};
+pub use shards::{FeatureShard, ShardCounts};
 
 /// `PRAGMA application_id` of a sweep database ("SWPE").
 pub const APPLICATION_ID: i32 = 0x5357_5045;

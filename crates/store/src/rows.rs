@@ -14,11 +14,15 @@ pub enum Status {
     Failed,
     /// Stopped by the user; resumable.
     Interrupted,
+    /// Stopped early by the sweep's pruner, its epochs kept; never resumed
+    /// (where and why: [`PruneRow`](crate::PruneRow)).
+    Pruned,
 }
 
 impl Status {
     /// Every status, in display order.
-    pub const ALL: [Status; 5] = [Status::Pending, Status::Running, Status::Done, Status::Failed, Status::Interrupted];
+    pub const ALL: [Status; 6] =
+        [Status::Pending, Status::Running, Status::Done, Status::Failed, Status::Interrupted, Status::Pruned];
 
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
@@ -28,6 +32,7 @@ impl Status {
             Status::Done => "done",
             Status::Failed => "failed",
             Status::Interrupted => "interrupted",
+            Status::Pruned => "pruned",
         }
     }
 

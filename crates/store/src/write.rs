@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::sql::args;
+use crate::sql::{args, Tx};
 use crate::{now_ms, now_text, EpochRow, Error, NewJob, NewSweep, Registered, Store};
 
 impl Store {
@@ -76,53 +76,65 @@ impl Store {
         is_best: bool,
         lease: Duration,
     ) -> Result<(), Error> {
-        let held = self.write(|tx| {
-            let now = now_ms();
-            let held = tx.exec(
-                "UPDATE jobs SET lease_expires = ?3, heartbeat_at = ?4, seconds = seconds + ?5
-                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-                args![job_id, owner, now + lease.as_millis() as i64, now, epoch.seconds],
-            )?;
-            if held != 1 {
-                // Nothing was changed: committing this writes nothing.
-                return Ok(false);
-            }
-            tx.exec(
-                "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                args![
-                    job_id,
-                    epoch.epoch,
-                    epoch.train_loss,
-                    epoch.train_acc,
-                    epoch.valid_loss,
-                    epoch.valid_acc,
-                    epoch.lr,
-                    epoch.seconds,
-                    now_text()
-                ],
-            )?;
-            tx.exec(
-                "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'last', ?2, ?3)
-                 ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
-                args![job_id, epoch.epoch, state],
-            )?;
-            if is_best {
-                tx.exec(
-                    "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'best', ?2, ?3)
-                     ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
-                    args![job_id, epoch.epoch, state],
-                )?;
-                tx.exec(
-                    "UPDATE jobs SET best_valid_acc = ?2, best_epoch = ?3 WHERE id = ?1",
-                    args![job_id, epoch.valid_acc, epoch.epoch],
-                )?;
-            }
-            Ok(true)
-        })?;
+        let held = self.write(|tx| insert_epoch(tx, job_id, owner, epoch, state, is_best, lease))?;
         match held {
             true => Ok(()),
             false => Err(Error::LeaseLost { job_id: job_id.to_owned() }),
         }
     }
+}
+
+/// [`Store::record_epoch`]'s transaction, shared with the pruner's
+/// (`prune.rs`): false, writing nothing, when `owner` no longer holds the lease.
+pub(crate) fn insert_epoch(
+    tx: &mut Tx<'_, '_>,
+    job_id: &str,
+    owner: &str,
+    epoch: &EpochRow,
+    state: &[u8],
+    is_best: bool,
+    lease: Duration,
+) -> Result<bool, Error> {
+    let now = now_ms();
+    let held = tx.exec(
+        "UPDATE jobs SET lease_expires = ?3, heartbeat_at = ?4, seconds = seconds + ?5
+             WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+        args![job_id, owner, now + lease.as_millis() as i64, now, epoch.seconds],
+    )?;
+    if held != 1 {
+        // Nothing was changed: committing this writes nothing.
+        return Ok(false);
+    }
+    tx.exec(
+        "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        args![
+            job_id,
+            epoch.epoch,
+            epoch.train_loss,
+            epoch.train_acc,
+            epoch.valid_loss,
+            epoch.valid_acc,
+            epoch.lr,
+            epoch.seconds,
+            now_text()
+        ],
+    )?;
+    tx.exec(
+        "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'last', ?2, ?3)
+             ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
+        args![job_id, epoch.epoch, state],
+    )?;
+    if is_best {
+        tx.exec(
+            "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'best', ?2, ?3)
+                 ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
+            args![job_id, epoch.epoch, state],
+        )?;
+        tx.exec(
+            "UPDATE jobs SET best_valid_acc = ?2, best_epoch = ?3 WHERE id = ?1",
+            args![job_id, epoch.valid_acc, epoch.epoch],
+        )?;
+    }
+    Ok(true)
 }

@@ -404,6 +404,109 @@ impl Pass<'_> {
     }
 }
 
+/// The cache key of shard `shard` (from 0) of `shards` of entry `key`: a
+/// cache entry of its own, written by rename like every entry.
+pub fn shard_key(key: &str, shard: usize, shards: usize) -> String {
+    format!("{key}.shard-{shard:05}-of-{shards:05}")
+}
+
+/// A loaded backbone that computes shards of a data set's feature pass,
+/// each stored in the cache as its own entry ([`shard_key`]), for passes
+/// that several processes share ([`join_shards`] makes the entry).
+pub struct ShardPass<'a> {
+    dataset: &'a Dataset,
+    model: &'a ModelConfig,
+    cache: &'a FeatureCache,
+    backbone: Backbone,
+    workers: usize,
+    batch_size: usize,
+    device: &'a Device,
+}
+
+impl<'a> ShardPass<'a> {
+    /// Checks that the pass fits in memory and the cache can take the entry
+    /// and its shards (the images are checked by the caller), then loads the backbone.
+    pub fn new(
+        dataset: &'a Dataset,
+        model: &'a ModelConfig,
+        cache: &'a FeatureCache,
+        workers: usize,
+        batch_size: usize,
+        device: &'a Device,
+    ) -> Result<ShardPass<'a>, Error> {
+        let what = match dataset.items.first().map(|i| &i.source) {
+            Some(Source::File(path)) => path.parent().unwrap_or(path).display().to_string(),
+            _ => "synthetic data".to_owned(),
+        };
+        memory::check_pass(&what, dataset.items.len(), model, batch_size, workers, memory::available())?;
+        cache.remove_stale_temporaries();
+        let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
+        cache.prepare(2 * ((n * dim * 4) as u64 + ENTRY_OVERHEAD))?;
+        let backbone = Backbone::load(model, device)?;
+        Ok(ShardPass { dataset, model, cache, backbone, workers, batch_size, device })
+    }
+
+    /// Computes the features of the data set's images `range` and stores
+    /// them as shard `shard` of `shards` of entry `key`. `progress` counts
+    /// the shard's images.
+    pub fn compute(
+        &self,
+        key: &str,
+        shard: usize,
+        shards: usize,
+        range: std::ops::Range<usize>,
+        progress: Progress<'_>,
+    ) -> Result<(), Error> {
+        let part = Dataset {
+            classes: self.dataset.classes.clone(),
+            items: self.dataset.items[range].to_vec(),
+            synthetic: self.dataset.synthetic,
+        };
+        let data =
+            run_backbone(&part, self.model, &self.backbone, self.workers, self.batch_size, self.device, progress)?;
+        self.cache.store(&shard_key(key, shard, shards), &data)
+    }
+}
+
+/// The entry `key` of `images` × `dim` features, if the cache holds it whole and sound.
+pub fn cached_features(cache: &FeatureCache, key: &str, images: usize, dim: usize) -> Option<Tensor> {
+    match cache.load(key) {
+        Ok(Some(data)) if data.dims() == [images, dim] => Some(data),
+        _ => None,
+    }
+}
+
+/// Joins the shard entries of `key` (`shards`: each shard's number and
+/// image count, in data order) into the entry itself, written by rename,
+/// then removes them. `Ok(Err(shards))`: those shards' entries are missing
+/// or unsound, to be computed again (unless another process has joined the
+/// entry meanwhile: check [`cached_features`] first).
+pub fn join_shards(
+    cache: &FeatureCache,
+    key: &str,
+    shards: &[(usize, usize)],
+    dim: usize,
+) -> Result<Result<Tensor, Vec<usize>>, Error> {
+    let count = shards.len();
+    let mut parts = Vec::with_capacity(count);
+    let mut bad = Vec::new();
+    for &(shard, images) in shards {
+        match cache.load(&shard_key(key, shard, count)) {
+            Ok(Some(data)) if data.dims() == [images, dim] => parts.push(data),
+            _ => bad.push(shard),
+        }
+    }
+    if !bad.is_empty() {
+        return Ok(Err(bad));
+    }
+    let data = Tensor::cat(&parts, 0)?;
+    cache.store(key, &data)?;
+    for &(shard, _) in shards {
+        let _ = std::fs::remove_file(cache.path(&shard_key(key, shard, count)));
+    }
+    Ok(Ok(data))
+}
+
 fn run_backbone(
     dataset: &Dataset,
     model: &ModelConfig,

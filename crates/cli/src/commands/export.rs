@@ -58,7 +58,9 @@ pub fn export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome>
             );
             refused += 1;
         }
-        for e in store.epochs(id)? {
+        // A job not trained itself has the epochs and the head of the job trained for it.
+        let trained = job.trained_as.as_deref().unwrap_or(id);
+        for e in store.epochs(trained)? {
             let numbers =
                 [e.train_loss, e.train_acc, e.valid_loss, e.valid_acc, e.lr, e.seconds].map(|x| x.to_string());
             epochs.write_record([id.clone(), e.epoch.to_string()].iter().chain(&numbers))?;
@@ -66,7 +68,7 @@ pub fn export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<Outcome>
         if !is_job_id(id) {
             continue;
         }
-        if let Some((_, state)) = store.checkpoint(id, "best")? {
+        if let Some((_, state)) = store.checkpoint(trained, "best")? {
             write(&heads.join(format!("{id}.safetensors")), &state)?;
             exported_heads += 1;
         }

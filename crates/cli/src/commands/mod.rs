@@ -8,6 +8,8 @@ pub mod plan;
 pub mod plot;
 pub mod run;
 pub mod serve;
+pub mod slurm;
 pub mod split;
 pub mod synth;
 pub mod table;
+pub mod worker;

@@ -20,6 +20,7 @@ fn options(global: &GlobalArgs, exec: &ExecArgs) -> RunOptions {
     opts.devices = exec.device.clone();
     opts.max_jobs = exec.max_jobs;
     opts.retry_failed = exec.retry_failed;
+    opts.shard_images = exec.shard_images as usize;
     opts
 }
 
@@ -48,11 +49,48 @@ where
     F: FnOnce(Arc<dyn sweep_scheduler::Observer>, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<RunSummary, sweep_scheduler::Error>>,
 {
+    let (summary, stopped_by) = supervise(global, start)?;
+    let summary = summary?;
+    let store = sweep_store::Store::open(&global.db)?;
+    let sweep = store.find_sweep(Some(&summary.sweep_id))?;
+    super::table::print_jobs(&store, sweep.clone(), format, None, false)?;
+    if summary.cancelled {
+        eprintln!(
+            "interrupted: {} job(s) stopped at their last recorded epoch; continue with `sweep resume {}`",
+            summary.interrupted, summary.sweep_id
+        );
+        return Ok(Outcome::Interrupted(stopped_by.map_or(130, |s| s.exit_code())));
+    }
+    let failed: Vec<_> =
+        store.jobs(&sweep.id)?.into_iter().filter(|j| j.status == sweep_store::Status::Failed).collect();
+    if !failed.is_empty() {
+        for job in &failed {
+            let error = job.error.as_deref().unwrap_or("no error recorded");
+            eprintln!("job {} failed: {}", printable(&job.id), printable_lines(error));
+        }
+        eprintln!("{} job(s) failed; retry them with `sweep resume {} --retry-failed`", failed.len(), summary.sweep_id);
+        return Ok(Outcome::Failure);
+    }
+    Ok(Outcome::Success)
+}
+
+/// Runs `start` on a tokio runtime with progress on stderr, stopping it
+/// cleanly at the first SIGINT, SIGTERM or SIGHUP (its cancellation token)
+/// and quitting at the second. Returns its result, the signal that stopped
+/// it, if any.
+pub(crate) fn supervise<F, Fut, T>(
+    global: &GlobalArgs,
+    start: F,
+) -> anyhow::Result<(Result<T, sweep_scheduler::Error>, Option<Stop>)>
+where
+    F: FnOnce(Arc<dyn sweep_scheduler::Observer>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<T, sweep_scheduler::Error>>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let cancel = CancellationToken::new();
     let progress = Arc::new(Progress::new(global.quiet));
     let stopped_by: Arc<std::sync::OnceLock<Stop>> = Arc::default();
-    let summary = runtime.block_on(async {
+    let result = runtime.block_on(async {
         // Listening starts before any work, so no signal is missed.
         let mut stops = Stops::new()?;
         let watcher = {
@@ -83,28 +121,8 @@ where
     // A backbone pass abandoned at Ctrl-C may still be running: do not wait for it.
     runtime.shutdown_background();
     progress.finish();
-    let summary = summary?;
-    let store = sweep_store::Store::open(&global.db)?;
-    let sweep = store.find_sweep(Some(&summary.sweep_id))?;
-    super::table::print_jobs(&store, sweep.clone(), format, None, false)?;
-    if summary.cancelled {
-        eprintln!(
-            "interrupted: {} job(s) stopped at their last recorded epoch; continue with `sweep resume {}`",
-            summary.interrupted, summary.sweep_id
-        );
-        return Ok(Outcome::Interrupted(stopped_by.get().map_or(130, |s| s.exit_code())));
-    }
-    let failed: Vec<_> =
-        store.jobs(&sweep.id)?.into_iter().filter(|j| j.status == sweep_store::Status::Failed).collect();
-    if !failed.is_empty() {
-        for job in &failed {
-            let error = job.error.as_deref().unwrap_or("no error recorded");
-            eprintln!("job {} failed: {}", printable(&job.id), printable_lines(error));
-        }
-        eprintln!("{} job(s) failed; retry them with `sweep resume {} --retry-failed`", failed.len(), summary.sweep_id);
-        return Ok(Outcome::Failure);
-    }
-    Ok(Outcome::Success)
+    let stopped_by = stopped_by.get().copied();
+    Ok((result, stopped_by))
 }
 
 /// `sweep resume ID` for the sweep being run, once it is known.
@@ -119,7 +137,7 @@ fn resume_command(progress: &Progress) -> String {
 /// limit or on preemption), Kubernetes (on eviction), systemd (on stop) and
 /// a closed terminal send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
+pub(crate) enum Stop {
     Interrupt,
     Terminate,
     Hangup,
@@ -135,7 +153,7 @@ impl Stop {
     }
 
     /// 128 + the signal's number, as a shell reports a process it ended.
-    fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         match self {
             Stop::Interrupt => 130,
             Stop::Terminate => 143,

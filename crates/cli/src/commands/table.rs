@@ -48,6 +48,15 @@ pub fn load(store: &Store, sweep: SweepRow) -> anyhow::Result<SweepResults> {
     Ok(SweepResults::load(store, sweep, &speed_only_keys())?)
 }
 
+/// Where and why the pruner stopped a job: in CSV and JSON always, after
+/// every other column; in text `Pruned At` when a job was pruned.
+const PRUNE_COLUMNS: [Column; 4] = [
+    col("epochs_done", "Epochs Run", true),
+    col("prune_epoch", "Pruned At", true),
+    col("prune_rung", "Rung", true),
+    col("prune_reason", "Why Pruned", false),
+];
+
 /// The columns of the losses, by the objective whose score they hold.
 const LOSS_COLUMNS: [(Objective, Column); 2] = [
     (Objective::ValidLoss, col("best_valid_loss", "Best Valid Loss", true)),
@@ -75,6 +84,10 @@ fn job_cell(job: &Job, key: &str, share: Option<f64>) -> Cell {
         "seconds" => Cell::float(row.seconds, format!("{:.2}", row.seconds)),
         "total_seconds" => Cell::opt_float(share.map(|s| s + row.seconds), |x| format!("{x:.2}")),
         "same_as" => job.same_as.as_deref().map_or_else(Cell::none, Cell::text),
+        "epochs_done" => Cell::int(row.epochs_done),
+        "prune_epoch" => Cell::opt_int(job.pruned.as_ref().map(|p| p.epoch)),
+        "prune_rung" => Cell::opt_int(job.pruned.as_ref().and_then(|p| p.rung)),
+        "prune_reason" => job.pruned.as_ref().map_or_else(Cell::none, |p| Cell::text(&p.reason)),
         setting => match (job.config.get(setting), job.param(setting)) {
             (Some(json), Some(value)) => Cell { text: value.to_string(), json: json.clone() },
             _ => Cell::none(),
@@ -101,10 +114,14 @@ pub fn jobs_table(results: &SweepResults, format: Format) -> Table {
         columns.extend_from_slice(&JOB_COLUMNS[6..]);
         columns.extend(LOSS_COLUMNS.iter().map(|(_, c)| *c));
         columns.extend(other_keys().map(setting));
+        columns.extend_from_slice(&PRUNE_COLUMNS);
     } else {
         columns.extend(other_keys().filter(|k| varying.iter().any(|v| v.as_str() == *k)).map(setting));
         columns.extend(LOSS_COLUMNS.iter().filter(|(o, _)| *o == results.objective).map(|(_, c)| *c));
         columns.extend_from_slice(&JOB_COLUMNS[6..]);
+        if results.pruned_count() > 0 {
+            columns.extend_from_slice(&PRUNE_COLUMNS[1..3]);
+        }
     }
     let share = results.features.as_ref().and_then(|f| f.share_per_job(&results.sweep.id, results.jobs.len()));
     let rows = results.jobs.iter().map(|job| columns.iter().map(|c| job_cell(job, c.key, share)).collect()).collect();
@@ -199,8 +216,23 @@ pub fn print_jobs(
     if let (Format::Table, Some(split)) = (format, SplitInfo::of(&results.sweep)) {
         writeln!(out, "{}", printable(&split.line()))?;
     }
+    let pruned = results.pruned_count();
+    if format == Format::Table && pruned > 0 {
+        writeln!(
+            out,
+            "{pruned} job(s) pruned: stopped at the epoch in `Pruned At`, behind the others (`sweep table --format \
+             json` says why); their epochs are kept"
+        )?;
+    }
     let same = results.same_as_count();
-    if format == Format::Table && same > 0 {
+    let once = results.trained_once_count();
+    if format == Format::Table && same > 0 && once == same {
+        writeln!(
+            out,
+            "{same} job(s) differ from the job in `Same As` only in workers, which sets the decode threads of the \
+             one backbone pass: trained once, the result shared"
+        )?;
+    } else if format == Format::Table && same > 0 {
         writeln!(
             out,
             "{same} job(s) differ from the job in `Same As` only in workers, which sets the decode threads of the \
@@ -238,6 +270,8 @@ pub fn table(global: &GlobalArgs, args: &TableArgs) -> anyhow::Result<Outcome> {
 pub fn show(global: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<Outcome> {
     let store = Store::open_read_only(&global.db)?;
     let id = store.resolve_job(&args.job)?;
+    // A job never trained itself shows the epochs of the job trained for it.
+    let trained_as = store.trained_as(&id)?;
     let columns = vec![
         col("epoch", "Epoch", true),
         col("train_loss", "Train Loss", true),
@@ -248,7 +282,7 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<Outcome> {
         col("seconds", "Seconds", true),
     ];
     let rows = store
-        .epochs(&id)?
+        .epochs(trained_as.as_deref().unwrap_or(&id))?
         .iter()
         .map(|e| {
             vec![
@@ -264,7 +298,15 @@ pub fn show(global: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<Outcome> {
         .collect();
     let mut out = std::io::stdout().lock();
     if args.format == Format::Table {
-        writeln!(out, "job {}", printable(&id))?;
+        match &trained_as {
+            Some(trained) => writeln!(
+                out,
+                "job {}: not trained, the epochs of job {} (the same settings but for speed)",
+                printable(&id),
+                printable(trained)
+            )?,
+            None => writeln!(out, "job {}", printable(&id))?,
+        }
     }
     write!(out, "{}", Table { columns, rows }.render(args.format))?;
     Ok(Outcome::Success)

@@ -95,6 +95,10 @@ pub(super) fn sweep(s: &Sections, environment: &serde_json::Value) -> serde_json
         for (key, value) in super::space::canonical(&s.search, &s.sampled) {
             map.insert(key.to_owned(), value);
         }
+        // Likewise `[prune]`: part of the sweep's id, never of a job's.
+        if let Some(prune) = &s.prune {
+            map.insert("prune".to_owned(), prune.canonical());
+        }
     }
     sweep
 }
@@ -189,6 +193,29 @@ impl TrainParams {
     /// store records a job's settings.
     pub fn canonical_json(&self) -> String {
         to_canonical_string(&self.to_json())
+    }
+
+    /// What a job's results depend on: [`TrainParams::canonical_json`]
+    /// without the keys that only change speed. Jobs of a sweep with the
+    /// same results key are trained once (`run.rs`).
+    pub fn results_key(&self) -> String {
+        let mut value = self.to_json();
+        if let Some(map) = value.as_object_mut() {
+            for key in TrainKey::ALL.into_iter().filter(|k| k.speed_only()) {
+                map.remove(key.name());
+            }
+        }
+        to_canonical_string(&value)
+    }
+
+    /// [`TrainParams::results_key`] without `epochs` too: jobs with the same
+    /// one differ at most in how many epochs they run.
+    pub fn results_key_without_epochs(&self) -> String {
+        let mut value: serde_json::Value = serde_json::from_str(&self.results_key()).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.remove(TrainKey::Epochs.name());
+        }
+        to_canonical_string(&value)
     }
 }
 

@@ -40,6 +40,8 @@ pub(super) struct Sections {
     pub(super) search: space::Search,
     /// `[space]`'s distributions, in [`TrainKey::ALL`] order.
     pub(super) sampled: Vec<space::Sampled>,
+    /// `[prune]`.
+    pub(super) prune: Option<super::Prune>,
 }
 
 /// Checks the tree of `file`, resolving relative paths against `base_dir`:
@@ -276,6 +278,7 @@ impl Checker {
         let space = space.map(|node| self.space(node, &taken));
         self.search_and_space(search.as_ref(), space.as_ref());
         let (search, sampled) = space::merge(search, space, &mut base, &mut grid);
+        let prune = top.take("prune").and_then(|node| self.prune(node));
         let mut configs = Vec::new();
         if let Some(node) = top.take("configs") {
             match &node.value {
@@ -317,6 +320,7 @@ impl Checker {
             configs,
             search,
             sampled,
+            prune,
         })
     }
 

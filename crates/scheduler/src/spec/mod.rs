@@ -12,6 +12,8 @@
 //! - `space.rs`: `[search]` and `[space]`: sampled keys, the objective,
 //!   random and scrambled Sobol sampling (trial `i` depends only on the
 //!   seed and `i`);
+//! - `prune.rs`: `[prune]`, the median rule's or ASHA's settings
+//!   ([`Prune`]; the rules themselves are in `crate::pruner`);
 //! - `schema.rs`: the file format as wire types, the one declaration of its
 //!   keys, and the JSON Schema generated from them ([`json_schema`]);
 //! - `error.rs`: [`SpecError`], [`SpecErrors`], [`TooManyJobs`].
@@ -24,6 +26,7 @@ mod expand;
 mod fuzz;
 mod keys;
 mod node;
+mod prune;
 mod schema;
 mod space;
 #[cfg(test)]
@@ -36,6 +39,7 @@ use sweep_worker::{DataConfig, ModelConfig, ModelGiven};
 pub use error::{SpecError, SpecErrors, TooManyJobs};
 pub use expand::{Job, DEFAULT_MAX_JOBS, MAX_JOBS_CEILING};
 pub use keys::{Param, TrainKey, TrainParams};
+pub use prune::Prune;
 pub use schema::json_schema;
 pub use space::{Method, Objective};
 
@@ -70,6 +74,8 @@ pub struct SweepSpec {
     search: space::Search,
     /// `[space]`'s distributions, in [`TrainKey::ALL`] order.
     sampled: Vec<space::Sampled>,
+    /// `[prune]`: early stopping, if any.
+    prune: Option<Prune>,
 }
 
 /// The format of a sweep file.
@@ -110,8 +116,9 @@ impl SweepSpec {
         let sections = check::check(&root, file, base_dir).map_err(SpecErrors)?;
         let canonical_env = canonical::environment(&sections);
         let canonical = canonical::sweep(&sections, &canonical_env);
-        let check::Sections { name, data, folds, model, model_given, base, grid, configs, search, sampled, .. } =
-            sections;
+        let check::Sections {
+            name, data, folds, model, model_given, base, grid, configs, search, sampled, prune, ..
+        } = sections;
         Ok(SweepSpec {
             name,
             data,
@@ -125,6 +132,7 @@ impl SweepSpec {
             configs,
             search,
             sampled,
+            prune,
         })
     }
 
@@ -136,5 +144,10 @@ impl SweepSpec {
     /// What "best" means for this sweep's jobs.
     pub fn objective(&self) -> Objective {
         self.search.objective
+    }
+
+    /// `[prune]`: how trials are stopped early, if they are.
+    pub fn prune(&self) -> Option<Prune> {
+        self.prune
     }
 }

@@ -57,6 +57,56 @@ pub(crate) struct SweepFile {
     /// Per `[train]` key, a value (fixed), a list (crossed like `[grid]`'s)
     /// or a distribution that each trial samples; needs `[search]`.
     space: Option<Space>,
+    /// Early stopping: trials clearly behind the others stop, keeping their
+    /// epochs (status `pruned`); any sweep, grid or search.
+    prune: Option<Prune>,
+}
+
+/// `[prune]`: the median rule (Optuna's MedianPruner) or asynchronous
+/// successive halving (ASHA), each with its own settings.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend(
+    "if" = {"properties": {"method": {"const": "median"}}},
+    "then" = {"not": {"anyOf": [{"required": ["min_epochs"]}, {"required": ["eta"]}, {"required": ["brackets"]}]}},
+    "else" = {"not": {"anyOf": [
+        {"required": ["startup_trials"]}, {"required": ["warmup_epochs"]}, {"required": ["interval"]}
+    ]}}
+))]
+pub(crate) struct Prune {
+    /// `median`: a trial stops when its best value so far is worse than the
+    /// median of the done trials' values at the same epoch; `asha`: at each
+    /// rung (`min_epochs × eta^k` epochs) only the top `1/eta` go on.
+    method: PruneMethod,
+    /// median: no pruning until this many trials of the sweep are done.
+    #[schemars(range(min = 0, max = 1_000_000), extend("default" = 5))]
+    startup_trials: Option<u64>,
+    /// median: no pruning during a trial's first epochs.
+    #[schemars(range(min = 0, max = 100_000), extend("default" = 0))]
+    warmup_epochs: Option<u64>,
+    /// median: a check every `interval` epochs after the warm-up.
+    #[schemars(range(min = 1, max = 100_000), extend("default" = 1))]
+    interval: Option<u64>,
+    /// asha: the first rung, in epochs.
+    #[schemars(range(min = 1, max = 100_000), extend("default" = 1))]
+    min_epochs: Option<u64>,
+    /// asha: the reduction factor: rungs `eta` times apart, the top `1/eta` of each going on.
+    #[schemars(range(min = 2, max = 100), extend("default" = 3))]
+    eta: Option<u64>,
+    /// asha: Hyperband's brackets: trial i is in bracket s = i mod brackets,
+    /// whose rungs start at `min_epochs × eta^s`.
+    #[schemars(range(min = 1, max = 100), extend("default" = 1))]
+    brackets: Option<u64>,
+}
+
+/// How trials are pruned.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PruneMethod {
+    /// Optuna's median stopping rule.
+    Median,
+    /// Asynchronous successive halving.
+    Asha,
 }
 
 /// `[search]`.

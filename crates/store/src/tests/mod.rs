@@ -5,6 +5,7 @@ mod busy;
 mod lease;
 mod migrations;
 mod open;
+mod prune;
 mod read_only;
 mod write;
 
