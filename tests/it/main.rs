@@ -9,6 +9,7 @@ mod plan;
 mod results;
 mod resume;
 mod run;
+mod sanity;
 mod search;
 mod serve;
 

@@ -20,6 +20,7 @@ fn options(global: &GlobalArgs, exec: &ExecArgs) -> RunOptions {
     opts.devices = exec.device.clone();
     opts.max_jobs = exec.max_jobs;
     opts.retry_failed = exec.retry_failed;
+    opts.sanity_check = !exec.no_sanity_check;
     opts
 }
 
