@@ -201,8 +201,9 @@ impl Backbone {
         self.untrained
     }
 
-    /// What each batch norm saw of a batch (`[B, 3, S, S]` normalised f32
-    /// images), in network order: the sanity check's measure.
+    /// What each batch norm of the stem and `layer1` saw of a batch
+    /// (`[B, 3, S, S]` normalised f32 images), in network order: the sanity
+    /// check's measure (the rest of the network is not run).
     pub fn bn_stats(&self, xs: &Tensor) -> Result<Vec<BnStats>, Error> {
         Ok(self.net.bn_stats(xs, false)?)
     }

@@ -84,20 +84,24 @@ impl ResNet {
 
     /// Features of a batch: `[B, 3, S, S]` images in, `[B, D]` f32 out.
     pub(super) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        self.run(xs, None)
+        self.run(xs, None, self.blocks.len())
     }
 
     /// What each batch norm saw of a batch of `[B, 3, S, S]` images, in
-    /// network order (the stem's first).
-    /// With `calibrate`, each batch norm normalises with the batch's own
-    /// statistics instead (see [`Recorder`]).
+    /// network order (the stem's first), up to the end of `layer1` only
+    /// (what the sanity check reads), or, with `calibrate`, of the whole
+    /// network with each batch norm normalising by the batch's own statistics
+    /// instead (see [`Recorder`]).
     pub(super) fn bn_stats(&self, xs: &Tensor, calibrate: bool) -> candle_core::Result<Vec<BnStats>> {
         let mut record = Recorder { stats: Vec::new(), calibrate };
-        self.run(xs, Some(&mut record))?;
+        let blocks = if calibrate { self.blocks.len() } else { self.arch.blocks()[0] };
+        self.run(xs, Some(&mut record), blocks)?;
         Ok(record.stats)
     }
 
-    fn run(&self, xs: &Tensor, mut record: Option<&mut Recorder>) -> candle_core::Result<Tensor> {
+    /// The forward pass through the first `blocks` residual blocks (all of
+    /// them: the features; fewer: the last block's activations).
+    fn run(&self, xs: &Tensor, mut record: Option<&mut Recorder>, blocks: usize) -> candle_core::Result<Tensor> {
         let xs = xs.to_dtype(self.dtype)?;
         let mut stem = self.stem.forward(&xs)?;
         if let Some(record) = record.as_deref_mut() {
@@ -115,8 +119,11 @@ impl ResNet {
             .max_pool2d_with_stride(3, 2)?
             .permute((0, 2, 3, 1))?
             .contiguous()?;
-        for block in &self.blocks {
+        for block in &self.blocks[..blocks] {
             xs = block.forward(&xs, record.as_deref_mut())?;
+        }
+        if blocks < self.blocks.len() {
+            return Ok(xs);
         }
         // Global average pool over the channels-last [B, H, W, C].
         let (b, h, w, c) = xs.dims4()?;
