@@ -12,6 +12,7 @@ mod prune;
 mod results;
 mod resume;
 mod run;
+mod sanity;
 mod search;
 mod serve;
 

@@ -13,7 +13,7 @@ use crate::{json, stderr, stdout, Env};
 const BREEDS: [&str; 3] = ["beagle", "pug", "whippet"];
 
 /// `dogs/labels.csv` and `dogs/train/<id>.jpg`: 12 generated JPEGs.
-fn dogs(env: &Env) {
+pub(crate) fn dogs(env: &Env) {
     let root = env.path("dogs");
     std::fs::create_dir_all(root.join("train")).expect("mkdir");
     let cfg = SyntheticConfig { classes: 3, images: 12, width: 40, height: 40, seed: 11 };
@@ -30,7 +30,7 @@ fn id(i: usize) -> String {
 }
 
 /// A sweep file over `dogs/` with `data` and `model` lines added.
-fn sweep_file(env: &Env, name: &str, data: &str, model: &str) -> PathBuf {
+pub(crate) fn sweep_file(env: &Env, name: &str, data: &str, model: &str) -> PathBuf {
     let text = format!(
         "name = \"{name}\"\n\n[data]\nlayout = \"kaggle\"\nroot = \"dogs\"\n{data}\n\n[model]\nbackbone = \
          \"resnet18\"\nimage_size = 32\n{model}\n\n[train]\nbatch_size = 4\nepochs = 3\nlr = 0.05\n"
@@ -48,14 +48,14 @@ fn status_of(env: &Env, name: &str) -> serde_json::Value {
     status.as_array().expect("rows").iter().find(|r| r["name"] == name).cloned().expect("the sweep's row")
 }
 
-fn no_sweep_recorded(env: &Env) {
+pub(crate) fn no_sweep_recorded(env: &Env) {
     let status = env.sweep(&["status", "--format", "json"]);
     assert!(status.status.success(), "{}", stderr(&status));
     assert_eq!(json(&status), serde_json::json!([]), "nothing may be recorded");
 }
 
 /// The one `error:` line of a refused command.
-fn error_line(out: &Output) -> String {
+pub(crate) fn error_line(out: &Output) -> String {
     let err = stderr(out);
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(lines.len(), 1, "one error line: {err}");
@@ -173,8 +173,17 @@ fn split_method_pandas_validates_the_rows_pandas_leaves_out() {
 
 /// A ResNet-18 safetensors file of seeded random weights (torchvision's
 /// init) with `metadata` in its header.
-fn weights_with_metadata(path: &Path, metadata: &[(&str, &str)]) {
+pub(crate) fn weights_with_metadata(path: &Path, metadata: &[(&str, &str)]) {
     let tensors = sweep_worker::random_weights(sweep_worker::Arch::Resnet18, 3).expect("weights");
+    write_safetensors(path, &tensors, metadata);
+}
+
+/// `tensors` written as a safetensors file (f32) with `metadata` in its header.
+pub(crate) fn write_safetensors(
+    path: &Path,
+    tensors: &std::collections::HashMap<String, sweep_worker::Tensor>,
+    metadata: &[(&str, &str)],
+) {
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let mut header = serde_json::Map::new();

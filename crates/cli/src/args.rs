@@ -102,6 +102,12 @@ pub struct ExecArgs {
     #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=sweep_scheduler::MAX_JOBS_CEILING))]
     pub max_jobs: u64,
+
+    /// Skip the sanity check before the backbone pass (that the weights'
+    /// batch norms see, on 32 of the images, what they were trained on: a
+    /// wrong normalisation stops the run).
+    #[arg(long)]
+    pub no_sanity_check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +151,10 @@ pub struct SubmitArgs {
     #[arg(long, default_value_t = sweep_scheduler::DEFAULT_MAX_JOBS, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=sweep_scheduler::MAX_JOBS_CEILING))]
     pub max_jobs: u64,
+
+    /// Skip the check that the weights' first batch norms see, on 32 of the images, what they were trained on.
+    #[arg(long)]
+    pub no_sanity_check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +188,10 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = sweep_scheduler::DEFAULT_SHARD_IMAGES as u64, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub shard_images: u64,
+
+    /// Skip the check that the weights' first batch norms see, on 32 of the images, what they were trained on.
+    #[arg(long)]
+    pub no_sanity_check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -49,13 +49,14 @@ pub(crate) fn features(
     batch_size: usize,
     device: &Device,
     progress: sweep_worker::Progress<'_>,
+    backbone: Option<sweep_worker::Backbone>,
     sharing: &Sharing<'_>,
 ) -> Result<Features, Error> {
     let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
     let per_shard = sharing.per_shard.max(1).div_ceil(batch_size.max(1)) * batch_size.max(1);
     if n <= per_shard {
         return Ok(sweep_worker::compute_features_keyed(
-            dataset, model, key, cache, workers, batch_size, device, progress,
+            dataset, model, key, cache, workers, batch_size, device, progress, backbone,
         )?);
     }
     if let Some(data) = sweep_worker::cached_features(cache, key, n, dim) {
@@ -67,6 +68,8 @@ pub(crate) fn features(
     let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
     let shards = lock().add_feature_shards(key, n as u64, per_shard as u64)?;
     tracing::info!(key, shards, images = n, "the backbone pass is split into shards that runners share");
+    // The backbone the sanity check loaded, if it ran: the pass uses it.
+    let mut loaded = backbone;
     let mut pass: Option<ShardPass<'_>> = None;
     loop {
         if sharing.cancel.is_cancelled() {
@@ -110,7 +113,7 @@ pub(crate) fn features(
         };
         let pass = match &mut pass {
             Some(pass) => pass,
-            None => pass.insert(ShardPass::new(dataset, model, cache, workers, batch_size, device)?),
+            None => pass.insert(ShardPass::new(dataset, model, cache, workers, batch_size, device, loaded.take())?),
         };
         let started = Instant::now();
         let done_before = lock().feature_shard_counts(key)?.images_done as usize;

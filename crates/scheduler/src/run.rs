@@ -76,6 +76,27 @@ pub enum Error {
         /// What changed.
         changes: String,
     },
+    /// The sanity check found the images far from what the weights were
+    /// trained on: nothing was registered.
+    #[error(
+        "{weights}: the sanity check failed: {cause}; on {images} images the batch norms' inputs diverge from \
+         their training statistics by {divergence:.2} at `{layer}` (a matching setup stays under {limit}). Fix \
+         [model], or train anyway with `--no-sanity-check` (or `sanity_check = false` in [model])"
+    )]
+    Sanity {
+        /// The weights file.
+        weights: String,
+        /// The likely cause, and what to change.
+        cause: String,
+        /// Images looked at.
+        images: usize,
+        /// The largest divergence.
+        divergence: f64,
+        /// Its batch norm.
+        layer: String,
+        /// The limit.
+        limit: f64,
+    },
     /// A sweep recorded without its file cannot be resumed.
     #[error("sweep {0} was recorded without its sweep file: run the file again with `sweep run FILE`")]
     NoSource(String),
@@ -118,6 +139,9 @@ pub struct RunOptions {
     /// A backbone pass over more images than this is split into shards that
     /// every runner of the sweep claims (`pass.rs`).
     pub shard_images: usize,
+    /// Run the sanity check before the backbone pass (unless the sweep file
+    /// sets `sanity_check = false`).
+    pub sanity_check: bool,
 }
 
 impl RunOptions {
@@ -144,6 +168,7 @@ impl RunOptions {
             wait_for_others: true,
             claims_left: None,
             shard_images: DEFAULT_SHARD_IMAGES,
+            sanity_check: true,
         }
     }
 
@@ -256,6 +281,51 @@ fn new_lease_owner() -> String {
     format!("{host}:{}:{nonce:08x}", std::process::id())
 }
 
+/// The sanity check ([`sweep_worker::sanity_check`]) of the model in force
+/// on the data set: the backbone loaded on the device for it, handed back for
+/// the pass (`None` for random weights, which are untrained by construction
+/// and not checked). A failure is [`Error::Sanity`].
+fn sanity_check(
+    dataset: &sweep_worker::Dataset,
+    model: &sweep_worker::ModelConfig,
+    device_name: &str,
+    observer: &dyn Observer,
+) -> Result<Option<(sweep_worker::Device, sweep_worker::Backbone)>, Error> {
+    if matches!(model.weights, sweep_worker::Weights::Random { .. }) {
+        tracing::info!("sanity check skipped: random weights are untrained");
+        return Ok(None);
+    }
+    let device = sweep_worker::device(device_name)?;
+    let backbone = sweep_worker::Backbone::load(model, &device)?;
+    let weights = match &model.weights {
+        sweep_worker::Weights::Safetensors(path) | sweep_worker::Weights::Pth(path) => path.display().to_string(),
+        sweep_worker::Weights::Hub { repo } => format!("hub:{repo}"),
+        sweep_worker::Weights::Random { seed } => format!("random:{seed}"),
+    };
+    match sweep_worker::sanity_check(dataset, model, &backbone, &device)? {
+        sweep_worker::Sanity::Skipped(why) => observer.setup(&format!("sanity check skipped: {why}")),
+        sweep_worker::Sanity::Passed(report) => {
+            tracing::info!(
+                images = report.images,
+                divergence = report.worst.1,
+                layer = %report.worst.0,
+                "sanity check passed"
+            );
+        }
+        sweep_worker::Sanity::Failed(report) => {
+            return Err(Error::Sanity {
+                weights,
+                cause: report.cause(model),
+                images: report.images,
+                divergence: report.worst.1,
+                layer: report.worst.0.clone(),
+                limit: sweep_worker::SANITY_LIMIT,
+            })
+        }
+    }
+    Ok(Some((device, backbone)))
+}
+
 /// Whether a lease owner is a process on this host that no longer exists:
 /// its pid is gone, or is this process's own under another name (an earlier
 /// run that had the same pid, as after a container restart).
@@ -329,6 +399,16 @@ async fn run_sweep(
     // The data the jobs train on, bound to them: every file is hashed once
     // here (the feature-cache key comes from the same hashes).
     let manifest = DataManifest::new(&spec.data, &dataset, &model.model, &splits)?;
+    // The sanity check, before anything is registered, when the backbone is
+    // to run: the backbone it loads is the one the pass then uses.
+    let cache = FeatureCache::new(&opts.cache_dir);
+    let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
+    let check = opts.sanity_check && !spec.model_given.no_sanity_check;
+    let loaded = if check && !cache.has(&manifest.features_key) {
+        sanity_check(&dataset, &model.model, &backbone_device, observer.as_ref())?
+    } else {
+        None
+    };
     let mut store = Store::open(&opts.db)?;
     let sweep_id = bind_to_data(&store, &spec, &mut jobs, &manifest, resuming, observer.as_ref())?;
     let new_jobs: Vec<(NewJob<'_>, String)> = jobs
@@ -413,16 +493,17 @@ async fn run_sweep(
 
     // The backbone pass, once for the whole sweep.
     let model_cfg = model.model.clone();
-    let cache = FeatureCache::new(&opts.cache_dir);
     let obs = observer.clone();
     let backbone_batch = opts.backbone_batch;
-    let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
     let features_key = manifest.features_key.clone();
     let (db, owner, lease, shard_images) = (opts.db.clone(), lease_owner(), opts.lease, opts.shard_images);
     let pass_cancel = cancel.clone();
     let pass = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         obs.features_started(dataset.items.len());
-        let device = sweep_worker::device(&backbone_device)?;
+        let (device, backbone) = match loaded {
+            Some((device, backbone)) => (device, Some(backbone)),
+            None => (sweep_worker::device(&backbone_device)?, None),
+        };
         let progress = |done: usize| obs.features_progress(done);
         let started = std::time::Instant::now();
         let sharing =
@@ -436,6 +517,7 @@ async fn run_sweep(
             backbone_batch,
             &device,
             &progress,
+            backbone,
             &sharing,
         )?;
         obs.features_done(&features.outcome);

@@ -74,6 +74,12 @@ impl FeatureCache {
         self.dir.join(format!("{key}.safetensors"))
     }
 
+    /// Whether an entry for `key` is there (not whether it passes its check):
+    /// a run loads the backbone before its pass only when none is.
+    pub fn has(&self, key: &str) -> bool {
+        self.path(key).is_file()
+    }
+
     fn load(&self, key: &str) -> Result<Option<Tensor>, String> {
         let path = self.path(key);
         let bytes = match std::fs::read(&path) {
@@ -304,7 +310,7 @@ pub fn decode_image(path: &Path) -> Result<image::RgbImage, Error> {
 }
 
 /// Decodes one image to RGB.
-fn decode(dataset: &Dataset, source: &Source) -> Result<image::RgbImage, Error> {
+pub(crate) fn decode(dataset: &Dataset, source: &Source) -> Result<image::RgbImage, Error> {
     match source {
         Source::File(path) => decode_image(path),
         Source::Synthetic { index } => {
@@ -331,14 +337,16 @@ pub fn compute_features(
     progress: Progress<'_>,
 ) -> Result<Features, Error> {
     let key = cache_key(dataset, model)?;
-    let pass = Pass { dataset, model, cache, workers, batch_size, device, progress };
+    let pass = Pass { dataset, model, cache, workers, batch_size, device, progress, backbone: None };
     pass.run(key, true)
 }
 
 /// [`compute_features`] for a caller that has hashed every file (the cache
 /// key comes from the data set's [`DataManifest`](crate::DataManifest)) and
 /// checked every image ([`check_images`] or [`skip_bad_images`](crate::skip_bad_images)):
-/// no file is read twice before the pass.
+/// no file is read twice before the pass. A `backbone` already loaded for
+/// `model` on `device` (for the [sanity check](crate::sanity_check)) is
+/// used rather than loaded again.
 #[allow(clippy::too_many_arguments)]
 pub fn compute_features_keyed(
     dataset: &Dataset,
@@ -349,8 +357,9 @@ pub fn compute_features_keyed(
     batch_size: usize,
     device: &Device,
     progress: Progress<'_>,
+    backbone: Option<Backbone>,
 ) -> Result<Features, Error> {
-    let pass = Pass { dataset, model, cache, workers, batch_size, device, progress };
+    let pass = Pass { dataset, model, cache, workers, batch_size, device, progress, backbone };
     pass.run(key.to_owned(), false)
 }
 
@@ -363,11 +372,12 @@ struct Pass<'a> {
     batch_size: usize,
     device: &'a Device,
     progress: Progress<'a>,
+    backbone: Option<Backbone>,
 }
 
 impl Pass<'_> {
     fn run(self, key: String, check: bool) -> Result<Features, Error> {
-        let Pass { dataset, model, cache, workers, batch_size, device, progress } = self;
+        let Pass { dataset, model, cache, workers, batch_size, device, progress, backbone } = self;
         // Nothing of the pass's size (the features, read from the cache or
         // computed) is allocated before it is known to fit.
         let what = match dataset.items.first().map(|i| &i.source) {
@@ -396,7 +406,10 @@ impl Pass<'_> {
         if check {
             check_images(dataset, workers)?;
         }
-        let backbone = Backbone::load(model, device)?;
+        let backbone = match backbone {
+            Some(backbone) => backbone,
+            None => Backbone::load(model, device)?,
+        };
         let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
         cache.store(&key, &data)?;
         tracing::info!(key, images = dataset.items.len(), "features computed and cached");
@@ -425,7 +438,8 @@ pub struct ShardPass<'a> {
 
 impl<'a> ShardPass<'a> {
     /// Checks that the pass fits in memory and the cache can take the entry
-    /// and its shards (the images are checked by the caller), then loads the backbone.
+    /// and its shards (the images are checked by the caller), then loads the
+    /// backbone (unless the caller hands over one it loaded).
     pub fn new(
         dataset: &'a Dataset,
         model: &'a ModelConfig,
@@ -433,6 +447,7 @@ impl<'a> ShardPass<'a> {
         workers: usize,
         batch_size: usize,
         device: &'a Device,
+        backbone: Option<Backbone>,
     ) -> Result<ShardPass<'a>, Error> {
         let what = match dataset.items.first().map(|i| &i.source) {
             Some(Source::File(path)) => path.parent().unwrap_or(path).display().to_string(),
@@ -442,7 +457,10 @@ impl<'a> ShardPass<'a> {
         cache.remove_stale_temporaries();
         let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
         cache.prepare(2 * ((n * dim * 4) as u64 + ENTRY_OVERHEAD))?;
-        let backbone = Backbone::load(model, device)?;
+        let backbone = match backbone {
+            Some(backbone) => backbone,
+            None => Backbone::load(model, device)?,
+        };
         Ok(ShardPass { dataset, model, cache, backbone, workers, batch_size, device })
     }
 

@@ -14,11 +14,12 @@ mod fingerprint;
 mod image_check;
 mod memory;
 mod preprocess;
+mod sanity;
 mod split;
 mod synthetic;
 mod train;
 
-pub use candle_core::Device;
+pub use candle_core::{Device, Tensor};
 
 pub use backbone::{
     check_weights, declared, model_in_force, param_shapes, parse_fraction, random_weights, Arch, Backbone, DType,
@@ -35,6 +36,9 @@ pub use features::{
 pub use fingerprint::{DataChanges, DataManifest, ManifestItem};
 pub use image_check::{check_images, skip_bad_images, BadImage, BadImages};
 pub use preprocess::{preprocess, Transform};
+pub use sanity::{
+    calibrated_weights, divergences, sample_indices, sanity_check, Sanity, SanityReport, SANITY_IMAGES, SANITY_LIMIT,
+};
 pub use split::{item_ids, make_splits, pandas_split, split_csv, split_hash, SplitMethod};
 pub use synthetic::synthetic_image;
 pub use train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainOutcome, TrainState};

@@ -21,6 +21,7 @@ fn options(global: &GlobalArgs, exec: &ExecArgs) -> RunOptions {
     opts.max_jobs = exec.max_jobs;
     opts.retry_failed = exec.retry_failed;
     opts.shard_images = exec.shard_images as usize;
+    opts.sanity_check = !exec.no_sanity_check;
     opts
 }
 

@@ -13,7 +13,7 @@ use crate::output::printable;
 use crate::Outcome;
 
 pub fn submit(global: &GlobalArgs, args: &SubmitArgs) -> anyhow::Result<Outcome> {
-    let id = register(global, &args.file, args.max_jobs, None)?;
+    let id = register(global, &args.file, args.max_jobs, None, !args.no_sanity_check)?;
     writeln!(std::io::stdout().lock(), "{id}")?;
     if !global.quiet {
         eprintln!("submitted: start workers with `sweep worker --sweep {id}` (with the same --db)");
@@ -27,12 +27,14 @@ pub(crate) fn register(
     file: &std::path::Path,
     max_jobs: u64,
     cache_dir: Option<&std::path::Path>,
+    sanity_check: bool,
 ) -> anyhow::Result<String> {
     let spec = SweepSpec::load(file)?;
     let source = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
     let path = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
     let mut opts = RunOptions::new(global.db.clone());
     opts.max_jobs = max_jobs;
+    opts.sanity_check = sanity_check;
     if let Some(dir) = cache_dir {
         opts.cache_dir = dir.to_owned();
     }
@@ -50,6 +52,7 @@ pub fn worker(global: &GlobalArgs, args: &WorkerArgs) -> anyhow::Result<Outcome>
     opts.parallel = args.parallel as usize;
     opts.devices = args.device.clone();
     opts.shard_images = args.shard_images as usize;
+    opts.sanity_check = !args.no_sanity_check;
     let worker = WorkerOptions {
         sweep: args.sweep.clone(),
         max_jobs: args.max_jobs.map(|n| n as usize),

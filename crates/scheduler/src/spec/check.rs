@@ -524,6 +524,7 @@ impl Checker {
             }
         };
         given.ignore_metadata = self.boolean(&mut t, "ignore_weights_metadata").unwrap_or(false);
+        given.no_sanity_check = !self.boolean(&mut t, "sanity_check").unwrap_or(true);
         self.finish(t, &schema::keys().model[..]);
         let (arch, (weights_text, weights)) = (arch?, weights?);
         Some((ModelConfig { arch, weights, image_size, mean, std, dtype }, weights_text, given))

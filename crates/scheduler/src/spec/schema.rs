@@ -363,6 +363,11 @@ pub(crate) struct Model {
     /// safetensors file declares in its metadata (`arch`, `mean`, `std`)
     /// [default: false].
     ignore_weights_metadata: Option<bool>,
+    /// Before the backbone pass, check on 32 of the images that the weights'
+    /// batch norms see what they were trained on (a wrong normalisation
+    /// stops the run); `false` skips it, as `sweep run --no-sanity-check`
+    /// does [default: true].
+    sanity_check: Option<bool>,
 }
 
 /// A number, or a fraction of two decimals in a string (`"1/255"`).

@@ -23,6 +23,8 @@ pub struct ModelGiven {
     pub std: bool,
     /// `ignore_weights_metadata = true`: neither use nor check what the file declares.
     pub ignore_metadata: bool,
+    /// `sanity_check = false`: no [sanity check](crate::sanity_check) before the pass.
+    pub no_sanity_check: bool,
 }
 
 /// What a weights file declares (each `None` when it says nothing of it).
@@ -274,7 +276,7 @@ mod tests {
         same.arch = Arch::Resnet50V1;
         same.mean = [0.5; 3];
         same.std = [0.003922; 3];
-        let all = ModelGiven { backbone: true, mean: true, std: true, ignore_metadata: false };
+        let all = ModelGiven { backbone: true, mean: true, std: true, ..ModelGiven::default() };
         assert!(model_in_force(&same, all).unwrap().from_file.is_empty());
         // Written and different: one line, naming the file, both values, the way out.
         let err =

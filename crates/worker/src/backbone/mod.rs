@@ -25,6 +25,7 @@ use candle_nn::VarBuilder;
 use std::path::PathBuf;
 
 pub use declared::{declared, model_in_force, parse_fraction, Declared, ModelGiven, ModelInForce};
+pub use ops::BnStats;
 pub use weights::{check_weights, param_shapes, random_weights};
 
 use crate::Error;
@@ -152,6 +153,7 @@ pub struct ModelConfig {
 /// A loaded, frozen backbone.
 pub struct Backbone {
     net: model::ResNet,
+    untrained: bool,
 }
 
 impl std::fmt::Debug for Backbone {
@@ -166,12 +168,51 @@ impl Backbone {
     /// otherwise give NaN features and a head at chance accuracy).
     pub fn load(cfg: &ModelConfig, device: &Device) -> Result<Backbone, Error> {
         let weights::Loaded { tensors, file } = weights::load(cfg)?;
+        Backbone::build(cfg, tensors, file.as_deref(), device)
+    }
+
+    /// A backbone of tensors in hand (checked by the caller), for tests.
+    pub(crate) fn from_tensors(
+        cfg: &ModelConfig,
+        tensors: std::collections::HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Backbone, Error> {
+        Backbone::build(cfg, tensors, None, device)
+    }
+
+    fn build(
+        cfg: &ModelConfig,
+        tensors: std::collections::HashMap<String, Tensor>,
+        file: Option<&std::path::Path>,
+        device: &Device,
+    ) -> Result<Backbone, Error> {
+        let untrained = weights::at_initial_statistics(&tensors)?;
         let vb = VarBuilder::from_tensors(tensors, cfg.dtype.candle(), device);
-        let net = model::ResNet::build(cfg.arch, vb).map_err(|e| match &file {
+        let net = model::ResNet::build(cfg.arch, vb).map_err(|e| match file {
             Some(path) => weights::weights_err(path, e),
             None => Error::from(e),
         })?;
-        Ok(Backbone { net })
+        Ok(Backbone { net, untrained })
+    }
+
+    /// Whether every batch norm's running statistics are at their initial
+    /// values (mean 0, variance 1): random weights, or weights never trained.
+    pub fn untrained(&self) -> bool {
+        self.untrained
+    }
+
+    /// What each batch norm of the stem and `layer1` saw of a batch
+    /// (`[B, 3, S, S]` normalised f32 images), in network order: the sanity
+    /// check's measure (the rest of the network is not run).
+    pub fn bn_stats(&self, xs: &Tensor) -> Result<Vec<BnStats>, Error> {
+        Ok(self.net.bn_stats(xs, false)?)
+    }
+
+    /// [`Backbone::bn_stats`] with each batch norm normalising by the batch's
+    /// own statistics (training mode): what a network calibrated on the batch
+    /// would see, every layer at once.
+    pub(crate) fn calibration_stats(&self, xs: &Tensor) -> Result<Vec<BnStats>, Error> {
+        Ok(self.net.bn_stats(xs, true)?)
     }
 
     /// The architecture.

@@ -4,7 +4,7 @@
 use candle_core::{DType as CDType, Module, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
-use super::ops::{fold_bn, ConvBn};
+use super::ops::{affine, fold_bn, BnStats, ConvBn, Recorder};
 use super::Arch;
 
 struct Block {
@@ -13,24 +13,26 @@ struct Block {
 }
 
 impl Block {
-    /// Channels-last in and out.
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let shortcut = match &self.downsample {
-            Some(ds) => ds.forward(xs, None, false)?,
-            None => xs.clone(),
-        };
+    /// Channels-last in and out; with `record`, what each batch norm saw.
+    fn forward(&self, xs: &Tensor, mut record: Option<&mut Recorder>) -> candle_core::Result<Tensor> {
         let (last, first) = self.convs.split_last().expect("a block has convolutions");
         let mut ys = xs.clone();
         for conv in first {
-            ys = conv.forward(&ys, None, true)?;
+            ys = conv.forward(&ys, None, true, record.as_deref_mut())?;
         }
-        last.forward(&ys, Some(&shortcut), true)
+        let shortcut = match &self.downsample {
+            Some(ds) => ds.forward(xs, None, false, record.as_deref_mut())?,
+            None => xs.clone(),
+        };
+        last.forward(&ys, Some(&shortcut), true, record)
     }
 }
 
 /// The network of a [`super::Backbone`], its batch norms folded.
 pub(super) struct ResNet {
     stem: Conv2d,
+    /// The stem's batch norm weight and bias, for [`BnStats`].
+    stem_bn: (Vec<f32>, Vec<f32>),
     blocks: Vec<Block>,
     pub(super) arch: Arch,
     pub(super) dtype: CDType,
@@ -43,6 +45,8 @@ impl ResNet {
         let (w, bias) = fold_bn(&vb, "conv1", "bn1", 3, 64, 7)?;
         let cfg = Conv2dConfig { padding: 3, stride: 2, ..Default::default() };
         let stem = Conv2d::new(w.to_dtype(vb.dtype())?, Some(bias.to_dtype(vb.dtype())?), cfg);
+        let host = |part: &str| vb.get(64, &format!("bn1.{part}"))?.to_dtype(CDType::F32)?.to_vec1::<f32>();
+        let stem_bn = (host("weight")?, host("bias")?);
         let mut blocks = Vec::new();
         let mut c_in = 64;
         for (layer, (&count, width)) in arch.blocks().iter().zip([64, 128, 256, 512]).enumerate() {
@@ -75,15 +79,39 @@ impl ResNet {
                 c_in = c_out;
             }
         }
-        Ok(ResNet { stem, blocks, arch, dtype: vb.dtype() })
+        Ok(ResNet { stem, stem_bn, blocks, arch, dtype: vb.dtype() })
     }
 
     /// Features of a batch: `[B, 3, S, S]` images in, `[B, D]` f32 out.
     pub(super) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.run(xs, None, self.blocks.len())
+    }
+
+    /// What each batch norm saw of a batch of `[B, 3, S, S]` images, in
+    /// network order (the stem's first), up to the end of `layer1` only
+    /// (what the sanity check reads), or, with `calibrate`, of the whole
+    /// network with each batch norm normalising by the batch's own statistics
+    /// instead (see [`Recorder`]).
+    pub(super) fn bn_stats(&self, xs: &Tensor, calibrate: bool) -> candle_core::Result<Vec<BnStats>> {
+        let mut record = Recorder { stats: Vec::new(), calibrate };
+        let blocks = if calibrate { self.blocks.len() } else { self.arch.blocks()[0] };
+        self.run(xs, Some(&mut record), blocks)?;
+        Ok(record.stats)
+    }
+
+    /// The forward pass through the first `blocks` residual blocks (all of
+    /// them: the features; fewer: the last block's activations).
+    fn run(&self, xs: &Tensor, mut record: Option<&mut Recorder>, blocks: usize) -> candle_core::Result<Tensor> {
         let xs = xs.to_dtype(self.dtype)?;
-        let mut xs = self
-            .stem
-            .forward(&xs)?
+        let mut stem = self.stem.forward(&xs)?;
+        if let Some(record) = record.as_deref_mut() {
+            let (b, c, h, w) = stem.dims4()?;
+            let ys = stem.permute((0, 2, 3, 1))?.reshape((b * h * w, c))?;
+            if let Some(ab) = record.see("bn1", &ys, None, &self.stem_bn.0, &self.stem_bn.1)? {
+                stem = affine(&stem, &ab, &[1, c, 1, 1])?;
+            }
+        }
+        let mut xs = stem
             .relu()?
             // After a ReLU every value is >= 0, so edge padding equals torch's -inf padding.
             .pad_with_same(D::Minus1, 1, 1)?
@@ -91,8 +119,11 @@ impl ResNet {
             .max_pool2d_with_stride(3, 2)?
             .permute((0, 2, 3, 1))?
             .contiguous()?;
-        for block in &self.blocks {
-            xs = block.forward(&xs)?;
+        for block in &self.blocks[..blocks] {
+            xs = block.forward(&xs, record.as_deref_mut())?;
+        }
+        if blocks < self.blocks.len() {
+            return Ok(xs);
         }
         // Global average pool over the channels-last [B, H, W, C].
         let (b, h, w, c) = xs.dims4()?;

@@ -24,6 +24,106 @@ pub(super) struct ConvBn {
     k: usize,
     stride: usize,
     c_out: usize,
+    /// The batch norm's name and its own weight and bias (`gamma`, `beta`),
+    /// on the host: what [`BnStats`] needs to undo the fold.
+    bn: String,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+/// What a batch norm saw of a batch: for each channel, the mean and the
+/// variance of its input standardised by its running statistics,
+/// `(x - running_mean) / sqrt(running_var + eps)`. On the data the weights
+/// were trained on (or any data like it, preprocessed as they expect), both
+/// are near 0 and 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BnStats {
+    /// The batch norm (`bn1`, `layer1.0.bn2`, `layer2.0.downsample.1`, ...).
+    pub name: String,
+    /// Per channel: the standardised input's mean.
+    pub mean: Vec<f32>,
+    /// Per channel: the standardised input's variance.
+    pub var: Vec<f32>,
+    /// Values per channel the statistics come from (images × positions).
+    pub samples: usize,
+}
+
+/// The smallest variance a calibration divides by (a channel that never fires).
+const VAR_FLOOR: f32 = 1e-4;
+
+/// What a recording forward pass collects, and whether it calibrates.
+pub(super) struct Recorder {
+    /// What each batch norm saw, in network order.
+    pub(super) stats: Vec<BnStats>,
+    /// Each batch norm normalises with the batch's own statistics (as in
+    /// training mode), so that every layer sees what it would see in a
+    /// network whose running statistics were set from `stats`: one pass
+    /// calibrates them all.
+    pub(super) calibrate: bool,
+}
+
+impl Recorder {
+    /// Records what batch norm `name` saw in `ys` (`[M, C]`, the output less
+    /// `offset`). When calibrating, returns the per-channel `(a, b)` that
+    /// make `a * ys + b` what the calibrated batch norm outputs (less `offset`).
+    pub(super) fn see(
+        &mut self,
+        name: &str,
+        ys: &Tensor,
+        offset: Option<&[f32]>,
+        gamma: &[f32],
+        beta: &[f32],
+    ) -> candle_core::Result<Option<(Vec<f32>, Vec<f32>)>> {
+        let stats = bn_stats(name, ys, offset, gamma, beta)?;
+        let affine = self.calibrate.then(|| {
+            (0..gamma.len())
+                .map(|c| {
+                    let off = offset.map_or(0.0, |o| o[c]);
+                    let a = 1.0 / stats.var[c].max(VAR_FLOOR).sqrt();
+                    (a, a * (off - beta[c] - gamma[c] * stats.mean[c]) + beta[c] - off)
+                })
+                .unzip()
+        });
+        self.stats.push(stats);
+        Ok(affine)
+    }
+}
+
+/// `a * ys + b`, per channel, for `ys` whose channels are dimension `dim`.
+pub(super) fn affine(ys: &Tensor, (a, b): &(Vec<f32>, Vec<f32>), shape: &[usize]) -> candle_core::Result<Tensor> {
+    let a = Tensor::from_slice(a, shape, ys.device())?.to_dtype(ys.dtype())?;
+    let b = Tensor::from_slice(b, shape, ys.device())?.to_dtype(ys.dtype())?;
+    ys.broadcast_mul(&a)?.broadcast_add(&b)
+}
+
+/// Reads the folded `[M, C]` pre-activation output `ys` (without `bias`,
+/// the folded bias, when `bias` is given) of a batch norm back into
+/// [`BnStats`]: with `y = gamma * s + beta`, `s = (y - beta) / gamma`.
+/// A channel whose `gamma` is 0 tells nothing and reads as mean 0, var 1.
+pub(super) fn bn_stats(
+    name: &str,
+    ys: &Tensor,
+    bias: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+) -> candle_core::Result<BnStats> {
+    let ys = ys.to_dtype(CDType::F32)?;
+    let mean_t = ys.mean(0)?;
+    let var: Vec<f32> = ys.broadcast_sub(&mean_t)?.sqr()?.mean(0)?.to_vec1()?;
+    let mean: Vec<f32> = mean_t.to_vec1()?;
+    let mut out =
+        BnStats { name: name.to_owned(), mean: Vec::with_capacity(gamma.len()), var: Vec::new(), samples: ys.dim(0)? };
+    for c in 0..gamma.len() {
+        let y_mean = mean[c] + bias.map_or(0.0, |b| b[c]);
+        if gamma[c].abs() < 1e-12 {
+            out.mean.push(0.0);
+            out.var.push(1.0);
+        } else {
+            out.mean.push((y_mean - beta[c]) / gamma[c]);
+            out.var.push(var[c] / (gamma[c] * gamma[c]));
+        }
+    }
+    Ok(out)
 }
 
 /// Folds an eval-mode batch norm into the convolution before it: the weight
@@ -60,12 +160,31 @@ impl ConvBn {
         let weight = w.permute((2, 3, 1, 0))?.reshape((k * k * c_in, c_out))?.contiguous()?;
         let bias_host = bias.to_vec1::<f32>()?;
         let dtype = vb.dtype();
-        Ok(ConvBn { weight: weight.to_dtype(dtype)?, bias: bias.to_dtype(dtype)?, bias_host, k, stride, c_out })
+        let host = |part: &str| vb.get(c_out, &format!("{bn}.{part}"))?.to_dtype(CDType::F32)?.to_vec1::<f32>();
+        let (gamma, beta) = (host("weight")?, host("bias")?);
+        Ok(ConvBn {
+            weight: weight.to_dtype(dtype)?,
+            bias: bias.to_dtype(dtype)?,
+            bias_host,
+            k,
+            stride,
+            c_out,
+            bn: bn.to_owned(),
+            gamma,
+            beta,
+        })
     }
 
     /// `relu(conv(xs) + bias [+ residual])` on channels-last `[B, H, W, C]`
-    /// activations; `residual` has the output's shape.
-    pub(super) fn forward(&self, xs: &Tensor, residual: Option<&Tensor>, relu: bool) -> candle_core::Result<Tensor> {
+    /// activations; `residual` has the output's shape. With `record`, what
+    /// the batch norm saw is pushed to it.
+    pub(super) fn forward(
+        &self,
+        xs: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+        record: Option<&mut Recorder>,
+    ) -> candle_core::Result<Tensor> {
         let (b, h, w, c) = xs.dims4()?;
         let pad = self.k / 2;
         let (ho, wo) = ((h + 2 * pad - self.k) / self.stride + 1, (w + 2 * pad - self.k) / self.stride + 1);
@@ -74,7 +193,12 @@ impl ConvBn {
         } else {
             im2col(xs, self.k, self.stride, pad)?
         };
-        let ys = cols.matmul(&self.weight)?;
+        let mut ys = cols.matmul(&self.weight)?;
+        if let Some(record) = record {
+            if let Some(ab) = record.see(&self.bn, &ys, Some(&self.bias_host), &self.gamma, &self.beta)? {
+                ys = affine(&ys, &ab, &[self.c_out])?;
+            }
+        }
         let fused = ys.device().is_cpu() && ys.dtype() == CDType::F32 && ys.is_contiguous();
         let ys = if fused {
             let op = Epilogue { bias: &self.bias_host, relu };

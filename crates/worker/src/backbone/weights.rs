@@ -119,6 +119,26 @@ pub fn check_weights(cfg: &ModelConfig) -> Result<(), Error> {
     }
 }
 
+/// Whether every batch norm's running statistics are still at their
+/// initial values (mean 0, variance 1), as in [`random_weights`]: weights
+/// that were never trained, whose statistics say nothing of the data.
+pub(super) fn at_initial_statistics(tensors: &HashMap<String, Tensor>) -> Result<bool, Error> {
+    for (name, t) in tensors {
+        let want = if name.ends_with(".running_mean") {
+            0.0
+        } else if name.ends_with(".running_var") {
+            1.0
+        } else {
+            continue;
+        };
+        let values: Vec<f32> = t.to_dtype(CDType::F32)?.flatten_all()?.to_vec1()?;
+        if values.iter().any(|&v| v != want) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Loads and checks the weights `cfg` names (see [`Loaded`]).
 pub(super) fn load(cfg: &ModelConfig) -> Result<Loaded, Error> {
     let (tensors, file) = match &cfg.weights {

@@ -1,0 +1,254 @@
+//! The sanity check before a backbone pass: do the user's images, as
+//! preprocessed, look to the backbone like what its weights were trained on?
+//!
+//! Every batch norm of a trained network holds the running mean and variance
+//! of its input over the training data. On a few dozen of the user's images
+//! (spread over the data set), each batch norm's input is standardised by
+//! those statistics; preprocessed as the weights expect, each channel then
+//! has mean near 0 and variance near 1. The divergence of a batch norm is the
+//! median over its channels of the symmetric (Jeffreys') divergence between
+//! `N(m, v)` and `N(0, 1)`, and the check's score the largest over the stem
+//! and the first block (`layer1`): there the preprocessing shows first and
+//! the kind of images matters least (deeper batch norms move with the
+//! images' content).
+//!
+//! A wrong normalisation (another mean or std, pixels in 0-255) moves them
+//! far over the limit on the project's fixtures. A channel swap (BGR as RGB)
+//! and the wrong ResNet-50 variant (v1 against v1.5, which differ only from
+//! `layer2` on) stay under it: the check does not claim them. The limit is
+//! measured in `crates/worker/tests/sanity.rs`.
+//!
+//! Untrained weights (every running mean 0 and variance 1, as seeded random
+//! weights are) have nothing to compare with: the check is skipped.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+
+use crate::backbone::{Arch, Backbone, BnStats, ModelConfig};
+use crate::data::Dataset;
+use crate::preprocess::{preprocess, Transform};
+use crate::Error;
+
+/// Images the check looks at (all of them in a smaller data set).
+pub const SANITY_IMAGES: usize = 32;
+
+/// The largest divergence a matching setup may show. Measured on the
+/// project's fixtures (`crates/worker/tests/sanity.rs`): matching setups stay
+/// under 0.13 (32 to 224 px), and under 0.96 with images of another kind than
+/// the weights' (grey against colour); five wrong normalisations start at 2.0.
+pub const SANITY_LIMIT: f64 = 1.4;
+
+/// What the sanity check found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sanity {
+    /// Not checked, and why (untrained weights).
+    Skipped(String),
+    /// Checked: within the limit.
+    Passed(SanityReport),
+    /// Checked: far outside what a matching setup gives.
+    Failed(SanityReport),
+}
+
+/// The measures behind a verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SanityReport {
+    /// Images looked at.
+    pub images: usize,
+    /// The stem's batch norm (`bn1`)'s divergence: the input's own.
+    pub stem: f64,
+    /// The largest divergence, and its batch norm.
+    pub worst: (String, f64),
+    /// The first batch norm over the limit, if any.
+    pub first_over: Option<String>,
+}
+
+impl SanityReport {
+    /// The likely cause of a failure, in words, with what to change.
+    pub fn cause(&self, model: &ModelConfig) -> String {
+        let triple = |v: &[f64; 3]| format!("[{}]", v.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(", "));
+        let normalisation = format!("mean {}, std {}", triple(&model.mean), triple(&model.std));
+        let layer = if self.stem > SANITY_LIMIT { "the first layer" } else { "the first block" };
+        format!(
+            "{layer} sees its input off: likely the normalisation ({normalisation} in force; the weights may expect \
+             other values, pixels in 0-255, or BGR channels)"
+        )
+    }
+}
+
+/// Indices of `k` images spread evenly over `n` (all of them when `n <= k`):
+/// a folder-ordered data set is sampled across its classes.
+pub fn sample_indices(n: usize, k: usize) -> Vec<usize> {
+    if n <= k {
+        return (0..n).collect();
+    }
+    (0..k).map(|i| i * n / k).collect()
+}
+
+/// The sanity check of `model` on `dataset` (see the module's text), with
+/// its backbone already loaded: the same one the pass then uses.
+pub fn sanity_check(
+    dataset: &Dataset,
+    model: &ModelConfig,
+    backbone: &Backbone,
+    device: &Device,
+) -> Result<Sanity, Error> {
+    if backbone.untrained() {
+        return Ok(Sanity::Skipped(
+            "the weights are untrained (every batch norm at mean 0, variance 1), so there is nothing to compare \
+             the images with"
+                .to_owned(),
+        ));
+    }
+    let transform = Transform { size: model.image_size, mean: model.mean, std: model.std };
+    let indices = sample_indices(dataset.items.len(), SANITY_IMAGES);
+    if indices.is_empty() {
+        return Ok(Sanity::Skipped("the data set has no images".to_owned()));
+    }
+    let mut pixels = vec![0f32; indices.len() * transform.len()];
+    for (&i, out) in indices.iter().zip(pixels.chunks_mut(transform.len())) {
+        let img = crate::features::decode(dataset, &dataset.items[i].source)?;
+        preprocess(&img, &transform, out);
+    }
+    let xs = Tensor::from_vec(pixels, (indices.len(), 3, transform.size, transform.size), device)?;
+    let (stem, worst, first_over) = summary(&divergences(&backbone.bn_stats(&xs)?));
+    let report = SanityReport { images: indices.len(), stem, worst, first_over };
+    Ok(if report.worst.1 > SANITY_LIMIT { Sanity::Failed(report) } else { Sanity::Passed(report) })
+}
+
+/// Values per channel below which a batch norm's statistics are too noisy
+/// to judge: left out.
+pub const SANITY_MIN_SAMPLES: usize = 256;
+
+/// Whether the check reads batch norm `name`: the stem's and the first
+/// block's (`layer1`), before the first strided block. There the
+/// preprocessing shows first, and the kind of images matters least: deeper
+/// batch norms move with the images' content (on the fixtures, a matching
+/// ResNet-50 at 224 px reaches 1.3 at `layer4`), so they are not read.
+pub fn read_by_the_check(name: &str) -> bool {
+    name == "bn1" || name.starts_with("layer1.")
+}
+
+/// The divergence of each batch norm the check reads ([`read_by_the_check`],
+/// with at least [`SANITY_MIN_SAMPLES`] values per channel), in network order.
+pub fn divergences(stats: &[BnStats]) -> Vec<(String, f64)> {
+    stats
+        .iter()
+        .filter(|s| read_by_the_check(&s.name) && s.samples >= SANITY_MIN_SAMPLES)
+        .map(|s| (s.name.clone(), divergence(s)))
+        .collect()
+}
+
+/// The median over channels of the symmetric divergence (Jeffreys')
+/// between `N(m, v)` and `N(0, 1)`: `(v + 1/v)/2 - 1 + m²(1 + 1/v)/2`. Symmetric,
+/// so inputs spread 4 times too wide and 4 times too narrow weigh the same.
+fn divergence(stats: &BnStats) -> f64 {
+    let mut kl: Vec<f64> = stats
+        .mean
+        .iter()
+        .zip(&stats.var)
+        .map(|(&m, &v)| {
+            let (m, v) = (f64::from(m), f64::from(v).max(1e-12));
+            let j = 0.5 * (v + 1.0 / v) - 1.0 + 0.5 * m * m * (1.0 + 1.0 / v);
+            if j.is_finite() {
+                j
+            } else {
+                f64::MAX
+            }
+        })
+        .collect();
+    if kl.is_empty() {
+        return 0.0;
+    }
+    kl.sort_by(f64::total_cmp);
+    let n = kl.len();
+    if n % 2 == 1 {
+        kl[n / 2]
+    } else {
+        (kl[n / 2 - 1] + kl[n / 2]) / 2.0
+    }
+}
+
+/// The stem's divergence, the largest (and where), the first over the limit.
+fn summary(divergences: &[(String, f64)]) -> (f64, (String, f64), Option<String>) {
+    let stem = divergences.first().map_or(0.0, |(_, d)| *d);
+    let worst =
+        divergences.iter().max_by(|a, b| a.1.total_cmp(&b.1)).cloned().unwrap_or_else(|| ("bn1".to_owned(), 0.0));
+    let first_over = divergences.iter().find(|(_, d)| *d > SANITY_LIMIT).map(|(n, _)| n.clone());
+    (stem, worst, first_over)
+}
+
+/// Seeded random weights ([`random_weights`](crate::random_weights)) whose
+/// batch norms' running statistics are set to what each one sees of
+/// `images`, preprocessed by `transform`: a stand-in for trained weights,
+/// for tests, which a matching setup passes and a wrong one fails. One pass
+/// in training mode sets them all (each layer's statistics depend on the
+/// layers before it, calibrated first).
+pub fn calibrated_weights(
+    arch: Arch,
+    seed: u64,
+    images: &[image::RgbImage],
+    transform: &Transform,
+) -> Result<HashMap<String, Tensor>, Error> {
+    let mut pixels = vec![0f32; images.len() * transform.len()];
+    for (img, out) in images.iter().zip(pixels.chunks_mut(transform.len())) {
+        preprocess(img, transform, out);
+    }
+    let xs = Tensor::from_vec(pixels, (images.len(), 3, transform.size, transform.size), &Device::Cpu)?;
+    let mut tensors = crate::random_weights(arch, seed)?;
+    let model = ModelConfig {
+        arch,
+        weights: crate::Weights::Random { seed },
+        image_size: transform.size,
+        mean: transform.mean,
+        std: transform.std,
+        dtype: crate::DType::F32,
+    };
+    let backbone = Backbone::from_tensors(&model, tensors.clone(), &Device::Cpu)?;
+    for s in backbone.calibration_stats(&xs)? {
+        let mean_name = format!("{}.running_mean", s.name);
+        let var_name = format!("{}.running_var", s.name);
+        let rm: Vec<f32> = tensors[&mean_name].to_vec1()?;
+        let rv: Vec<f32> = tensors[&var_name].to_vec1()?;
+        let (mut new_mean, mut new_var) = (Vec::with_capacity(rm.len()), Vec::with_capacity(rm.len()));
+        for c in 0..rm.len() {
+            // torch's eps (1e-5) added back; the floor is the calibration's own.
+            let sd = (rv[c] + 1e-5).sqrt();
+            new_mean.push(s.mean[c] * sd + rm[c]);
+            new_var.push(s.var[c].max(1e-4) * (rv[c] + 1e-5) - 1e-5);
+        }
+        let n = rm.len();
+        tensors.insert(mean_name, Tensor::from_vec(new_mean, n, &Device::Cpu)?);
+        tensors.insert(var_name, Tensor::from_vec(new_var, n, &Device::Cpu)?);
+    }
+    Ok(tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_spread_over_the_data_set() {
+        assert_eq!(sample_indices(3, 32), [0, 1, 2]);
+        assert_eq!(sample_indices(8, 4), [0, 2, 4, 6]);
+        assert_eq!(sample_indices(100, 32).len(), 32);
+        assert_eq!(sample_indices(100, 32)[31], 96);
+    }
+
+    #[test]
+    fn divergence_is_zero_at_the_running_statistics_and_grows_away_from_them() {
+        let at = |m: f32, v: f32| {
+            divergence(&BnStats { name: "bn1".into(), mean: vec![m; 5], var: vec![v; 5], samples: 256 })
+        };
+        assert!(at(0.0, 1.0).abs() < 1e-12);
+        // Variance 4 or 1/4 (inputs twice as spread, or half): (4 + 1/4) / 2 - 1.
+        assert!((at(0.0, 4.0) - 1.125).abs() < 1e-9);
+        assert!((at(0.0, 0.25) - 1.125).abs() < 1e-9);
+        assert!((at(1.0, 1.0) - 1.0).abs() < 1e-9);
+        assert!(at(0.0, 0.0).is_finite() && at(0.0, 0.0) > 10.0);
+        // The median: two wild channels of five do not move it.
+        let mixed = BnStats { name: "x".into(), mean: vec![0.0, 0.0, 0.0, 9.0, 9.0], var: vec![1.0; 5], samples: 256 };
+        assert!(divergence(&mixed).abs() < 1e-12);
+    }
+}
