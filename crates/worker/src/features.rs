@@ -363,6 +363,16 @@ pub fn compute_features_keyed(
     pass.run(key.to_owned(), false)
 }
 
+/// Refuses a pass whose buffers (the features, the batches in flight) would
+/// not fit in the memory available, naming the data set's folder.
+fn check_memory(dataset: &Dataset, model: &ModelConfig, batch_size: usize, workers: usize) -> Result<(), Error> {
+    let what = match dataset.items.first().map(|i| &i.source) {
+        Some(Source::File(path)) => path.parent().unwrap_or(path).display().to_string(),
+        _ => "synthetic data".to_owned(),
+    };
+    memory::check_pass(&what, dataset.items.len(), model, batch_size, workers, memory::available())
+}
+
 /// The arguments of a feature pass.
 struct Pass<'a> {
     dataset: &'a Dataset,
@@ -380,11 +390,7 @@ impl Pass<'_> {
         let Pass { dataset, model, cache, workers, batch_size, device, progress, backbone } = self;
         // Nothing of the pass's size (the features, read from the cache or
         // computed) is allocated before it is known to fit.
-        let what = match dataset.items.first().map(|i| &i.source) {
-            Some(Source::File(path)) => path.parent().unwrap_or(path).display().to_string(),
-            _ => "synthetic data".to_owned(),
-        };
-        memory::check_pass(&what, dataset.items.len(), model, batch_size, workers, memory::available())?;
+        check_memory(dataset, model, batch_size, workers)?;
         cache.remove_stale_temporaries();
         let outcome = match cache.load(&key) {
             Ok(Some(data)) if data.dims() == [dataset.items.len(), model.arch.feature_dim()] => {
@@ -449,11 +455,7 @@ impl<'a> ShardPass<'a> {
         device: &'a Device,
         backbone: Option<Backbone>,
     ) -> Result<ShardPass<'a>, Error> {
-        let what = match dataset.items.first().map(|i| &i.source) {
-            Some(Source::File(path)) => path.parent().unwrap_or(path).display().to_string(),
-            _ => "synthetic data".to_owned(),
-        };
-        memory::check_pass(&what, dataset.items.len(), model, batch_size, workers, memory::available())?;
+        check_memory(dataset, model, batch_size, workers)?;
         cache.remove_stale_temporaries();
         let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
         cache.prepare(2 * ((n * dim * 4) as u64 + ENTRY_OVERHEAD))?;
