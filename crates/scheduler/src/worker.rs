@@ -76,6 +76,9 @@ pub async fn work(
     opts.register_only = false;
     opts.claims_left = worker.max_jobs.map(|n| Arc::new(AtomicUsize::new(n)));
     let me = lease_owner();
+    // One connection for looking, kept while idle: opening checks the whole
+    // database (SQLite's quick_check), too much to repeat at every poll.
+    let store = Store::open(&opts.db)?;
     let mut summary = WorkSummary::default();
     let mut idle_since = Instant::now();
     loop {
@@ -87,7 +90,7 @@ pub async fn work(
             tracing::info!("claimed the jobs --max-jobs allows: exiting");
             break;
         }
-        match next_sweep(&opts, worker.sweep.as_deref(), &me)? {
+        match next_sweep(&store, worker.sweep.as_deref(), &me)? {
             Next::Work(id) => {
                 tracing::info!(sweep = %id, "working on a sweep");
                 let ran = crate::run::resume(Some(&id), opts.clone(), observer.clone(), cancel.clone()).await?;
@@ -133,14 +136,13 @@ enum Next {
 
 /// The first sweep (or the given one) with a claimable job, after freeing
 /// the jobs of dead runners of this host.
-fn next_sweep(opts: &RunOptions, given: Option<&str>, me: &str) -> Result<Next, Error> {
-    let store = Store::open(&opts.db)?;
+fn next_sweep(store: &Store, given: Option<&str>, me: &str) -> Result<Next, Error> {
     let sweeps = match given {
         Some(which) => vec![store.find_sweep(Some(which))?],
         None => store.sweeps()?,
     };
     for sweep in &sweeps {
-        free_dead_leases(&store, &sweep.id, me)?;
+        free_dead_leases(store, &sweep.id, me)?;
         if store.claimable(&sweep.id)? > 0 {
             return Ok(Next::Work(sweep.id.clone()));
         }

@@ -33,8 +33,7 @@ pub fn slurm(global: &GlobalArgs, args: &SlurmArgs) -> anyhow::Result<Outcome> {
         sweep_store::Location::Postgres(url) => url.to_string(),
     };
     let cache_dir = args.cache_dir.as_deref().map(absolute);
-    let id = super::worker::register(global, &args.file, args.max_jobs, cache_dir.as_deref(), true)?;
-    let name = sweep_scheduler::SweepSpec::load(&args.file)?.name;
+    let (id, name) = super::worker::register(global, &args.file, args.max_jobs, cache_dir.as_deref(), true)?;
     let out = match &args.out {
         Some(path) => path.clone(),
         None => PathBuf::from(format!("sweep-{}.sbatch", job_name(&name))),

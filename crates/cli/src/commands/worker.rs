@@ -13,7 +13,7 @@ use crate::output::printable;
 use crate::Outcome;
 
 pub fn submit(global: &GlobalArgs, args: &SubmitArgs) -> anyhow::Result<Outcome> {
-    let id = register(global, &args.file, args.max_jobs, None, !args.no_sanity_check)?;
+    let (id, _) = register(global, &args.file, args.max_jobs, None, !args.no_sanity_check)?;
     writeln!(std::io::stdout().lock(), "{id}")?;
     if !global.quiet {
         eprintln!("submitted: start workers with `sweep worker --sweep {id}` (with the same --db)");
@@ -21,15 +21,17 @@ pub fn submit(global: &GlobalArgs, args: &SubmitArgs) -> anyhow::Result<Outcome>
     Ok(Outcome::Success)
 }
 
-/// Registers `file`'s sweep (the checks of `sweep run` first) and returns its id.
+/// Registers `file`'s sweep (the checks of `sweep run` first) and returns
+/// its id and name.
 pub(crate) fn register(
     global: &GlobalArgs,
     file: &std::path::Path,
     max_jobs: u64,
     cache_dir: Option<&std::path::Path>,
     sanity_check: bool,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, String)> {
     let spec = SweepSpec::load(file)?;
+    let name = spec.name.clone();
     let source = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
     let path = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
     let mut opts = RunOptions::new(global.db.clone());
@@ -41,7 +43,7 @@ pub(crate) fn register(
     let (id, _) = super::run::supervise(global, move |progress, _cancel| {
         sweep_scheduler::submit(spec, (source, path), opts, progress)
     })?;
-    Ok(id?)
+    Ok((id?, name))
 }
 
 pub fn worker(global: &GlobalArgs, args: &WorkerArgs) -> anyhow::Result<Outcome> {
