@@ -629,7 +629,8 @@ fn a_full_disk_stops_the_sweep_keeps_every_epoch_and_resume_completes() {
     let cache = cache.to_str().unwrap();
     // Room for the schema and the sweep, not for its 40 epochs: the disk
     // fills while training (grown with the schema: 0003 records the data).
-    let out = on_a_small_disk(&env, flags, 448, &["run", file, "--cache-dir", cache]);
+    // One job slot: one job is running when the disk fills.
+    let out = on_a_small_disk(&env, flags, 448, &["run", file, "--cache-dir", cache, "--parallel", "1"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let small_db = env.path("small").join("sweep.db");

@@ -75,7 +75,8 @@ fn a_worker_stops_at_max_jobs_exits_when_idle_and_sigterm_leaves_its_jobs_resuma
 
     // SIGTERM (what Slurm sends at a time limit): the job stops at its last
     // recorded epoch, is interrupted, its lease released; exit 143.
-    let mut worker = Runner::spawn(&env, &["worker", "--sweep", &id]);
+    // One job slot: one job is running when the signal comes.
+    let mut worker = Runner::spawn(&env, &["worker", "--sweep", &id, "--parallel", "1"]);
     assert!(worker.wait_for(PATIENCE, is_epoch_line), "{}", worker.seen.join("\n"));
     worker.signal("TERM");
     let (status, _, lines) = worker.finish();

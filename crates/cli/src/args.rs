@@ -77,9 +77,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Jobs to train at once.
-    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub parallel: u16,
+    /// Jobs to train at once [default: one per core on a CPU, one per GPU; one with [prune]].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: Option<u16>,
 
     /// Devices for training: cpu, cuda, cuda:N, or a comma-separated list that jobs share.
     #[arg(long, default_value = "cpu", value_delimiter = ',', value_name = "DEVICE")]
@@ -172,9 +172,9 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub idle_exit: u64,
 
-    /// Jobs to train at once.
-    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub parallel: u16,
+    /// Jobs to train at once [default: one per core on a CPU, one per GPU; one with [prune]].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: Option<u16>,
 
     /// Devices for training: cpu, cuda, cuda:N, or a comma-separated list that jobs share.
     #[arg(long, default_value = "cpu", value_delimiter = ',', value_name = "DEVICE")]

@@ -112,8 +112,8 @@ pub struct RunOptions {
     pub db: Location,
     /// Where features are cached.
     pub cache_dir: PathBuf,
-    /// Jobs trained at once.
-    pub parallel: usize,
+    /// Jobs trained at once; `None`: see [`default_slots`].
+    pub parallel: Option<usize>,
     /// Devices (`cpu`, `cuda:N`), handed to job slots in turn.
     pub devices: Vec<String>,
     /// The most jobs a sweep may expand to.
@@ -157,7 +157,7 @@ impl RunOptions {
         RunOptions {
             db,
             cache_dir,
-            parallel: 1,
+            parallel: None,
             devices: vec!["cpu".to_owned()],
             max_jobs: crate::spec::DEFAULT_MAX_JOBS,
             retry_failed: false,
@@ -485,11 +485,20 @@ async fn run_sweep(
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu_only = opts.devices.iter().all(|d| d == "cpu");
-    let parallel = slot_count(opts.parallel, runnable, cores, cpu_only);
-    if parallel < opts.parallel {
-        tracing::info!(requested = opts.parallel, parallel, cores, runnable, "fewer job slots than asked for");
-        observer.parallel_capped(opts.parallel, parallel, cores, runnable);
-    }
+    let parallel = match opts.parallel {
+        Some(requested) => {
+            let parallel = slot_count(requested, runnable, cores, cpu_only);
+            if parallel < requested {
+                tracing::info!(requested, parallel, cores, runnable, "fewer job slots than asked for");
+                observer.parallel_capped(requested, parallel, cores, runnable);
+            }
+            parallel
+        }
+        None => {
+            let wanted = default_slots(cores, &opts.devices, spec.prune().is_some());
+            slot_count(wanted, runnable, cores, cpu_only)
+        }
+    };
 
     // The backbone pass, once for the whole sweep.
     let model_cfg = model.model.clone();
@@ -750,6 +759,26 @@ pub async fn resume(
     let spec = SweepSpec::parse(&source, format, &path, base)?;
     let file = path.clone();
     run_sweep(spec, Some((source, path)), opts, observer, cancel, Some((&row.id, &file))).await
+}
+
+/// How many job slots to run when `--parallel` is not given: on a CPU whose
+/// head kernels train a job on one thread, one per core; with GPUs, one per
+/// device. One on a CPU without the kernels (each job spreads over Candle's
+/// threads already), and one for a sweep with pruning: a pruner compares a
+/// trial with those that reported before it, so one slot makes its
+/// decisions the same on every run.
+fn default_slots(cores: usize, devices: &[String], pruned: bool) -> usize {
+    if pruned {
+        1
+    } else if devices.iter().all(|d| d == "cpu") {
+        if sweep_worker::heads_train_on_one_thread() {
+            cores
+        } else {
+            1
+        }
+    } else {
+        devices.len()
+    }
 }
 
 /// How many job slots to run: what was asked for, but no more than the jobs

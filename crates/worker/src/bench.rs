@@ -14,7 +14,9 @@ use crate::backbone::{Arch, Backbone, DType, ModelConfig, Weights};
 use crate::data::split;
 use crate::features::decode_image;
 use crate::preprocess::{preprocess, Transform};
-use crate::train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainState};
+use crate::train::{
+    train_with, EpochReport, EpochSink, HeadKernel, Hooks, Loss, SinkError, TrainConfig, TrainJob, TrainState,
+};
 use crate::Error;
 
 /// Images per second that `threads` threads decode and preprocess `paths` at.
@@ -104,7 +106,8 @@ impl EpochSink for EpochTimes {
 /// Seconds of each of `epochs` head-training epochs (training and validation,
 /// as `EpochReport::seconds` counts them) on seeded random features: `n`
 /// samples of `dim` (post-ReLU-like, in [0, 1)), `classes` random labels, the
-/// paper's 90/10 split, SGD(lr 0.01, momentum 0.9), cross-entropy.
+/// paper's 90/10 split, SGD(lr 0.01, momentum 0.9), cross-entropy, trained
+/// by `kernel` (`HeadKernel::Auto`: what `sweep run` uses on `device`).
 pub fn head_epoch_seconds(
     n: usize,
     dim: usize,
@@ -112,6 +115,7 @@ pub fn head_epoch_seconds(
     batch_size: usize,
     epochs: usize,
     device: &Device,
+    kernel: HeadKernel,
 ) -> Result<Vec<f64>, Error> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let features: Vec<f32> = (0..n * dim).map(|_| rng.random::<f32>()).collect();
@@ -132,6 +136,6 @@ pub fn head_epoch_seconds(
     let mut times = EpochTimes(Vec::with_capacity(epochs));
     let job =
         TrainJob { features: &features, labels: &labels, classes, split: &split, config: &cfg, resume: None, device };
-    train(job, &mut times)?;
+    train_with(job, &mut times, Hooks { kernel, ..Hooks::default() })?;
     Ok(times.0)
 }

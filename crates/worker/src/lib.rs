@@ -41,9 +41,12 @@ pub use sanity::{
 };
 pub use split::{item_ids, make_splits, pandas_split, split_csv, split_hash, SplitMethod};
 pub use synthetic::synthetic_image;
-pub use train::{train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainOutcome, TrainState};
+pub use train::{
+    heads_train_on_one_thread, train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainOutcome,
+    TrainState,
+};
 #[doc(hidden)]
-pub use train::{train_with, Hooks};
+pub use train::{train_with, HeadKernel, Hooks};
 
 /// Picks a Candle device from a name: `cpu`, `cuda` or `cuda:N`.
 pub fn device(name: &str) -> Result<candle_core::Device, Error> {

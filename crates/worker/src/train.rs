@@ -13,6 +13,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::Split;
 use crate::Error;
 
+mod cpu;
+mod kernel;
+
 /// The loss the head minimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loss {
@@ -193,12 +196,62 @@ pub enum TrainOutcome {
 #[doc(hidden)]
 pub type StepLosses<'a> = dyn FnMut(usize, &[f32]) + 'a;
 
+/// The code that trains a head. Not part of the API: benchmarks and tests
+/// compare them.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HeadKernel {
+    /// The kernels of `train/kernel.rs` with the widest vectors the CPU has,
+    /// for a CPU job; Candle's ops elsewhere (a GPU, or a CPU without AVX2).
+    #[default]
+    Auto,
+    /// Candle's ops.
+    Candle,
+    /// The kernels with AVX2 and FMA.
+    Avx2,
+    /// The kernels with AVX-512.
+    Avx512,
+}
+
+impl HeadKernel {
+    /// Whether this kernel can train a job on the CPU of this machine.
+    pub fn runs_on_this_cpu(self) -> bool {
+        self.isa(&Device::Cpu).is_ok()
+    }
+
+    /// The kernels' instruction set for a job on `device`, if they train it.
+    fn isa(self, device: &Device) -> Result<Option<kernel::Isa>, Error> {
+        use kernel::Isa;
+        let isa = match self {
+            HeadKernel::Auto if device.is_cpu() => Isa::detect(),
+            HeadKernel::Auto | HeadKernel::Candle => None,
+            HeadKernel::Avx2 => Some(Isa::Avx2),
+            HeadKernel::Avx512 => Some(Isa::Avx512),
+        };
+        match isa {
+            Some(isa) if !device.is_cpu() || !isa.supported() => {
+                Err(Error::State(format!("the {isa:?} head kernel cannot run on this device or CPU")))
+            }
+            isa => Ok(isa),
+        }
+    }
+}
+
+/// Whether a job on the CPU trains its head on one thread (this CPU runs
+/// the head kernels), so that a sweep trains one job per core; otherwise
+/// each job spreads its products over Candle's threads.
+pub fn heads_train_on_one_thread() -> bool {
+    kernel::Isa::detect().is_some()
+}
+
 /// Test hooks of [`train_with`]: what [`train`] draws itself, made injectable
 /// so that a golden test can replay a reference run through the production
 /// path. Not part of the API.
 #[doc(hidden)]
 #[derive(Default)]
 pub struct Hooks<'a> {
+    /// The code that trains the head.
+    pub kernel: HeadKernel,
     /// The order in which 0-based epoch `e` visits the training samples, as
     /// positions in `split.train`; `None`: the seeded shuffle.
     pub order: Option<&'a dyn Fn(usize) -> Vec<u32>>,
@@ -451,7 +504,7 @@ impl InplaceOp2 for ParamStep {
 }
 
 /// What one epoch of SGD measured: each step's loss, and the correct predictions.
-struct EpochSteps {
+pub(crate) struct EpochSteps {
     losses: Vec<f32>,
     correct: u64,
 }
@@ -529,6 +582,14 @@ fn evaluate(set: &Samples, state: &TrainState, loss: Loss) -> Result<(f64, u64),
     Ok((loss_sum / n as f64, correct))
 }
 
+/// What trains a job's head.
+enum Engine<'a> {
+    /// Candle's ops, on the job's device, over the sets gathered there.
+    Candle { train_set: Samples, valid_set: Samples },
+    /// The CPU kernels, over the rows of the features in place.
+    Kernels { head: cpu::CpuHead, rows: cpu::Rows<'a> },
+}
+
 /// One job's training: its data, its hyperparameters and where it starts.
 #[derive(Debug, Clone)]
 pub struct TrainJob<'a> {
@@ -566,9 +627,17 @@ pub fn train(job: TrainJob<'_>, sink: &mut dyn EpochSink) -> Result<TrainOutcome
 pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<'_>) -> Result<TrainOutcome, Error> {
     let TrainJob { features, labels, classes, split, config: cfg, resume, device } = job;
     let dim = features.dim(1)?;
-    let train_set = Samples::gather(features, labels, &split.train, classes, device)?;
-    let valid_set = Samples::gather(features, labels, &split.valid, classes, device)?;
     let n_train = split.train.len();
+    for &i in split.train.iter().chain(&split.valid) {
+        let label = *labels.get(i).ok_or_else(|| Error::State(format!("sample {i} has no label")))?;
+        if label as usize >= classes {
+            return Err(Error::Data {
+                path: Default::default(),
+                line: None,
+                message: format!("sample {i} has label {label}, but there are {classes} classes"),
+            });
+        }
+    }
 
     let mut state = match resume {
         Some(state) => {
@@ -594,6 +663,24 @@ pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<
         }
     };
 
+    // The kernels read the rows in place from the features' storage, held for
+    // the whole run; Candle's ops take each set gathered onto the device.
+    let storage;
+    let mut engine = match hooks.kernel.isa(device)? {
+        Some(isa) => {
+            storage = features.storage_and_layout();
+            let data = match (&*storage.0, storage.1.contiguous_offsets()) {
+                (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => &v[start..end],
+                _ => return Err(Error::State("the head kernels need contiguous f32 features on the CPU".to_owned())),
+            };
+            Engine::Kernels { head: cpu::CpuHead::from_state(isa, &state)?, rows: cpu::Rows { data, dim } }
+        }
+        None => Engine::Candle {
+            train_set: Samples::gather(features, labels, &split.train, classes, device)?,
+            valid_set: Samples::gather(features, labels, &split.valid, classes, device)?,
+        },
+    };
+
     while state.epoch < cfg.epochs {
         let epoch = state.epoch; // 0-based index of the epoch being run
         let started = Instant::now();
@@ -605,7 +692,11 @@ pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<
         if order.len() != n_train {
             return Err(Error::State(format!("an epoch order of {} samples for {n_train}", order.len())));
         }
-        let Some(steps) = sgd_epoch(&mut state, &train_set, &order, cfg, lr, sink)? else {
+        let steps = match &mut engine {
+            Engine::Candle { train_set, .. } => sgd_epoch(&mut state, train_set, &order, cfg, lr, sink)?,
+            Engine::Kernels { head, rows } => cpu::sgd_epoch(head, rows, labels, &split.train, &order, cfg, lr, sink)?,
+        };
+        let Some(steps) = steps else {
             return Ok(TrainOutcome::Stopped { epoch });
         };
         if let Some(step_losses) = hooks.step_losses.as_mut() {
@@ -620,7 +711,13 @@ pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<
             .zip(order.chunks(cfg.batch_size))
             .map(|(&loss, batch)| f64::from(loss) * batch.len() as f64)
             .sum();
-        let (valid_loss, valid_correct) = evaluate(&valid_set, &state, cfg.loss)?;
+        let (valid_loss, valid_correct) = match &engine {
+            Engine::Candle { valid_set, .. } => evaluate(valid_set, &state, cfg.loss)?,
+            Engine::Kernels { head, rows } => {
+                head.store(&mut state)?;
+                cpu::evaluate(head, rows, labels, &split.valid, cfg.loss)
+            }
+        };
         if !valid_loss.is_finite() {
             return Err(Error::NonFinite { epoch: epoch + 1, phase: "valid", value: valid_loss });
         }

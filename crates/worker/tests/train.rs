@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use sweep_worker::{
-    split, train, train_with, EpochReport, EpochSink, Error, Hooks, Loss, SinkError, Split, TrainConfig, TrainJob,
-    TrainOutcome, TrainState,
+    split, train, train_with, EpochReport, EpochSink, Error, HeadKernel, Hooks, Loss, SinkError, Split, TrainConfig,
+    TrainJob, TrainOutcome, TrainState,
 };
 
 /// Collects every report and the bytes of the last state; stops after
@@ -118,6 +118,18 @@ fn values(t: &Tensor) -> Vec<f32> {
 /// weights and momentum buffers agree to 1e-6 (absolute; the values are of
 /// order 1, so a few float32 ulps); valid accuracies are equal.
 fn golden(loss: Loss, key: &str) {
+    let kernels = [HeadKernel::Candle, HeadKernel::Avx2, HeadKernel::Avx512];
+    for kernel in kernels {
+        if kernel.runs_on_this_cpu() {
+            golden_with(loss, key, kernel);
+        } else {
+            eprintln!("{key}: skipped the {kernel:?} head kernel: this CPU lacks its instructions");
+        }
+    }
+    assert!(HeadKernel::Avx2.runs_on_this_cpu() || std::env::var_os("CI").is_none(), "CI machines have AVX2");
+}
+
+fn golden_with(loss: Loss, key: &str, kernel: HeadKernel) {
     let fixture: Value =
         serde_json::from_str(include_str!("fixtures/train/golden.json")).expect("golden.json is valid JSON");
     let c = &fixture["config"];
@@ -160,7 +172,7 @@ fn golden(loss: Loss, key: &str) {
         step_losses.push(losses.to_vec());
     };
     let mut sink = Recorder::default();
-    let hooks = Hooks { order: Some(&order), step_losses: Some(&mut record_losses) };
+    let hooks = Hooks { kernel, order: Some(&order), step_losses: Some(&mut record_losses) };
     let golden = TrainJob { resume: Some(init), ..job(&features, &labels, classes, &split, &cfg) };
     let outcome = train_with(golden, &mut sink, hooks).expect("the golden run trains");
     assert!(matches!(outcome, TrainOutcome::Finished { .. }));
@@ -170,7 +182,11 @@ fn golden(loss: Loss, key: &str) {
     assert_eq!(step_losses.len(), ref_steps.len());
     for (epoch, (ours, theirs)) in step_losses.iter().zip(&ref_steps).enumerate() {
         let diff = max_abs_diff(ours, theirs);
-        assert!(diff <= 1e-6, "{key}: epoch {}: step losses differ by {diff:e}:\n{ours:?}\n{theirs:?}", epoch + 1);
+        assert!(
+            diff <= 1e-6,
+            "{key} ({kernel:?}): epoch {}: step losses differ by {diff:e}:\n{ours:?}\n{theirs:?}",
+            epoch + 1
+        );
     }
     let state = sink.last.as_ref().expect("epochs were reported");
     let (momentum_weight, momentum_bias) = state.momentum.as_ref().expect("momentum buffers");
@@ -181,7 +197,7 @@ fn golden(loss: Loss, key: &str) {
         ("momentum.bias", momentum_bias, "momentum_bias"),
     ] {
         let diff = max_abs_diff(&values(ours), &floats(&reference[theirs]));
-        assert!(diff <= 1e-6, "{key}: final {name} differs by {diff:e}");
+        assert!(diff <= 1e-6, "{key} ({kernel:?}): final {name} differs by {diff:e}");
     }
     let n_train = split.train.len() as f64;
     let n_valid = split.valid.len() as f64;

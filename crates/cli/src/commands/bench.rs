@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 use sweep_scheduler::{Observer, RunOptions, SweepSpec};
-use sweep_worker::{bench, Arch, CacheOutcome, DType, Transform};
+use sweep_worker::{bench, Arch, CacheOutcome, DType, HeadKernel, Transform};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{BenchArgs, SynthArgs};
@@ -120,7 +120,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<Outcome> {
 
     // One epoch of the head: 9,200 x 2048 features, 120 classes, batch 16.
     eprintln!("bench: head epochs");
-    let mut head = bench::head_epoch_seconds(10_222, 2048, 120, 16, 3, &device)?;
+    let mut head = bench::head_epoch_seconds(10_222, 2048, 120, 16, 3, &device, HeadKernel::Auto)?;
     head.sort_by(f64::total_cmp);
     out["head_seconds_per_epoch"] = json!(head[head.len() / 2]);
 

@@ -16,7 +16,7 @@ fn options(global: &GlobalArgs, exec: &ExecArgs) -> RunOptions {
     if let Some(dir) = &exec.cache_dir {
         opts.cache_dir = dir.clone();
     }
-    opts.parallel = exec.parallel as usize;
+    opts.parallel = exec.parallel.map(usize::from);
     opts.devices = exec.device.clone();
     opts.max_jobs = exec.max_jobs;
     opts.retry_failed = exec.retry_failed;

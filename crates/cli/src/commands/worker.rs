@@ -51,7 +51,7 @@ pub fn worker(global: &GlobalArgs, args: &WorkerArgs) -> anyhow::Result<Outcome>
     if let Some(dir) = &args.cache_dir {
         opts.cache_dir = dir.clone();
     }
-    opts.parallel = args.parallel as usize;
+    opts.parallel = args.parallel.map(usize::from);
     opts.devices = args.device.clone();
     opts.shard_images = args.shard_images as usize;
     opts.sanity_check = !args.no_sanity_check;
