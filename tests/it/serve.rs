@@ -281,7 +281,8 @@ fn serve_dashboard_in_a_real_browser() {
     assert!(tip.contains("valid acc") && tip.contains("epoch 6"), "{tip}");
     // Sorting by a header (both ways), and filtering by status: the server
     // sorts and filters, the page shows what it answers.
-    let lr_column = "JSON.stringify([...document.querySelectorAll('#jobs tbody tr td:nth-child(2)')].map(td => td.textContent))";
+    let lr_column =
+        "JSON.stringify([...document.querySelectorAll('#jobs tbody tr td:nth-child(2)')].map(td => td.textContent))";
     browser.eval(&page, "document.querySelector('#jobs thead th[data-key=\"param:lr\"]').click()");
     let ascending = r#"["0.001","0.001","0.01","0.01","0.1","0.1"]"#;
     browser.wait_for(&page, &format!("{lr_column} === '{ascending}'"), 20);
@@ -303,7 +304,10 @@ fn serve_dashboard_in_a_real_browser() {
     assert_eq!(browser.eval(&page, "document.querySelectorAll('#search svg').length"), 3, "lr, momentum, best so far");
     assert_eq!(browser.eval(&page, "document.querySelectorAll('#search circle.dot').length"), 18, "6 jobs on each");
     assert_eq!(browser.eval(&page, "document.querySelectorAll('#search circle.dot.best').length"), 2);
-    assert_eq!(browser.eval(&page, "document.querySelectorAll('#search circle.dot.pruned, #search g.legend').length"), 0);
+    assert_eq!(
+        browser.eval(&page, "document.querySelectorAll('#search circle.dot.pruned, #search g.legend').length"),
+        0
+    );
     // Parallel coordinates: an axis per varying key and the objective, a
     // path per trial through all three, the best one bold.
     browser.wait_for(&page, "document.querySelectorAll('#parallel path.trial').length === 6", 20);
@@ -429,10 +433,8 @@ fn serve_marks_pruned_trials_in_the_parallel_coordinates_and_the_search_charts()
     );
     assert_eq!(choices, serde_json::json!(["0", "0.9", "momentum"]));
     // One path per trial; the pruned ones grey and dashed, the others coloured.
-    let marked = browser.eval(
-        &page,
-        "[...document.querySelectorAll('#parallel path.trial.pruned')].map(p => p.dataset.job).sort()",
-    );
+    let marked = browser
+        .eval(&page, "[...document.querySelectorAll('#parallel path.trial.pruned')].map(p => p.dataset.job).sort()");
     assert_eq!(marked, serde_json::json!(pruned));
     let styles = browser.eval(
         &page,
@@ -461,11 +463,7 @@ fn serve_marks_pruned_trials_in_the_parallel_coordinates_and_the_search_charts()
     let n = pruned.len();
     assert_eq!(
         per_chart,
-        serde_json::json!([
-            [12 - n, n, "donepruned"],
-            [12 - n, n, "donepruned"],
-            [12 - n, n, "doneprunedbest so far"]
-        ]),
+        serde_json::json!([[12 - n, n, "donepruned"], [12 - n, n, "donepruned"], [12 - n, n, "doneprunedbest so far"]]),
         "each chart: the done trials, the pruned ones, a legend"
     );
     let ring = browser.eval(

@@ -255,7 +255,13 @@ fn parse_status(text: Option<&str>) -> Result<Option<Status>, ApiError> {
 }
 
 /// A whole-number query parameter from `lo` to `hi`, `default` when absent.
-fn parse_count(q: &HashMap<String, String>, name: &str, default: usize, lo: usize, hi: usize) -> Result<usize, ApiError> {
+fn parse_count(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    lo: usize,
+    hi: usize,
+) -> Result<usize, ApiError> {
     match q.get(name) {
         None => Ok(default),
         Some(text) => match text.parse::<usize>() {

@@ -163,7 +163,10 @@ fn every_endpoint_answers_with_what_the_page_shows() {
     assert_eq!(sweep["sweep"]["name"], NAME);
     assert!(sweep.get("jobs").is_none(), "the jobs come a page at a time: {sweep}");
     let table = server.json("/api/sweeps/aaaa/jobs");
-    assert_eq!((table["total"].as_u64(), table["offset"].as_u64(), table["limit"].as_u64()), (Some(5), Some(0), Some(100)));
+    assert_eq!(
+        (table["total"].as_u64(), table["offset"].as_u64(), table["limit"].as_u64()),
+        (Some(5), Some(0), Some(100))
+    );
     assert_eq!(table["keys"], serde_json::json!(["lr"]));
     let jobs = table["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 5);
