@@ -333,6 +333,31 @@ fn serve_dashboard_in_a_real_browser() {
         std::fs::write(path, &shot).unwrap();
     }
 
+    // Paging (`?rows=4`): the server sends four rows, then the last two.
+    browser.navigate(&page, &format!("{}sweeps/{grid_id}?rows=4", server.url));
+    let keys = "[...document.querySelectorAll('#jobs tbody tr')].map(tr => tr.dataset.key)";
+    browser.wait_for(&page, "document.querySelectorAll('#jobs tbody tr').length === 4", 20);
+    assert_eq!(browser.eval(&page, "document.getElementById('count').textContent"), "showing 1–4 of 6 jobs");
+    assert_eq!(browser.eval(&page, "document.getElementById('jobs-prev').disabled"), true);
+    let first = browser.eval(&page, keys);
+    assert_eq!(first[0], serde_json::json!(best), "the best first");
+    browser.eval(&page, "document.getElementById('jobs-next').click()");
+    browser.wait_for(&page, "document.querySelectorAll('#jobs tbody tr').length === 2", 20);
+    assert_eq!(browser.eval(&page, "document.getElementById('count').textContent"), "showing 5–6 of 6 jobs");
+    assert_eq!(browser.eval(&page, "document.getElementById('jobs-next').disabled"), true);
+    let mut all: Vec<String> = first
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(browser.eval(&page, keys).as_array().unwrap())
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 6, "two pages, every job once");
+    browser.eval(&page, "document.getElementById('jobs-prev').click()");
+    browser.wait_for(&page, "document.querySelectorAll('#jobs tbody tr').length === 4", 20);
+
     // A job: its settings, every epoch, its checkpoints.
     browser.navigate(&page, &format!("{}jobs/{best}", server.url));
     browser.wait_for(&page, "document.querySelectorAll('#epochs tbody tr').length === 6", 20);

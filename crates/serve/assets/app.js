@@ -6,6 +6,7 @@
 "use strict";
 
 const POLL_MS = 3000;
+// Rows of the jobs table a page shows, unless the URL says (`?rows=N`, 1 to 1000).
 const PAGE_ROWS = 500;
 const SVGNS = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2f6fdf", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#2c3e50", "#f1c40f",
@@ -685,9 +686,11 @@ function sweepPage(id) {
   // The table is sorted, filtered and paged by the server: the page asks
   // for the rows it shows (a sweep of 10,000 jobs is never sent whole).
   let asked = 0;
+  const rowsAsked = Number(new URLSearchParams(location.search).get("rows"));
+  const pageRows = Number.isInteger(rowsAsked) && rowsAsked >= 1 && rowsAsked <= 1000 ? rowsAsked : PAGE_ROWS;
   async function fetchJobs() {
     const serverKey = sort.key.startsWith("param:") ? sort.key.slice(6) : sort.key;
-    const query = new URLSearchParams({ offset: String(offset), limit: String(PAGE_ROWS), sort: serverKey,
+    const query = new URLSearchParams({ offset: String(offset), limit: String(pageRows), sort: serverKey,
       order: sort.desc ? "desc" : "asc", status: filter.value });
     const ticket = ++asked;
     const page = await getJSON(base + "/jobs?" + query);
@@ -700,8 +703,8 @@ function sweepPage(id) {
     keysShown = "";
     refetch();
   };
-  prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE_ROWS); refetch(); });
-  next.addEventListener("click", () => { offset += PAGE_ROWS; refetch(); });
+  prev.addEventListener("click", () => { offset = Math.max(0, offset - pageRows); refetch(); });
+  next.addEventListener("click", () => { offset += pageRows; refetch(); });
 
   function renderJobs(page) {
     const keys = page.keys;
