@@ -78,6 +78,42 @@ batch_size = 1
 epochs = 5000
 "#;
 
+/// A random search that prunes (issue #14 after #12): 12 trials over a
+/// log-uniform learning rate and a choice of momentum, the median rule
+/// stopping the trials behind (as in `prune.rs`).
+const PRUNED: &str = r#"
+name = "pruned search"
+
+[data]
+layout = "synthetic"
+classes = 6
+images = 120
+width = 40
+height = 32
+valid_fraction = 0.5
+
+[model]
+backbone = "resnet18"
+weights = "random"
+image_size = 32
+
+[search]
+method = "random"
+trials = 12
+seed = 4
+
+[space]
+lr = { log_uniform = [1e-4, 0.1] }
+momentum = { choice = [0.0, 0.9] }
+batch_size = 8
+epochs = 6
+
+[prune]
+method = "median"
+startup_trials = 3
+warmup_epochs = 1
+"#;
+
 /// `sweep serve --bind 127.0.0.1:0`, killed when dropped, and the URL it printed.
 pub(crate) struct Serving {
     child: Child,
@@ -243,25 +279,84 @@ fn serve_dashboard_in_a_real_browser() {
     );
     let tip = tip.as_str().unwrap_or_else(|| panic!("no tooltip: {tip}"));
     assert!(tip.contains("valid acc") && tip.contains("epoch 6"), "{tip}");
-    // Sorting by a header, and filtering by status.
+    // Sorting by a header (both ways), and filtering by status: the server
+    // sorts and filters, the page shows what it answers.
+    let lr_column =
+        "JSON.stringify([...document.querySelectorAll('#jobs tbody tr td:nth-child(2)')].map(td => td.textContent))";
     browser.eval(&page, "document.querySelector('#jobs thead th[data-key=\"param:lr\"]').click()");
-    let lrs = browser
-        .eval(&page, "[...document.querySelectorAll('#jobs tbody tr td:nth-child(2)')].map(td => td.textContent)");
-    assert_eq!(lrs, serde_json::json!(["0.001", "0.001", "0.01", "0.01", "0.1", "0.1"]));
+    let ascending = r#"["0.001","0.001","0.01","0.01","0.1","0.1"]"#;
+    browser.wait_for(&page, &format!("{lr_column} === '{ascending}'"), 20);
+    assert_eq!(browser.eval(&page, "document.getElementById('count').textContent"), "6 jobs");
+    browser.eval(&page, "document.querySelector('#jobs thead th[data-key=\"param:lr\"]').click()");
+    let descending = r#"["0.1","0.1","0.01","0.01","0.001","0.001"]"#;
+    browser.wait_for(&page, &format!("{lr_column} === '{descending}'"), 20);
+    assert_eq!(
+        browser.eval(&page, "document.querySelector('#jobs thead th[data-key=\"param:lr\"]').className"),
+        "num sortable sorted-desc"
+    );
     browser.eval(&page, "(() => { const s = document.getElementById('status-filter'); s.value = 'failed'; s.dispatchEvent(new Event('change')); })()");
-    assert_eq!(browser.eval(&page, "document.querySelectorAll('#jobs tbody tr').length"), 0);
+    browser.wait_for(&page, "document.querySelectorAll('#jobs tbody tr').length === 0", 20);
     browser.eval(&page, "(() => { const s = document.getElementById('status-filter'); s.value = ''; s.dispatchEvent(new Event('change')); })()");
+    browser.wait_for(&page, "document.querySelectorAll('#jobs tbody tr').length === 6", 20);
+    assert_eq!(browser.eval(&page, "document.getElementById('jobs-next').disabled"), true, "one page");
     // Importance bars and search views.
     browser.wait_for(&page, "document.querySelectorAll('#importance-chart rect.bar').length === 2", 20);
     assert_eq!(browser.eval(&page, "document.querySelectorAll('#search svg').length"), 3, "lr, momentum, best so far");
     assert_eq!(browser.eval(&page, "document.querySelectorAll('#search circle.dot').length"), 18, "6 jobs on each");
     assert_eq!(browser.eval(&page, "document.querySelectorAll('#search circle.dot.best').length"), 2);
+    assert_eq!(
+        browser.eval(&page, "document.querySelectorAll('#search circle.dot.pruned, #search g.legend').length"),
+        0
+    );
+    // Parallel coordinates: an axis per varying key and the objective, a
+    // path per trial through all three, the best one bold.
+    browser.wait_for(&page, "document.querySelectorAll('#parallel path.trial').length === 6", 20);
+    let axes = browser.eval(
+        &page,
+        "[...document.querySelectorAll('#parallel g.pc-axis')].map(g => [g.dataset.key, g.dataset.scale])",
+    );
+    assert_eq!(axes, serde_json::json!([["lr", "log"], ["momentum", "linear"], ["best valid acc", "linear"]]));
+    let segments = browser.eval(
+        &page,
+        "[...document.querySelectorAll('#parallel path.trial')].map(p => p.getAttribute('d').split('L').length)",
+    );
+    assert_eq!(segments, serde_json::json!([3, 3, 3, 3, 3, 3]), "each trial crosses every axis");
+    assert_eq!(
+        browser.eval(&page, "[...document.querySelectorAll('#parallel path.trial.best')].map(p => p.dataset.job)"),
+        serde_json::json!([best])
+    );
+    assert_eq!(browser.eval(&page, "document.querySelectorAll('#parallel path.trial.pruned').length"), 0);
     let shot = browser.screenshot(&page, 2400);
     check_png(&shot);
     std::fs::write(env.path("dashboard.png"), &shot).unwrap();
     if let Some(path) = std::env::var_os("SWEEP_SCREENSHOT") {
         std::fs::write(path, &shot).unwrap();
     }
+
+    // Paging (`?rows=4`): the server sends four rows, then the last two.
+    browser.navigate(&page, &format!("{}sweeps/{grid_id}?rows=4", server.url));
+    let keys = "[...document.querySelectorAll('#jobs tbody tr')].map(tr => tr.dataset.key)";
+    browser.wait_for(&page, "document.querySelectorAll('#jobs tbody tr').length === 4", 20);
+    assert_eq!(browser.eval(&page, "document.getElementById('count').textContent"), "showing 1–4 of 6 jobs");
+    assert_eq!(browser.eval(&page, "document.getElementById('jobs-prev').disabled"), true);
+    let first = browser.eval(&page, keys);
+    assert_eq!(first[0], serde_json::json!(best), "the best first");
+    browser.eval(&page, "document.getElementById('jobs-next').click()");
+    browser.wait_for(&page, "document.querySelectorAll('#jobs tbody tr').length === 2", 20);
+    assert_eq!(browser.eval(&page, "document.getElementById('count').textContent"), "showing 5–6 of 6 jobs");
+    assert_eq!(browser.eval(&page, "document.getElementById('jobs-next').disabled"), true);
+    let mut all: Vec<String> = first
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(browser.eval(&page, keys).as_array().unwrap())
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 6, "two pages, every job once");
+    browser.eval(&page, "document.getElementById('jobs-prev').click()");
+    browser.wait_for(&page, "document.querySelectorAll('#jobs tbody tr').length === 4", 20);
 
     // A job: its settings, every epoch, its checkpoints.
     browser.navigate(&page, &format!("{}jobs/{best}", server.url));
@@ -310,6 +405,105 @@ fn serve_dashboard_in_a_real_browser() {
     assert!(grown.as_i64() > first.as_i64());
     let _ = Command::new("kill").args(["-INT", &run.id().to_string()]).status();
     let _ = run.wait();
+}
+
+#[test]
+fn serve_marks_pruned_trials_in_the_parallel_coordinates_and_the_search_charts() {
+    let Some(binary) = chromium() else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("chromium is required when CI=true (.ci/run installs it)");
+        }
+        eprintln!("SKIPPED serve_marks_pruned_trials…: no chromium on PATH (apt-get install chromium)");
+        return;
+    };
+    let env = Env::new();
+    let file = env.write("pruned.toml", PRUNED);
+    let out = env.sweep(&["run", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let server = serve(&env, &[], &[]);
+    let id = api(&server.url, "/api/sweeps")[0]["id"].as_str().unwrap().to_owned();
+    let search = api(&server.url, &format!("/api/sweeps/{id}/search"));
+    let jobs: Vec<&str> = search["jobs"].as_array().unwrap().iter().map(|j| j.as_str().unwrap()).collect();
+    let flags: Vec<bool> = search["pruned"].as_array().unwrap().iter().map(|p| p.as_bool().unwrap()).collect();
+    let mut pruned: Vec<&str> = jobs.iter().zip(&flags).filter(|(_, p)| **p).map(|(j, _)| *j).collect();
+    pruned.sort();
+    assert_eq!(jobs.len(), 12, "every trial, done or pruned");
+    assert!(!pruned.is_empty() && pruned.len() < 12, "{flags:?}");
+    let summary = api(&server.url, &format!("/api/sweeps/{id}"));
+    assert_eq!(summary["sweep"]["counts"]["pruned"], pruned.len());
+    let scales: Vec<(&str, &str)> = search["axes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["key"].as_str().unwrap(), a["scale"].as_str().unwrap()))
+        .collect();
+    assert_eq!(scales, [("lr", "log"), ("momentum", "choice")], "as the sweep samples them");
+    let trials_pruned = search["best_so_far"]["pruned"].as_array().unwrap().iter().filter(|p| **p == true).count();
+    assert_eq!(trials_pruned, pruned.len());
+    let best = summary["best"]["id"].as_str().unwrap().to_owned();
+
+    let mut browser = Browser::launch(&binary);
+    let page = browser.page(1400, 1000);
+    browser.navigate(&page, &format!("{}sweeps/{id}", server.url));
+    browser.wait_for(&page, "document.querySelectorAll('#parallel path.trial').length === 12", 30);
+    // The axes: log lr, momentum's two choices as categories, the objective.
+    let axes = browser.eval(
+        &page,
+        "[...document.querySelectorAll('#parallel g.pc-axis')].map(g => [g.dataset.key, g.dataset.scale])",
+    );
+    assert_eq!(axes, serde_json::json!([["lr", "log"], ["momentum", "choice"], ["best valid acc", "linear"]]));
+    let choices = browser.eval(
+        &page,
+        "[...document.querySelectorAll('#parallel g.pc-axis[data-key=\"momentum\"] text')].map(t => t.textContent)",
+    );
+    assert_eq!(choices, serde_json::json!(["0", "0.9", "momentum"]));
+    // One path per trial; the pruned ones grey and dashed, the others coloured.
+    let marked = browser
+        .eval(&page, "[...document.querySelectorAll('#parallel path.trial.pruned')].map(p => p.dataset.job).sort()");
+    assert_eq!(marked, serde_json::json!(pruned));
+    let styles = browser.eval(
+        &page,
+        "[...document.querySelectorAll('#parallel path.trial')].map(p => { const s = getComputedStyle(p);          return [p.classList.contains('pruned'), s.strokeDasharray !== 'none', s.stroke]; })",
+    );
+    for style in styles.as_array().unwrap() {
+        let (is_pruned, dashed, stroke) = (style[0] == true, style[1] == true, style[2].as_str().unwrap());
+        assert_eq!(is_pruned, dashed, "{style}");
+        assert_eq!(is_pruned, stroke == "rgb(154, 161, 176)", "pruned grey, the others by objective: {style}");
+    }
+    assert_eq!(
+        browser.eval(&page, "[...document.querySelectorAll('#parallel path.trial.best')].map(p => p.dataset.job)"),
+        serde_json::json!([best])
+    );
+    assert!(!pruned.contains(&best.as_str()), "a pruned trial is never the best here");
+    let legend = browser.eval(&page, "document.querySelector('#parallel g.legend').textContent");
+    assert!(legend.as_str().unwrap().contains("pruned"), "{legend}");
+    // The search charts: pruned trials as grey rings on each, with a legend.
+    browser.wait_for(&page, "document.querySelectorAll('#search svg').length === 3", 20);
+    let per_chart = browser.eval(
+        &page,
+        "[...document.querySelectorAll('#search svg')].map(s => [ \
+         s.querySelectorAll('circle.dot[data-job]:not(.pruned)').length, \
+         s.querySelectorAll('circle.dot.pruned[data-job]').length, s.querySelector('g.legend').textContent])",
+    );
+    let n = pruned.len();
+    assert_eq!(
+        per_chart,
+        serde_json::json!([[12 - n, n, "donepruned"], [12 - n, n, "donepruned"], [12 - n, n, "doneprunedbest so far"]]),
+        "each chart: the done trials, the pruned ones, a legend"
+    );
+    let ring = browser.eval(
+        &page,
+        "(() => { const s = getComputedStyle(document.querySelector('#search circle.dot.pruned')); return [s.fill, s.strokeDasharray]; })()",
+    );
+    assert_eq!(ring[0], "none", "hollow: {ring}");
+    // The jobs table filters pruned jobs on the server.
+    browser.eval(&page, "(() => { const s = document.getElementById('status-filter'); s.value = 'pruned'; s.dispatchEvent(new Event('change')); })()");
+    let rows = browser.wait_for(
+        &page,
+        &format!("document.querySelectorAll('#jobs tbody tr').length === {n} && [...document.querySelectorAll('#jobs tbody tr')].map(tr => tr.dataset.key).sort()"),
+        20,
+    );
+    assert_eq!(rows, serde_json::json!(pruned));
 }
 
 /// A PNG of a real page: the right size, not blank.

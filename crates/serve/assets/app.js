@@ -6,7 +6,8 @@
 "use strict";
 
 const POLL_MS = 3000;
-const MAX_ROWS = 500;
+// Rows of the jobs table a page shows, unless the URL says (`?rows=N`, 1 to 1000).
+const PAGE_ROWS = 500;
 const SVGNS = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2f6fdf", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#2c3e50", "#f1c40f",
   "#e84393", "#7f8c8d", "#6c5ce7", "#a0522d"];
@@ -310,8 +311,34 @@ class CurveChart {
   }
 }
 
-// A scatter of points {x, y, id, best, text}; x numeric (linear or log) or
-// words (evenly spaced); `step` adds a best-so-far line.
+// The categories of a choice axis in order: numbers numerically, then words.
+function categories(values) {
+  const seen = new Map();
+  for (const v of values) if (v !== null && v !== undefined) seen.set(String(v), v);
+  return [...seen.values()].sort((a, b) => (typeof a === "number" && typeof b === "number" ? a - b
+    : typeof a === "number" ? -1 : typeof b === "number" ? 1 : String(a).localeCompare(String(b)))).map(String);
+}
+
+// A legend inside a chart, top right: entries {mark: "dot" | "line", cls, label}.
+function chartLegend(width, entries) {
+  const g = svg("g", { class: "legend" });
+  const x0 = width - M.r - 110;
+  entries.forEach((e, i) => {
+    const y = M.t + 10 + i * 16;
+    g.append(e.mark === "line"
+      ? svg("line", { class: e.cls, x1: x0, x2: x0 + 16, y1: y, y2: y })
+      : svg("circle", { class: e.cls, cx: x0 + 8, cy: y, r: 3.5, fill: PALETTE[0] }));
+    const t = svg("text", { x: x0 + 22, y: y + 4 });
+    t.textContent = e.label;
+    g.append(t);
+  });
+  return g;
+}
+
+// A scatter of points {x, y, id, best, pruned, text}; x numeric (`scale`
+// "linear" or "log") or categories ("choice", or any words: evenly spaced);
+// `step` adds a best-so-far line. Pruned trials are hollow grey rings, with
+// a legend entry.
 class Scatter {
   constructor(parent, title, xLabel, yLabel) {
     this.xLabel = xLabel;
@@ -328,11 +355,12 @@ class Scatter {
     this.svg.addEventListener("mouseleave", hideTip);
   }
 
-  update(points, log, step) {
-    const words = points.some((p) => typeof p.x !== "number");
+  update(points, scale_, step) {
+    const log = scale_ === "log";
+    const words = scale_ === "choice" || points.some((p) => typeof p.x !== "number");
     let xs, xTicks;
     if (words) {
-      const cats = [...new Set(points.map((p) => String(p.x)))].sort();
+      const cats = categories(points.map((p) => p.x));
       const pos = scale(-0.5, cats.length - 0.5, M.l, W - M.r, false);
       xs = (v) => pos(cats.indexOf(String(v)));
       xTicks = cats.map((c) => ({ v: c, label: c }));
@@ -363,10 +391,15 @@ class Scatter {
     const jitter = words ? (i) => ((i * 37) % 11 - 5) * 2 : () => 0;
     points.forEach((p, i) => {
       const x = xs(p.x) + jitter(i), y = ys(p.y);
-      marks.push(svg("circle", { class: "dot" + (p.best ? " best" : ""), cx: x.toFixed(1), cy: y.toFixed(1),
-        r: p.best ? 5 : 3.5, fill: PALETTE[0], "data-job": p.id }));
-      this.points.push({ x, y, text: p.text });
+      marks.push(svg("circle", { class: "dot" + (p.best ? " best" : "") + (p.pruned ? " pruned" : ""),
+        cx: x.toFixed(1), cy: y.toFixed(1), r: p.best ? 5 : 3.5, fill: PALETTE[0], "data-job": p.id }));
+      this.points.push({ x, y, text: p.text + (p.pruned ? "\npruned" : "") });
     });
+    if (points.some((p) => p.pruned)) {
+      const entries = [{ mark: "dot", cls: "dot", label: "done" }, { mark: "dot", cls: "dot pruned", label: "pruned" }];
+      if (step) entries.push({ mark: "line", cls: "step", label: "best so far" });
+      marks.push(chartLegend(W, entries));
+    }
     this.marks.replaceChildren(...marks);
   }
 
@@ -379,6 +412,142 @@ class Scatter {
       if (d < dist) { dist = d; best = p; }
     }
     if (best) showTip(event, best.text); else hideTip();
+  }
+}
+
+// The objective's colour, from low (0) to high (1): a viridis-like ramp.
+const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+
+function rampColor(t) {
+  const u = Math.min(1, Math.max(0, Number.isFinite(t) ? t : 0)) * (RAMP.length - 1);
+  const i = Math.min(RAMP.length - 2, Math.floor(u)), f = u - i;
+  const c = RAMP[i].map((a, k) => Math.round(a + (RAMP[i + 1][k] - a) * f));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+
+// Parallel coordinates: one vertical axis per varying key (log, linear or
+// categories, as the search endpoint says) and one for the objective; one
+// path per trial through its values, coloured by its objective; pruned
+// trials grey and dashed, under the others; the best bold, on top.
+const PW = 2 * W + 16, PH = 340, PM = { l: 70, r: 70, t: 30, b: 40 };
+
+class ParallelChart {
+  constructor(parent) {
+    this.root = el("div", { class: "chart" },
+      el("div", { class: "title" }, "Parallel coordinates (colour: best valid acc; pruned grey dashed; best bold)"));
+    this.svg = svg("svg", { id: "parallel", width: PW, height: PH, viewBox: `0 0 ${PW} ${PH}` });
+    this.axes = svg("g");
+    this.lines = svg("g", { class: "trials" });
+    this.legend = svg("g");
+    this.svg.append(this.lines, this.axes, this.legend);
+    this.root.append(this.svg);
+    parent.append(this.root);
+    this.texts = new Map();
+    this.svg.addEventListener("mousemove", (e) => {
+      const text = e.target.dataset && this.texts.get(e.target.dataset.job);
+      if (text) showTip(e, text); else hideTip();
+    });
+    this.svg.addEventListener("mouseleave", hideTip);
+    this.svg.addEventListener("click", (e) => {
+      const job = e.target.dataset && e.target.dataset.job;
+      if (job) location.href = jobHref(job);
+    });
+  }
+
+  // One axis: its position function of a value, and its drawing (tick
+  // labels to its left, or to its right for the last axis).
+  axis(x, key, scale_, values, format, right) {
+    const top = PM.t, bottom = PH - PM.b;
+    const parts = [svg("line", { class: "axis", x1: x, x2: x, y1: top, y2: bottom })];
+    let pos, ticks;
+    if (scale_ === "choice" || values.some((v) => v !== null && typeof v !== "number")) {
+      scale_ = "choice";
+      const cats = categories(values);
+      const at = scale(-0.5, cats.length - 0.5, bottom, top, false);
+      pos = (v) => (v === null || v === undefined ? null : at(cats.indexOf(String(v))));
+      ticks = cats.map((c, i) => ({ y: at(i), label: c }));
+    } else {
+      const nums = values.filter((v) => typeof v === "number" && Number.isFinite(v));
+      let lo = nums.length ? Math.min(...nums) : 0, hi = nums.length ? Math.max(...nums) : 1;
+      if (scale_ === "log" && lo > 0) {
+        [lo, hi] = lo === hi ? [lo / 1.5, hi * 1.5] : [lo, hi];
+        const at = scale(lo, hi, bottom, top, true);
+        pos = (v) => (typeof v === "number" && v > 0 ? at(v) : null);
+        ticks = logTicks(lo, hi).map((t) => ({ y: at(t), label: format(t) }));
+      } else {
+        scale_ = "linear";
+        [lo, hi] = lo === hi ? pad(lo, hi) : [lo, hi];
+        const at = scale(lo, hi, bottom, top, false);
+        pos = (v) => (typeof v === "number" && Number.isFinite(v) ? at(v) : null);
+        ticks = niceTicks(lo, hi, 5).map((t) => ({ y: at(t), label: format(t) }));
+      }
+    }
+    for (const t of ticks) {
+      parts.push(svg("line", { class: "tick", x1: right ? x + 4 : x - 4, x2: x, y1: t.y, y2: t.y }));
+      const label = svg("text", { x: right ? x + 6 : x - 6, y: t.y + 4, "text-anchor": right ? "start" : "end" });
+      label.textContent = t.label;
+      parts.push(label);
+    }
+    const name = svg("text", { class: "axis-name", x, y: top - 12, "text-anchor": "middle" });
+    name.textContent = key + (scale_ === "log" ? " (log)" : "");
+    parts.push(name);
+    const g = svg("g", { class: "pc-axis", "data-key": key, "data-scale": scale_ });
+    g.append(...parts);
+    return { g, pos };
+  }
+
+  // `sr`: the search endpoint's columns; `bestId`: the best job.
+  update(sr, bestId) {
+    const n = sr.jobs.length;
+    const keys = sr.axes.map((a) => a.key);
+    const count = keys.length + 1;
+    const xAt = (i) => PM.l + (count === 1 ? 0 : (i * (PW - PM.l - PM.r)) / (count - 1));
+    const axes = sr.axes.map((a, i) => this.axis(xAt(i), a.key, a.scale || (a.log ? "log" : "linear"), a.values,
+      (v) => fmtNum(v, 3)));
+    const objective = this.axis(xAt(keys.length), "best valid acc", "linear", sr.objective, (v) => fmtAcc(v), true);
+    this.axes.replaceChildren(...axes.map((a) => a.g), objective.g);
+    const ys = sr.objective.filter((y) => Number.isFinite(y));
+    const lo = ys.length ? Math.min(...ys) : 0, hi = ys.length ? Math.max(...ys) : 1;
+    const colorOfY = (y) => rampColor(hi > lo ? (y - lo) / (hi - lo) : 1);
+    // Pruned first (underneath), then by objective so the best lie on top.
+    const order = [...Array(n).keys()].sort((a, b) => (sr.pruned[b] - sr.pruned[a]) ||
+      (sr.jobs[a] === bestId) - (sr.jobs[b] === bestId) || sr.objective[a] - sr.objective[b]);
+    this.texts = new Map();
+    const paths = order.map((i) => {
+      let d = "", gap = true;
+      const point = (y, x) => {
+        if (y === null) { gap = true; return; }
+        d += (gap ? "M" : "L") + x.toFixed(1) + "," + y.toFixed(1);
+        gap = false;
+      };
+      axes.forEach((a, k) => point(a.pos(sr.axes[k].values[i]), xAt(k)));
+      point(objective.pos(sr.objective[i]), xAt(keys.length));
+      const job = sr.jobs[i], pruned = sr.pruned[i], best = job === bestId;
+      this.texts.set(job, job.slice(0, 8) + (pruned ? " (pruned)" : "") + "\n" +
+        sr.axes.map((a) => a.key + " " + fmtValue(a.values[i])).join("\n") + "\nbest valid acc " + fmtAcc(sr.objective[i]));
+      return svg("path", { class: "trial" + (pruned ? " pruned" : "") + (best ? " best" : ""), d, "data-job": job,
+        stroke: pruned ? "#9aa1b0" : colorOfY(sr.objective[i]) });
+    });
+    this.lines.replaceChildren(...paths);
+    // The legend: the colour ramp's ends, and the pruned trials' dashes.
+    const x0 = PW - PM.r - 330, y0 = PH - 14;
+    const parts = [];
+    [[0, fmtAcc(lo)], [1, fmtAcc(hi)]].forEach(([t, label], i) => {
+      const x = x0 + i * 110;
+      parts.push(svg("line", { class: "trial", x1: x, x2: x + 18, y1: y0 - 4, y2: y0 - 4, stroke: rampColor(t) }));
+      const text = svg("text", { x: x + 22, y: y0 });
+      text.textContent = (i ? "high " : "low ") + label;
+      parts.push(text);
+    });
+    if (sr.pruned.some((p) => p)) {
+      const x = x0 + 220;
+      parts.push(svg("line", { class: "trial pruned", x1: x, x2: x + 18, y1: y0 - 4, y2: y0 - 4, stroke: "#9aa1b0" }));
+      const text = svg("text", { x: x + 22, y: y0 });
+      text.textContent = "pruned";
+      parts.push(text);
+    }
+    this.legend.setAttribute("class", "legend");
+    this.legend.replaceChildren(...parts);
   }
 }
 
@@ -480,27 +649,33 @@ function sweepPage(id) {
   const loss = new CurveChart(curves, "curves-loss", "Loss (train dashed, valid solid; best bold)", "loss", "loss");
   const importance = el("div", { id: "importance" });
   const method = el("p", { class: "muted", id: "importance-method" });
+  const parallelBox = el("div", { class: "charts", id: "parallel-box" });
   const search = el("div", { class: "charts", id: "search" });
   const filter = el("select", { id: "status-filter" }, el("option", { value: "" }, "all"),
     ...STATUSES.map((s) => el("option", { value: s }, s)));
   const count = el("span", { class: "muted", id: "count" });
+  const prev = el("button", { id: "jobs-prev", type: "button" }, "‹ previous");
+  const next = el("button", { id: "jobs-next", type: "button" }, "next ›");
   const thead = el("thead");
   const tbody = el("tbody");
   const table = el("table", { id: "jobs" }, thead, tbody);
   main().replaceChildren(title, cards, el("h2", {}, "Best configuration"), bestBox,
     el("h2", {}, "Learning curves"), curves, legend,
     el("h2", {}, "Which hyperparameter matters"), importance, method,
-    el("h2", {}, "Search"), search,
-    el("h2", {}, "Jobs"), el("div", { class: "controls" }, el("label", {}, "status ", filter), count),
+    el("h2", {}, "Search"), parallelBox, search,
+    el("h2", {}, "Jobs"), el("div", { class: "controls" }, el("label", {}, "status ", filter), prev, next, count),
     el("div", { class: "scroll" }, table));
 
   let data = null;
   let sort = { key: "best_valid_acc", desc: true };
+  let offset = 0;
   let keysShown = "";
   let lastDone = -1;
   const scatters = new Map();
   let bestSoFar = null;
+  let parallel = null;
 
+  const base = "/api/sweeps/" + encodeURIComponent(id);
   const columnsOf = (keys) => [
     { key: "id", title: "Job" },
     ...keys.map((k) => ({ key: "param:" + k, title: k, num: true })),
@@ -508,32 +683,44 @@ function sweepPage(id) {
     { key: "epochs_done", title: "Epochs", num: true }, { key: "status", title: "Status" },
     { key: "seconds", title: "Seconds", num: true }, { key: "same_as", title: "Same As" },
   ];
-  const valueOf = (j, key) => (key.startsWith("param:") ? j.params[key.slice(6)] : j[key]);
-  const compare = (a, b) => {
-    const x = valueOf(a, sort.key), y = valueOf(b, sort.key);
-    if (x === null || x === undefined) return y === null || y === undefined ? 0 : 1;
-    if (y === null || y === undefined) return -1;
-    const c = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
-    return sort.desc ? -c : c;
-  };
+  // The table is sorted, filtered and paged by the server: the page asks
+  // for the rows it shows (a sweep of 10,000 jobs is never sent whole).
+  let asked = 0;
+  const rowsAsked = Number(new URLSearchParams(location.search).get("rows"));
+  const pageRows = Number.isInteger(rowsAsked) && rowsAsked >= 1 && rowsAsked <= 1000 ? rowsAsked : PAGE_ROWS;
+  async function fetchJobs() {
+    const serverKey = sort.key.startsWith("param:") ? sort.key.slice(6) : sort.key;
+    const query = new URLSearchParams({ offset: String(offset), limit: String(pageRows), sort: serverKey,
+      order: sort.desc ? "desc" : "asc", status: filter.value });
+    const ticket = ++asked;
+    const page = await getJSON(base + "/jobs?" + query);
+    if (ticket === asked) renderJobs(page);
+  }
+  const refetch = () => fetchJobs().catch((e) => setLive("update failed: " + e.message));
   const onSort = (key) => {
     sort = { key, desc: sort.key === key ? !sort.desc : key === "best_valid_acc" };
+    offset = 0;
     keysShown = "";
-    renderJobs();
+    refetch();
   };
+  prev.addEventListener("click", () => { offset = Math.max(0, offset - pageRows); refetch(); });
+  next.addEventListener("click", () => { offset += pageRows; refetch(); });
 
-  function renderJobs() {
-    if (!data) return;
-    const keys = data.keys;
+  function renderJobs(page) {
+    const keys = page.keys;
     if (keysShown !== keys.join("\u0000")) {
       thead.replaceChildren(headerRow(columnsOf(keys), onSort, sort));
       tbody.replaceChildren();
       keysShown = keys.join("\u0000");
     }
-    const rows = data.jobs.filter((j) => !filter.value || j.status === filter.value).sort(compare);
-    setText(count, rows.length > MAX_ROWS ? `showing ${MAX_ROWS} of ${rows.length} jobs` : `${rows.length} jobs`);
-    const bestId = data.best ? data.best.id : null;
-    syncRows(tbody, rows.slice(0, MAX_ROWS), (j) => j.id, (j) => [
+    const rows = page.jobs;
+    const first = page.total ? page.offset + 1 : 0, last = page.offset + rows.length;
+    setText(count, page.total > rows.length || page.offset
+      ? `showing ${first}–${last} of ${page.total} jobs` : `${page.total} jobs`);
+    prev.disabled = page.offset === 0;
+    next.disabled = last >= page.total;
+    const bestId = page.best;
+    syncRows(tbody, rows, (j) => j.id, (j) => [
       { text: j.id.slice(0, 12), href: jobHref(j.id) },
       ...keys.map((k) => ({ text: fmtValue(j.params[k]), cls: "num" })),
       { text: fmtAcc(j.best_valid_acc), cls: "num" },
@@ -544,7 +731,7 @@ function sweepPage(id) {
       { text: j.same_as ? j.same_as.slice(0, 12) : "" },
     ], (j) => (j.id === bestId ? "best" : ""));
   }
-  filter.addEventListener("change", renderJobs);
+  filter.addEventListener("change", () => { offset = 0; refetch(); });
 
   function renderSummary(s) {
     document.title = "sweep · " + s.name;
@@ -592,29 +779,35 @@ function sweepPage(id) {
 
   function renderSearch(sr) {
     const bestId = data && data.best ? data.best.id : null;
+    if (!parallel) parallel = new ParallelChart(parallelBox);
+    parallel.update(sr, bestId);
+    const ys = sr.objective, jobs = sr.jobs;
     for (const axis of sr.axes) {
       let chart = scatters.get(axis.key);
       if (!chart) { chart = new Scatter(search, "best valid acc vs " + axis.key, axis.key, "best valid acc"); scatters.set(axis.key, chart); }
-      const jobs = axis.jobs || sr.jobs, ys = axis.objective || sr.objective;
-      chart.update(axis.values.map((v, i) => ({ x: v, y: ys[i], id: jobs[i], best: jobs[i] === bestId,
-        text: `${jobs[i].slice(0, 8)}\n${axis.key} ${fmtValue(v)}\nbest valid acc ${fmtAcc(ys[i])}` })), axis.log);
+      const points = [];
+      axis.values.forEach((v, i) => {
+        if (v === null) return; // a trial that does not record this key
+        points.push({ x: v, y: ys[i], id: jobs[i], best: jobs[i] === bestId, pruned: sr.pruned[i],
+          text: `${jobs[i].slice(0, 8)}\n${axis.key} ${fmtValue(v)}\nbest valid acc ${fmtAcc(ys[i])}` });
+      });
+      chart.update(points, axis.scale || (axis.log ? "log" : "linear"));
     }
     if (!bestSoFar) bestSoFar = new Scatter(search, "best so far vs trial", "trial", "best valid acc");
     const t = sr.best_so_far;
-    bestSoFar.update(t.number.map((n, i) => ({ x: n, y: t.objective[i], id: t.job[i],
+    bestSoFar.update(t.number.map((n, i) => ({ x: n, y: t.objective[i], id: t.job[i], pruned: t.pruned[i],
       text: `trial ${n} (${t.job[i].slice(0, 8)})\nbest valid acc ${fmtAcc(t.objective[i])}\nbest so far ${fmtAcc(t.best_so_far[i])}` })),
-    false, t.number.map((n, i) => ({ x: n, y: t.best_so_far[i] })));
+    "linear", t.number.map((n, i) => ({ x: n, y: t.best_so_far[i] })));
   }
 
-  const base = "/api/sweeps/" + encodeURIComponent(id);
   poll(async () => {
-    const [sweep, c] = await Promise.all([getJSON(base), getJSON(base + "/curves")]);
+    const [sweep, c] = await Promise.all([getJSON(base), getJSON(base + "/curves"), fetchJobs()]);
     data = sweep;
     renderSummary(sweep.sweep);
     renderBest(sweep.best);
-    renderJobs();
     renderCurves(c);
-    const done = sweep.sweep.counts.done;
+    // The search views change when a trial finishes or is pruned.
+    const done = sweep.sweep.counts.done + sweep.sweep.counts.pruned;
     if (done !== lastDone) {
       lastDone = done;
       const [imp, sr] = await Promise.all([getJSON(base + "/importance"), getJSON(base + "/search")]);

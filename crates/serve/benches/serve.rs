@@ -3,7 +3,7 @@
 //! under /dev/shm when there is one), each URL fetched 5 times after one
 //! warm-up, the median reported. The goal (issue #14) is under 300 ms each.
 //!
-//! `cargo bench -p sweep-serve --bench serve [-- JOBS EPOCHS]`
+//! `cargo bench --workspace --locked --bench serve [-- JOBS EPOCHS]`
 
 #[path = "../tests/fixture/mod.rs"]
 mod fixture;
@@ -74,7 +74,8 @@ fn main() {
         "/assets/app.js".to_owned(),
         "/api/sweeps".to_owned(),
         "/api/sweeps/big0".to_owned(),
-        "/api/sweeps/big0?sort=lr&status=done".to_owned(),
+        "/api/sweeps/big0/jobs?offset=0&limit=500".to_owned(),
+        "/api/sweeps/big0/jobs?offset=5000&limit=500&sort=lr&order=desc&status=done".to_owned(),
         "/api/sweeps/big0/curves".to_owned(),
         "/api/sweeps/big0/importance".to_owned(),
         "/api/sweeps/big0/search".to_owned(),

@@ -2,13 +2,17 @@
 //! through `sweep-results` on a blocking thread; none writes.
 //!
 //! - `GET /api/sweeps`: every sweep's summary.
-//! - `GET /api/sweeps/{id}?status=&sort=`: one sweep: summary, varying keys,
-//!   best job, its jobs.
+//! - `GET /api/sweeps/{id}`: one sweep: summary, varying keys, best job.
+//! - `GET /api/sweeps/{id}/jobs?offset=&limit=&sort=&order=&status=`: one
+//!   page of its jobs table (only the table's columns), filtered by status
+//!   and sorted here, and how many jobs match: the page never holds them all.
 //! - `GET /api/sweeps/{id}/curves?limit=`: learning curves of the jobs worth
 //!   watching (the best, the running, then by accuracy).
 //! - `GET /api/sweeps/{id}/importance`: each key's first-order importance.
-//! - `GET /api/sweeps/{id}/search`: objective against each key; best so far
-//!   (as columns: `jobs` and `objective` once, each axis its `values`).
+//! - `GET /api/sweeps/{id}/search`: the trials (done and pruned jobs) as
+//!   columns: `jobs`, `objective`, `pruned` once, each varying key's
+//!   `values` and scale (log, linear or choice); best so far. The page draws
+//!   the objective against each key and the parallel coordinates from it.
 //! - `GET /api/jobs/{id}`: one job: settings, epochs, checkpoints, error.
 //!
 //! An unknown sweep or job is a 404, a bad or unknown query parameter a 400,
@@ -32,11 +36,18 @@ use crate::State;
 const DEFAULT_CURVES: usize = 12;
 /// The most curves one request may ask for.
 const MAX_CURVES: usize = 200;
+/// Jobs in a page of the jobs table when the page does not say.
+const DEFAULT_PAGE: usize = 100;
+/// The most jobs one page may ask for.
+const MAX_PAGE: usize = 1000;
+/// The jobs table's columns a page may sort by, besides the varying keys.
+const JOB_COLUMNS: [&str; 7] = ["id", "best_valid_acc", "best_epoch", "epochs_done", "status", "seconds", "same_as"];
 
 pub(crate) fn routes() -> Router<Arc<State>> {
     Router::new()
         .route("/api/sweeps", get(sweeps))
         .route("/api/sweeps/{id}", get(sweep))
+        .route("/api/sweeps/{id}/jobs", get(jobs))
         .route("/api/sweeps/{id}/curves", get(curves))
         .route("/api/sweeps/{id}/importance", get(importance))
         .route("/api/sweeps/{id}/search", get(search))
@@ -212,28 +223,9 @@ async fn sweep(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    check_query(&q, &["status", "sort"])?;
-    let status = match q.get("status").map(String::as_str) {
-        None | Some("") | Some("all") => None,
-        Some(s) => Some(Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-            ApiError::BadRequest(format!("status: no such status `{s}` (one of all, {})", known.join(", ")))
-        })?),
-    };
-    let sort = q.get("sort").cloned();
+    check_query(&q, &[])?;
     with_store(state, move |state, store| {
-        let cached = load(state, store, &id)?;
-        let sorted;
-        let results: &SweepResults = match &sort {
-            None => &cached,
-            Some(key) => {
-                let mut copy = SweepResults::clone(&cached);
-                copy.sort_by(key).map_err(|e| ApiError::BadRequest(format!("sort: {e}")))?;
-                sorted = copy;
-                &sorted
-            }
-        };
-        let keys = results.varying_keys();
+        let results = load(state, store, &id)?;
         let best = results.best().map(|b| {
             json!({
                 "id": b.row.id,
@@ -242,17 +234,127 @@ async fn sweep(
                 "config": b.config,
             })
         });
-        let jobs: Vec<Json_> = results
+        Ok(json!({
+            "sweep": summary(&results),
+            "keys": results.varying_keys(),
+            "best": best,
+        }))
+    })
+    .await
+}
+
+/// `status=`: one status, or every one (absent, empty or `all`).
+fn parse_status(text: Option<&str>) -> Result<Option<Status>, ApiError> {
+    match text {
+        None | Some("") | Some("all") => Ok(None),
+        Some(s) => Status::ALL.into_iter().find(|st| st.as_str() == s).map(Some).ok_or_else(|| {
+            let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::BadRequest(format!("status: no such status `{s}` (one of all, {})", known.join(", ")))
+        }),
+    }
+}
+
+/// A whole-number query parameter from `lo` to `hi`, `default` when absent.
+fn parse_count(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    lo: usize,
+    hi: usize,
+) -> Result<usize, ApiError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+            _ if hi == usize::MAX => Err(ApiError::BadRequest(format!("{name}: `{text}` is not a whole number"))),
+            _ => Err(ApiError::BadRequest(format!("{name}: `{text}` is not a whole number from {lo} to {hi}"))),
+        },
+    }
+}
+
+/// A job's value in a column of the jobs table (`JOB_COLUMNS` or a key).
+fn column_value(job: &Job, column: &str) -> Option<Value> {
+    let number = |x: f64| Some(Value::Number(x));
+    match column {
+        "id" => Some(Value::Text(job.row.id.clone())),
+        "best_valid_acc" => job.row.best_valid_acc.and_then(number),
+        "best_epoch" => job.row.best_epoch.and_then(|e| number(e as f64)),
+        "epochs_done" => number(job.row.epochs_done as f64),
+        "status" => Some(Value::Text(job.row.status.as_str().to_owned())),
+        "seconds" => number(job.row.seconds),
+        "same_as" => job.same_as.clone().map(Value::Text),
+        key => job.param(key),
+    }
+}
+
+/// A row of the jobs table: only what the table shows.
+fn row_json(job: &Job, keys: &[String]) -> Json_ {
+    let params: Map<String, Json_> =
+        keys.iter().map(|k| (k.clone(), job.param(k).as_ref().map_or(Json_::Null, value_json))).collect();
+    let r = &job.row;
+    json!({
+        "id": r.id,
+        "status": r.status.as_str(),
+        "status_text": job.status_text(),
+        "params": params,
+        "best_valid_acc": r.best_valid_acc,
+        "best_epoch": r.best_epoch,
+        "epochs_done": r.epochs_done,
+        "epochs": r.epochs,
+        "seconds": r.seconds,
+        "same_as": job.same_as,
+    })
+}
+
+async fn jobs(
+    Extract(state): Extract<Arc<State>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    check_query(&q, &["offset", "limit", "sort", "order", "status"])?;
+    let status = parse_status(q.get("status").map(String::as_str))?;
+    let offset = parse_count(&q, "offset", 0, 0, usize::MAX)?;
+    let limit = parse_count(&q, "limit", DEFAULT_PAGE, 1, MAX_PAGE)?;
+    let sort = q.get("sort").cloned().unwrap_or_else(|| "best_valid_acc".to_owned());
+    let descending = match q.get("order").map(String::as_str) {
+        None => sort == "best_valid_acc",
+        Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("order: `{other}` is neither `asc` nor `desc`"))),
+    };
+    with_store(state, move |state, store| {
+        let results = load(state, store, &id)?;
+        let keys = results.varying_keys();
+        if !JOB_COLUMNS.contains(&sort.as_str()) && !keys.contains(&sort) {
+            let mut known: Vec<&str> = JOB_COLUMNS.to_vec();
+            known.extend(keys.iter().map(String::as_str));
+            return Err(ApiError::BadRequest(format!("sort: no such column `{sort}` (one of {})", known.join(", "))));
+        }
+        // Sorted here, once per request: each job's value is read once;
+        // missing values last either way, ties in expansion order.
+        let mut rows: Vec<(&Job, Option<Value>)> = results
             .jobs
             .iter()
             .filter(|j| status.is_none_or(|s| j.row.status == s))
-            .map(|j| job_json(j, &keys))
+            .map(|j| (j, column_value(j, &sort)))
             .collect();
+        rows.sort_by(|(_, x), (_, y)| match (x, y) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, _) => std::cmp::Ordering::Greater,
+            (_, None) => std::cmp::Ordering::Less,
+            (Some(x), Some(y)) if descending => y.cmp(x),
+            (Some(x), Some(y)) => x.cmp(y),
+        });
+        let page: Vec<Json_> = rows.iter().skip(offset).take(limit).map(|(j, _)| row_json(j, &keys)).collect();
         Ok(json!({
-            "sweep": summary(results),
+            "total": rows.len(),
+            "offset": offset,
+            "limit": limit,
+            "sort": sort,
+            "order": if descending { "desc" } else { "asc" },
             "keys": keys,
-            "best": best,
-            "jobs": jobs,
+            "best": results.best().map(|b| b.row.id.clone()),
+            "jobs": page,
         }))
     })
     .await
@@ -264,17 +366,7 @@ async fn curves(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     check_query(&q, &["limit"])?;
-    let limit = match q.get("limit") {
-        None => DEFAULT_CURVES,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_CURVES).contains(&n) => n,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "limit: `{text}` is not a whole number from 1 to {MAX_CURVES}"
-                )))
-            }
-        },
-    };
+    let limit = parse_count(&q, "limit", DEFAULT_CURVES, 1, MAX_CURVES)?;
     with_store(state, move |state, store| {
         let results = load(state, store, &id)?;
         let keys = results.varying_keys();
@@ -324,6 +416,33 @@ async fn importance(
     .await
 }
 
+/// How a varying key's axis is drawn: `choice` (categories) when the sweep
+/// samples it from a list, `log` when it samples it log-uniformly or its
+/// positive values span a factor of `LOG_SPAN`, else `linear`.
+fn scale_of(spec: &Json_, key: &str, values: &[Option<Value>]) -> &'static str {
+    let sampled = spec.get("space").and_then(|s| s.get(key));
+    if sampled.is_some_and(|d| d.get("choice").is_some()) {
+        return "choice";
+    }
+    if sampled.is_some_and(|d| d.get("log_uniform").is_some()) {
+        return "log";
+    }
+    let mut numbers = values.iter().flatten().map(|v| match v {
+        Value::Number(x) => *x,
+        Value::Text(_) => f64::NAN,
+    });
+    let (mut lo, mut hi, mut any) = (f64::INFINITY, f64::NEG_INFINITY, false);
+    let positive = numbers.all(|x| {
+        (lo, hi, any) = (lo.min(x), hi.max(x), true);
+        x > 0.0
+    });
+    if any && positive && hi / lo >= sweep_results::LOG_SPAN {
+        "log"
+    } else {
+        "linear"
+    }
+}
+
 async fn search(
     Extract(state): Extract<Arc<State>>,
     Path(id): Path<String>,
@@ -332,34 +451,44 @@ async fn search(
     check_query(&q, &[])?;
     with_store(state, move |state, store| {
         let results = load(state, store, &id)?;
-        // Columns, not one object a point: the done jobs once, each axis
-        // their values in the same order (10,000 jobs stay well under 1 MB).
-        let axes = results.search();
-        let jobs: Vec<&str> = axes.first().map_or_else(Vec::new, |a| a.points.iter().map(|p| p.2.as_str()).collect());
-        let objective: Vec<f64> = axes.first().map_or_else(Vec::new, |a| a.points.iter().map(|p| p.1).collect());
-        let axes_json: Vec<Json_> = axes
+        // Columns, not one object a point: the trials (done and pruned jobs
+        // with an objective) once, each key its values in the same order,
+        // null where a job does not record it.
+        let trials: Vec<(&Job, f64)> = results
+            .jobs
             .iter()
-            .map(|axis| {
-                // Every done job has every varying key unless the sweep's
-                // jobs differ in which keys they record: then say which.
-                let aligned = axis.points.len() == jobs.len() && axis.points.iter().zip(&jobs).all(|(p, j)| p.2 == *j);
-                let values: Vec<Json_> = axis.points.iter().map(|p| value_json(&p.0)).collect();
-                let mut o = json!({ "key": axis.key, "log": axis.log, "values": values });
-                if !aligned {
-                    o["jobs"] = json!(axis.points.iter().map(|p| p.2.as_str()).collect::<Vec<_>>());
-                    o["objective"] = json!(axis.points.iter().map(|p| p.1).collect::<Vec<_>>());
-                }
-                o
+            .filter(|j| matches!(j.row.status, Status::Done | Status::Pruned))
+            .filter_map(|j| Some((j, j.row.best_valid_acc.filter(|y| y.is_finite())?)))
+            .collect();
+        let spec: Json_ = serde_json::from_str(&results.sweep.spec_json).unwrap_or_default();
+        let axes: Vec<Json_> = results
+            .varying_keys()
+            .into_iter()
+            .map(|key| {
+                let values: Vec<Option<Value>> = trials.iter().map(|(j, _)| j.param(&key)).collect();
+                let scale = scale_of(&spec, &key, &values);
+                let values: Vec<Json_> = values.iter().map(|v| v.as_ref().map_or(Json_::Null, value_json)).collect();
+                json!({ "key": key, "scale": scale, "log": scale == "log", "values": values })
             })
             .collect();
-        let trials = results.best_so_far();
-        let trials = json!({
-            "number": trials.iter().map(|t| t.number).collect::<Vec<_>>(),
-            "job": trials.iter().map(|t| t.job_id.as_str()).collect::<Vec<_>>(),
-            "objective": trials.iter().map(|t| t.objective).collect::<Vec<_>>(),
-            "best_so_far": trials.iter().map(|t| t.best_so_far).collect::<Vec<_>>(),
+        let pruned: HashMap<&str, bool> =
+            results.jobs.iter().map(|j| (j.row.id.as_str(), j.row.status == Status::Pruned)).collect();
+        let so_far = results.best_so_far();
+        let so_far = json!({
+            "number": so_far.iter().map(|t| t.number).collect::<Vec<_>>(),
+            "job": so_far.iter().map(|t| t.job_id.as_str()).collect::<Vec<_>>(),
+            "objective": so_far.iter().map(|t| t.objective).collect::<Vec<_>>(),
+            "best_so_far": so_far.iter().map(|t| t.best_so_far).collect::<Vec<_>>(),
+            "pruned": so_far.iter().map(|t| pruned.get(t.job_id.as_str()) == Some(&true)).collect::<Vec<_>>(),
         });
-        Ok(json!({ "objective_name": "best_valid_acc", "jobs": jobs, "objective": objective, "axes": axes_json, "best_so_far": trials }))
+        Ok(json!({
+            "objective_name": "best_valid_acc",
+            "jobs": trials.iter().map(|(j, _)| j.row.id.as_str()).collect::<Vec<_>>(),
+            "objective": trials.iter().map(|(_, y)| *y).collect::<Vec<_>>(),
+            "pruned": trials.iter().map(|(j, _)| j.row.status == Status::Pruned).collect::<Vec<_>>(),
+            "axes": axes,
+            "best_so_far": so_far,
+        }))
     })
     .await
 }

@@ -160,19 +160,66 @@ fn every_endpoint_answers_with_what_the_page_shows() {
 
     let sweep = server.json("/api/sweeps/aaaa");
     assert_eq!(sweep["keys"], serde_json::json!(["lr"]));
-    let jobs = sweep["jobs"].as_array().unwrap();
+    assert_eq!(sweep["sweep"]["name"], NAME);
+    assert!(sweep.get("jobs").is_none(), "the jobs come a page at a time: {sweep}");
+    let table = server.json("/api/sweeps/aaaa/jobs");
+    assert_eq!(
+        (table["total"].as_u64(), table["offset"].as_u64(), table["limit"].as_u64()),
+        (Some(5), Some(0), Some(100))
+    );
+    assert_eq!(table["keys"], serde_json::json!(["lr"]));
+    let jobs = table["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 5);
     // lr = 0.001 is nearest the fixture's best lr (0.01) of the grid 1e-4, 3e-4, 1e-3, 3e-3.
     let best = sweep["best"]["id"].as_str().unwrap();
-    let best_job = jobs.iter().find(|j| j["id"] == best).unwrap();
-    assert_eq!(best_job["params"]["lr"], 0.003);
+    assert_eq!(table["best"], best);
+    assert_eq!(jobs[0]["id"], best, "by best valid accuracy, highest first, unless asked");
+    assert_eq!(jobs[4]["status"], "failed", "the lowest accuracy: last");
+    assert_eq!(jobs[0]["params"]["lr"], 0.003);
     assert_eq!(sweep["best"]["config"]["lr"], 0.003);
-    let done = server.json("/api/sweeps/aaaa?status=done");
-    assert_eq!(done["jobs"].as_array().unwrap().len(), 4);
-    let failed = server.json("/api/sweeps/aaaa?status=failed");
+    // Only the table's columns.
+    let mut columns: Vec<&str> = jobs[0].as_object().unwrap().keys().map(String::as_str).collect();
+    columns.sort();
+    assert_eq!(
+        columns,
+        [
+            "best_epoch",
+            "best_valid_acc",
+            "epochs",
+            "epochs_done",
+            "id",
+            "params",
+            "same_as",
+            "seconds",
+            "status",
+            "status_text"
+        ]
+    );
+    let done = server.json("/api/sweeps/aaaa/jobs?status=done");
+    assert_eq!((done["total"].as_u64(), done["jobs"].as_array().unwrap().len()), (Some(4), 4));
+    let failed = server.json("/api/sweeps/aaaa/jobs?status=failed");
+    assert_eq!(failed["total"], 1);
     assert_eq!(failed["jobs"][0]["status"], "failed");
-    let sorted = server.json("/api/sweeps/aaaa?sort=best_valid_acc");
-    assert_eq!(sorted["jobs"][0]["id"], best);
+    assert_eq!(server.json("/api/sweeps/aaaa/jobs?status=all")["total"], 5);
+    // Sorted on the server, either way, then paged.
+    let lrs = |path: &str| -> Vec<f64> {
+        server.json(path)["jobs"].as_array().unwrap().iter().map(|j| j["params"]["lr"].as_f64().unwrap()).collect()
+    };
+    assert_eq!(lrs("/api/sweeps/aaaa/jobs?sort=lr"), [0.0001, 0.0003, 0.001, 0.003, 0.5]);
+    assert_eq!(lrs("/api/sweeps/aaaa/jobs?sort=lr&order=desc"), [0.5, 0.003, 0.001, 0.0003, 0.0001]);
+    assert_eq!(lrs("/api/sweeps/aaaa/jobs?sort=lr&offset=1&limit=2"), [0.0003, 0.001]);
+    assert_eq!(lrs("/api/sweeps/aaaa/jobs?sort=lr&status=done&order=desc&offset=3&limit=2"), [0.0001]);
+    let past = server.json("/api/sweeps/aaaa/jobs?offset=10");
+    assert_eq!((past["total"].as_u64(), past["jobs"].as_array().unwrap().len()), (Some(5), 0));
+    let by_acc = server.json("/api/sweeps/aaaa/jobs?sort=best_valid_acc&order=asc&limit=1");
+    assert_eq!(by_acc["jobs"][0]["status"], "failed", "its one epoch is the lowest accuracy");
+    let ids: Vec<String> = server.json("/api/sweeps/aaaa/jobs?sort=id")["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 
     let curves = server.json("/api/sweeps/aaaa/curves");
     assert_eq!(curves["best"], best);
@@ -195,7 +242,10 @@ fn every_endpoint_answers_with_what_the_page_shows() {
     assert_eq!(search["axes"][0]["key"], "lr");
     assert_eq!(search["axes"][0]["log"], true, "1e-4 to 3e-3 spans a factor of 30");
     assert_eq!(search["axes"][0]["values"], serde_json::json!([0.0001, 0.0003, 0.001, 0.003]));
+    assert_eq!(search["axes"][0]["scale"], "log");
     assert_eq!(search["jobs"].as_array().unwrap().len(), 4, "the done jobs");
+    assert_eq!(search["pruned"], serde_json::json!([false, false, false, false]));
+    assert_eq!(search["best_so_far"]["pruned"].as_array().unwrap().len(), 5);
     let at_best = search["jobs"].as_array().unwrap().iter().position(|j| j == best).unwrap();
     assert_eq!(search["axes"][0]["values"][at_best], 0.003);
     let trials = &search["best_so_far"];
@@ -221,7 +271,7 @@ fn pages_and_files_are_served_and_everything_else_is_404() {
     let dir = tempfile::tempdir().unwrap();
     let db = database(dir.path());
     let server = Running::start(&db);
-    let job = server.json("/api/sweeps/aaaa")["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let job = server.json("/api/sweeps/aaaa/jobs")["jobs"][0]["id"].as_str().unwrap().to_owned();
     for path in ["/".to_owned(), "/sweeps/aaaa".to_owned(), format!("/jobs/{job}")] {
         let r = server.get(&path);
         assert_eq!(r.status, 200, "{path}");
@@ -248,6 +298,7 @@ fn pages_and_files_are_served_and_everything_else_is_404() {
         "/api/sweeps/nope/curves",
         "/api/sweeps/nope/importance",
         "/api/sweeps/nope/search",
+        "/api/sweeps/nope/jobs",
         "/api/jobs/nope",
         "/sweeps/nope",
         "/sweeps/live",
@@ -269,14 +320,26 @@ fn a_bad_query_parameter_is_a_400_that_says_what_is_wrong() {
     let db = database(dir.path());
     let server = Running::start(&db);
     for (path, says) in [
-        ("/api/sweeps/aaaa?status=bogus", "status: no such status `bogus`"),
-        ("/api/sweeps/aaaa?sort=colour", "sort: no such column: colour"),
+        ("/api/sweeps/aaaa/jobs?status=bogus", "status: no such status `bogus` (one of all, pending"),
+        (
+            "/api/sweeps/aaaa/jobs?sort=colour",
+            "sort: no such column `colour` (one of id, best_valid_acc, best_epoch, epochs_done, status, seconds, same_as, lr)",
+        ),
+        ("/api/sweeps/aaaa/jobs?sort=momentum", "sort: no such column `momentum`"),
+        ("/api/sweeps/aaaa/jobs?order=up", "order: `up` is neither `asc` nor `desc`"),
+        ("/api/sweeps/aaaa/jobs?offset=-1", "offset: `-1` is not a whole number"),
+        ("/api/sweeps/aaaa/jobs?offset=1.5", "offset: `1.5` is not a whole number"),
+        ("/api/sweeps/aaaa/jobs?limit=0", "limit: `0` is not a whole number from 1 to 1000"),
+        ("/api/sweeps/aaaa/jobs?limit=1001", "limit: `1001` is not a whole number from 1 to 1000"),
+        ("/api/sweeps/aaaa/jobs?limit=", "limit: `` is not a whole number"),
+        ("/api/sweeps/aaaa/jobs?page=2", "unknown query parameter `page` (one of offset, limit, sort, order, status)"),
+        ("/api/sweeps/aaaa?status=done", "unknown query parameter `status` (none is taken)"),
         ("/api/sweeps/aaaa/curves?limit=0", "limit: `0` is not a whole number from 1 to 200"),
         ("/api/sweeps/aaaa/curves?limit=abc", "limit: `abc`"),
         ("/api/sweeps/aaaa/curves?limit=100000", "limit"),
         ("/api/sweeps?page=2", "unknown query parameter `page`"),
         ("/api/sweeps/aaaa/importance?x=1", "unknown query parameter `x`"),
-        ("/api/sweeps/aaaa?status=done&limit=3", "unknown query parameter `limit` (one of status, sort)"),
+        ("/api/sweeps/aaaa/search?limit=3", "unknown query parameter `limit` (none is taken)"),
     ] {
         let r = server.get(path);
         assert_eq!(r.status, 400, "{path}: {}", r.body);
@@ -293,13 +356,14 @@ fn serving_leaves_the_database_byte_identical_and_sees_a_writer_at_work() {
     let before = std::fs::read(&db).unwrap();
     {
         let server = Running::start(&db);
-        let job = server.json("/api/sweeps/aaaa")["jobs"][0]["id"].as_str().unwrap().to_owned();
+        let job = server.json("/api/sweeps/aaaa/jobs")["jobs"][0]["id"].as_str().unwrap().to_owned();
         for path in [
             "/".to_owned(),
             "/sweeps/aaaa".to_owned(),
             format!("/jobs/{job}"),
             "/api/sweeps".to_owned(),
-            "/api/sweeps/aaaa?sort=lr".to_owned(),
+            "/api/sweeps/aaaa".to_owned(),
+            "/api/sweeps/aaaa/jobs?sort=lr&status=done&offset=1&limit=2".to_owned(),
             "/api/sweeps/aaaa/curves".to_owned(),
             "/api/sweeps/aaaa/importance".to_owned(),
             "/api/sweeps/aaaa/search".to_owned(),
@@ -315,7 +379,7 @@ fn serving_leaves_the_database_byte_identical_and_sees_a_writer_at_work() {
     let server = Running::start(&db);
     let seen = |server: &Running| server.json("/api/sweeps/bbbb/curves")["jobs"][0]["epoch"].as_array().unwrap().len();
     assert_eq!(seen(&server), 2);
-    let claimed_id = server.json("/api/sweeps/bbbb")["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let claimed_id = server.json("/api/sweeps/bbbb/jobs")["jobs"][0]["id"].as_str().unwrap().to_owned();
     // The fixture's runner still holds the job's lease; record as it.
     let row = sweep_store::EpochRow {
         epoch: 3,
@@ -328,7 +392,7 @@ fn serving_leaves_the_database_byte_identical_and_sees_a_writer_at_work() {
     };
     writer.record_epoch(&claimed_id, "fixture", &row, &[1u8; 16], true, std::time::Duration::from_secs(60)).unwrap();
     assert_eq!(seen(&server), 3, "a new epoch shows without restarting the server");
-    assert_eq!(server.json("/api/sweeps/bbbb")["jobs"][0]["status_text"], "running (3/5)");
+    assert_eq!(server.json("/api/sweeps/bbbb/jobs")["jobs"][0]["status_text"], "running (3/5)");
 }
 
 #[test]
