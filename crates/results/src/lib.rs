@@ -24,7 +24,7 @@ pub use importance::{Importance, KeyImportance, MAX_LEVELS};
 pub use job::{Job, Value};
 pub use split::SplitInfo;
 use sweep_store::{EpochRow, FeatureRun, Store, SweepRow};
-pub use views::{Checkpoint, JobDetail, Progress, SearchAxis, Trial, LOG_SPAN};
+pub use views::{Checkpoint, JobDetail, Progress, Trial, LOG_SPAN};
 
 /// The paper's five hyperparameters, the first columns of every table, in
 /// its order.

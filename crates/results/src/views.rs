@@ -4,7 +4,7 @@
 
 use sweep_store::{EpochRow, Status, Store};
 
-use crate::{Error, Job, SweepResults, Value};
+use crate::{Error, Job, SweepResults};
 
 /// A sweep's training time so far and an estimate of what is left.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,18 +69,6 @@ impl JobDetail {
     }
 }
 
-/// The values of one key against the objective, for a scatter plot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchAxis {
-    /// The setting.
-    pub key: String,
-    /// Whether a log axis suits it: numeric, positive, spanning a factor of
-    /// [`LOG_SPAN`] or more.
-    pub log: bool,
-    /// `(value, best valid accuracy, job id)` of each done job.
-    pub points: Vec<(Value, f64, String)>,
-}
-
 /// A key whose positive values span this factor or more is drawn on a log axis.
 pub const LOG_SPAN: f64 = 20.0;
 
@@ -140,34 +128,6 @@ impl SweepResults {
     /// The recorded epochs of `jobs` (as [`SweepResults::watched`] gives).
     pub fn curves_of<'a>(&self, store: &Store, jobs: &[&'a Job]) -> Result<Vec<(&'a Job, Vec<EpochRow>)>, Error> {
         jobs.iter().map(|j| Ok((*j, store.epochs(&j.row.id)?))).collect()
-    }
-
-    /// Best valid accuracy against each varying key, over the done jobs.
-    pub fn search(&self) -> Vec<SearchAxis> {
-        let done: Vec<(&Job, f64)> = self
-            .jobs
-            .iter()
-            .filter(|j| j.row.status == Status::Done)
-            .filter_map(|j| Some((j, j.row.best_valid_acc.filter(|y| y.is_finite())?)))
-            .collect();
-        self.varying_keys()
-            .into_iter()
-            .map(|key| {
-                let points: Vec<(Value, f64, String)> =
-                    done.iter().filter_map(|(j, y)| Some((j.param(&key)?, *y, j.row.id.clone()))).collect();
-                let numbers: Vec<f64> = points
-                    .iter()
-                    .map(|p| match p.0 {
-                        Value::Number(x) => x,
-                        Value::Text(_) => f64::NAN,
-                    })
-                    .collect();
-                let (lo, hi) =
-                    numbers.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
-                let log = !numbers.is_empty() && numbers.iter().all(|x| *x > 0.0) && hi / lo >= LOG_SPAN;
-                SearchAxis { key, log, points }
-            })
-            .collect()
     }
 
     /// The best-so-far curve: each job with a best valid accuracy, in
