@@ -185,3 +185,50 @@ fn the_backbone_pass_prints_progress_lines_off_a_terminal() {
     let out = env.sweep(&["run", file.to_str().unwrap()]);
     assert!(!stderr(&out).contains(" images/s, "), "{}", stderr(&out));
 }
+
+/// Issue 17: `sweep bench` says how far from the CPU's f32 peak the
+/// backbone and a head epoch run, and how it computes the peak.
+#[test]
+fn bench_reports_the_share_of_the_cpu_peak() {
+    let env = Env::new();
+    let work = env.path("bench");
+    let out = env.sweep(&[
+        "bench",
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--images",
+        "8",
+        "--classes",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--decode-images",
+        "4",
+        "--backbone-batch",
+        "2",
+        "--backbone-batches",
+        "1",
+        "--skip-end-to-end",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json(&out);
+    let peak = &report["cpu_peak"];
+    assert!(["avx512", "avx2", "sse2"].contains(&peak["isa"].as_str().unwrap()), "{peak}");
+    assert!(peak["how"].as_str().unwrap().contains("/proc/cpuinfo"), "{peak}");
+    let cores = report["threads"].as_f64().unwrap();
+    match peak["clock_ghz"].as_f64() {
+        Some(ghz) => {
+            let per_core = peak["gflops_per_core"].as_f64().unwrap();
+            assert!((per_core - ghz * peak["flop_per_cycle_per_core"].as_f64().unwrap()).abs() < 1e-9);
+            // The backbone's share follows from its rate, ResNet-50's 8.18 GFLOP an image, and the cores.
+            let rate = report["backbone_images_per_second_f32"].as_f64().unwrap();
+            let share = report["backbone_peak_fraction_f32"].as_f64().unwrap();
+            assert!((share - rate * 8.18 / (per_core * cores)).abs() < 1e-9, "{report}");
+            let head = report["head_peak_fraction"].as_f64().unwrap();
+            assert!(share > 0.0 && head > 0.0 && head < 4.0, "{report}");
+        }
+        None => eprintln!("no clock in /proc/cpuinfo: the shares are not computed"),
+    }
+}

@@ -139,3 +139,88 @@ pub fn head_epoch_seconds(
     train_with(job, &mut times, Hooks { kernel, ..Hooks::default() })?;
     Ok(times.0)
 }
+
+/// Arithmetic in one ResNet-50 forward pass at 224 px: 4.09 G multiply-adds
+/// (torchvision's count), two operations each.
+pub const RESNET50_FLOP_PER_IMAGE: f64 = 2.0 * 4.09e9;
+
+/// Arithmetic in one head epoch: the forward product and the weight
+/// gradient over the training rows, the forward product over the valid rows
+/// (a multiply-add is two operations; the loss and the step are not counted).
+pub fn head_epoch_flop(train: usize, valid: usize, dim: usize, classes: usize) -> f64 {
+    2.0 * (dim * classes) as f64 * (2 * train + valid) as f64
+}
+
+/// The f32 arithmetic peak of one core, found at run time: the widest vector
+/// instruction set the CPU has, two fused multiply-add units (two operations
+/// each) of that width a cycle, at the clock `/proc/cpuinfo` reports (the
+/// nominal clock; boost runs faster, so a fraction of peak can pass 1). AMD's
+/// Zen 4 (family 0x19) runs AVX-512 on 256-bit units: 32 operations a cycle,
+/// as with AVX2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peak {
+    /// `avx512`, `avx2` or `sse2`.
+    pub isa: &'static str,
+    /// f32 operations a cycle on one core.
+    pub flop_per_cycle: u32,
+    /// The clock, when the system says it.
+    pub ghz: Option<f64>,
+}
+
+impl Peak {
+    /// This machine's.
+    pub fn detect() -> Peak {
+        #[cfg(target_arch = "x86_64")]
+        let (avx512, avx2) = (
+            std::arch::is_x86_feature_detected!("avx512f"),
+            std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        let (avx512, avx2) = (false, false);
+        Peak::from_cpuinfo(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(), avx512, avx2)
+    }
+
+    fn from_cpuinfo(cpuinfo: &str, avx512: bool, avx2: bool) -> Peak {
+        let field = |name: &str| {
+            cpuinfo.lines().find_map(|l| {
+                let (key, value) = l.split_once(':')?;
+                (key.trim() == name).then(|| value.trim().to_owned())
+            })
+        };
+        let zen4 =
+            field("vendor_id").as_deref() == Some("AuthenticAMD") && field("cpu family").as_deref() == Some("25");
+        let (isa, flop_per_cycle) = match (avx512, avx2) {
+            (true, _) if zen4 => ("avx512", 32),
+            (true, _) => ("avx512", 64),
+            (false, true) => ("avx2", 32),
+            (false, false) => ("sse2", 16),
+        };
+        let ghz = field("cpu MHz").and_then(|m| m.parse::<f64>().ok()).filter(|m| *m > 0.0).map(|m| m / 1000.0);
+        Peak { isa, flop_per_cycle, ghz }
+    }
+
+    /// Billions of f32 operations a second on `cores` cores, if the clock is known.
+    pub fn gflops(&self, cores: usize) -> Option<f64> {
+        self.ghz.map(|ghz| ghz * f64::from(self.flop_per_cycle) * cores as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_follows_the_instruction_set_the_vendor_and_the_clock() {
+        let zen4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\ncpu MHz\t\t: 2596.140\n";
+        let peak = Peak::from_cpuinfo(zen4, true, true);
+        assert_eq!((peak.isa, peak.flop_per_cycle), ("avx512", 32));
+        assert!((peak.gflops(2).unwrap() - 2.59614 * 32.0 * 2.0).abs() < 1e-9);
+        let sapphire = "vendor_id\t: GenuineIntel\ncpu family\t: 6\ncpu MHz\t\t: 2100.000\n";
+        assert_eq!(Peak::from_cpuinfo(sapphire, true, true).flop_per_cycle, 64);
+        assert_eq!(Peak::from_cpuinfo(sapphire, false, true).flop_per_cycle, 32);
+        assert_eq!(Peak::from_cpuinfo("", false, false), Peak { isa: "sse2", flop_per_cycle: 16, ghz: None });
+        assert_eq!(Peak::from_cpuinfo("", false, false).gflops(2), None);
+        // The paper's head epoch: 9,200 train and 1,022 valid rows.
+        assert!((head_epoch_flop(9_200, 1_022, 2048, 120) / 1e9 - 9.546).abs() < 1e-3);
+    }
+}

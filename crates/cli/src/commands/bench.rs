@@ -78,13 +78,32 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<Outcome> {
         })?;
     }
     let device = sweep_worker::device(&args.device)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let peak = bench::Peak::detect();
     let mut out = json!({
         "tool": "sweep",
         "version": env!("CARGO_PKG_VERSION"),
         "device": args.device,
-        "threads": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "threads": threads,
         "data": data.display().to_string(),
+        "cpu_peak": {
+            "isa": peak.isa,
+            "flop_per_cycle_per_core": peak.flop_per_cycle,
+            "clock_ghz": peak.ghz,
+            "gflops_per_core": peak.gflops(1),
+            "how": "f32 peak = the widest vector ISA detected at run time x 2 FMA units x 2 operations a \
+                    multiply-add x the clock /proc/cpuinfo reports (nominal; boost can pass it); AMD Zen 4 \
+                    runs AVX-512 on 256-bit units",
+        },
     });
+    // The share of the CPU's f32 peak that `gflops` reaches on `cores` cores.
+    let fraction = |gflops: f64, cores: usize| {
+        if device.is_cpu() {
+            peak.gflops(cores).map(|p| gflops / p)
+        } else {
+            None
+        }
+    };
 
     // Decode + preprocess of the real files, per thread count.
     let mut paths: Vec<PathBuf> =
@@ -116,13 +135,22 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<Outcome> {
             bench::backbone_throughput(Arch::Resnet50, dt, 224, args.backbone_batch, args.backbone_batches, &device)
                 .with_context(|| format!("backbone in {dtype}"))?;
         out[format!("backbone_images_per_second_{dtype}")] = json!(rate);
+        if dtype == "f32" {
+            let achieved = rate * bench::RESNET50_FLOP_PER_IMAGE / 1e9;
+            out["backbone_peak_fraction_f32"] = json!(fraction(achieved, threads));
+        }
     }
 
     // One epoch of the head: 9,200 x 2048 features, 120 classes, batch 16.
     eprintln!("bench: head epochs");
     let mut head = bench::head_epoch_seconds(10_222, 2048, 120, 16, 3, &device, HeadKernel::Auto)?;
     head.sort_by(f64::total_cmp);
-    out["head_seconds_per_epoch"] = json!(head[head.len() / 2]);
+    let seconds = head[head.len() / 2];
+    out["head_seconds_per_epoch"] = json!(seconds);
+    // A CPU job trains on one thread where the kernels run, on all otherwise.
+    let head_cores = if sweep_worker::heads_train_on_one_thread() { 1 } else { threads };
+    let flop = bench::head_epoch_flop(9_200, 1_022, 2048, 120);
+    out["head_peak_fraction"] = json!(fraction(flop / seconds / 1e9, head_cores));
 
     if !args.skip_end_to_end {
         let file = work.join("seed-table.toml");
