@@ -10,7 +10,9 @@
 //! `HEAD_BENCH_EPOCHS` epochs (3); `--pytorch` also runs
 //! `python3 bench/pytorch_head.py` (one job on T threads) in the same loop,
 //! so the ratios are of one session under one load. `HEAD_BENCH_ROUNDS` (3)
-//! sets how many times each side runs.
+//! sets how many times each side runs. `--lockstep` then times K heads
+//! trained in lockstep on one thread (K = 1, 8, 64, 256: fused heads), per
+//! trial, against one head alone.
 
 #![allow(missing_docs, clippy::print_stdout)]
 
@@ -44,6 +46,7 @@ fn main() {
     let rounds = env("HEAD_BENCH_ROUNDS", 3);
     let threads = env("RAYON_NUM_THREADS", std::thread::available_parallelism().map_or(1, |n| n.get()));
     let with_pytorch = std::env::args().any(|a| a == "--pytorch");
+    let with_lockstep = std::env::args().any(|a| a == "--lockstep");
     let (mut ours, mut many, mut candle, mut torch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         let k = median(bench::head_epoch_seconds(n, dim, classes, 16, epochs, &Device::Cpu, HeadKernel::Auto).unwrap());
@@ -89,5 +92,20 @@ fn main() {
     if !torch.is_empty() {
         let t = median(torch);
         println!("  pytorch, {threads} threads:       {t:.3} s  ({:.2}x the kernels' at {threads} threads)", t / same);
+    }
+    if with_lockstep {
+        println!("fused heads (K in lockstep on one thread), seconds per trial-epoch, medians of {rounds}:");
+        for k in [1, 8, 64, 256] {
+            let mut per_trial = Vec::new();
+            for _ in 0..rounds {
+                let alone =
+                    median(bench::head_epoch_seconds(n, dim, classes, 16, 2, &Device::Cpu, HeadKernel::Auto).unwrap());
+                let fused = median(bench::lockstep_epoch_seconds(n, dim, classes, k, 1).unwrap()) / k as f64;
+                per_trial.push((fused, alone));
+            }
+            let fused = median(per_trial.iter().map(|p| p.0).collect());
+            let alone = median(per_trial.iter().map(|p| p.1).collect());
+            println!("  K = {k:>3}: fused {fused:.3} s, alone {alone:.3} s  (fused / alone {:.2})", fused / alone);
+        }
     }
 }

@@ -140,6 +140,39 @@ pub fn head_epoch_seconds(
     Ok(times.0)
 }
 
+/// Seconds per epoch of `k` heads trained in lockstep on one thread (each
+/// batch gathered once, each head stepped in turn) on the features of
+/// [`head_epoch_seconds`]: divided by `k`, a trial's cost when fused.
+pub fn lockstep_epoch_seconds(
+    n: usize,
+    dim: usize,
+    classes: usize,
+    k: usize,
+    epochs: usize,
+) -> Result<Vec<f64>, Error> {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let features: Vec<f32> = (0..n * dim).map(|_| rng.random::<f32>()).collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes as u32)).collect();
+    let features = Tensor::from_vec(features, (n, dim), &Device::Cpu)?;
+    let split = split(n, 0.1, 0)?;
+    let cfg = TrainConfig {
+        batch_size: 16,
+        lr: 0.01,
+        momentum: 0.9,
+        epochs,
+        weight_decay: 0.0,
+        step_size: 15,
+        gamma: 0.1,
+        seed: 0,
+        loss: Loss::CrossEntropy,
+    };
+    let (seconds, losses) = crate::train::lockstep_seconds(&features, &labels, classes, &split, &cfg, k)?;
+    if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
+        return Err(Error::State(format!("a lockstep head diverged: loss {bad}")));
+    }
+    Ok(seconds)
+}
+
 /// Arithmetic in one ResNet-50 forward pass at 224 px: 4.09 G multiply-adds
 /// (torchvision's count), two operations each.
 pub const RESNET50_FLOP_PER_IMAGE: f64 = 2.0 * 4.09e9;

@@ -244,6 +244,46 @@ pub fn heads_train_on_one_thread() -> bool {
     kernel::Isa::detect().is_some()
 }
 
+/// Seconds per epoch of `k` heads (lr spread from 0.001 to 0.1, the rest
+/// as `cfg`) trained in lockstep on one thread with the CPU kernels, and
+/// the heads' summed losses of the last epoch: the benchmark of fused heads.
+pub(crate) fn lockstep_seconds(
+    features: &Tensor,
+    labels: &[u32],
+    classes: usize,
+    split: &Split,
+    cfg: &TrainConfig,
+    k: usize,
+) -> Result<(Vec<f64>, Vec<f64>), Error> {
+    let isa = kernel::Isa::detect().ok_or_else(|| Error::State("the head kernels need AVX2 or AVX-512".to_owned()))?;
+    let (_, dim) = features.dims2()?;
+    let mut heads = Vec::with_capacity(k);
+    for i in 0..k {
+        let (weight, bias) = init_head(dim, classes, i as u64, &Device::Cpu)?;
+        let state =
+            TrainState { epoch: 0, weight, bias, momentum: None, best_valid_acc: f64::NEG_INFINITY, best_epoch: 0 };
+        heads.push(cpu::CpuHead::from_state(isa, &state)?);
+    }
+    let lrs: Vec<f32> = (0..k).map(|i| (0.001 * 100f64.powf(i as f64 / k.max(2) as f64)) as f32).collect();
+    let storage = features.storage_and_layout();
+    let data = match (&*storage.0, storage.1.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => &v[start..end],
+        _ => return Err(Error::State("lockstep heads need contiguous f32 features on the CPU".to_owned())),
+    };
+    let rows = cpu::Rows { data, dim };
+    let (mut seconds, mut losses) = (Vec::new(), Vec::new());
+    for epoch in 0..cfg.epochs {
+        let started = Instant::now();
+        let order = epoch_order(split.train.len(), cfg.seed, epoch);
+        losses = cpu::lockstep_epoch(&mut heads, &lrs, &rows, labels, &split.train, &order, cfg);
+        for head in &heads {
+            cpu::evaluate(head, &rows, labels, &split.valid, cfg.loss);
+        }
+        seconds.push(started.elapsed().as_secs_f64());
+    }
+    Ok((seconds, losses))
+}
+
 /// Test hooks of [`train_with`]: what [`train`] draws itself, made injectable
 /// so that a golden test can replay a reference run through the production
 /// path. Not part of the API.

@@ -170,6 +170,74 @@ pub(super) fn sgd_epoch<'a>(
     Ok(Some(EpochSteps { losses, correct }))
 }
 
+/// One epoch of `heads` in lockstep over the same batches, each with its
+/// own learning rate: every batch gathered once, then each head's step and
+/// its next product in turn: "fused heads", as a GPU would run them in one
+/// product. Only the benchmark uses it (BENCHMARKS.md: on a CPU it costs a
+/// trial what training alone does, since each head's weights still go
+/// through the cache once a step). Returns each head's summed loss.
+pub(super) fn lockstep_epoch<'a>(
+    heads: &mut [CpuHead],
+    lrs: &[f32],
+    x: &Rows<'a>,
+    labels: &[u32],
+    train: &[usize],
+    order: &[u32],
+    cfg: &TrainConfig,
+) -> Vec<f64> {
+    let bs = cfg.batch_size;
+    let cp = heads.first().map_or(0, |h| h.cp);
+    let mut logits = vec![vec![0f32; bs * cp]; heads.len()];
+    let mut grad = vec![0f32; bs * cp];
+    let mut sums = vec![0f64; heads.len()];
+    let (mut rows, mut next_rows): (Vec<&[f32]>, Vec<&[f32]>) = (Vec::new(), Vec::new());
+    let (mut ys, mut next_ys): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
+    let gather = |batch: &[u32], rows: &mut Vec<&'a [f32]>, ys: &mut Vec<u32>| {
+        rows.clear();
+        ys.clear();
+        for &pos in batch {
+            let i = train[pos as usize];
+            rows.push(x.row(i));
+            ys.push(labels[i]);
+        }
+    };
+    let mut batches = order.chunks(bs).peekable();
+    if let Some(first) = batches.peek() {
+        gather(first, &mut rows, &mut ys);
+        for (head, logits) in heads.iter().zip(&mut logits) {
+            kernel::forward(head.isa, &rows, &head.wt, &head.bias, cp, logits);
+        }
+    }
+    while batches.next().is_some() {
+        let next = batches.peek().copied();
+        if let Some(next) = next {
+            gather(next, &mut next_rows, &mut next_ys);
+        }
+        for (((head, logits), &lr), sum) in heads.iter_mut().zip(&mut logits).zip(lrs).zip(&mut sums) {
+            let (loss, _) = loss_and_grad(cfg.loss, logits, &ys, head.classes, cp, Some(&mut grad));
+            *sum += loss;
+            let step = Step {
+                lr,
+                momentum: cfg.momentum as f32,
+                weight_decay: cfg.weight_decay as f32,
+                first: !head.has_buf || cfg.momentum == 0.0,
+            };
+            kernel::bias_step(&grad, rows.len(), cp, &mut head.bias, &mut head.buf_b, step);
+            match next {
+                Some(_) => {
+                    let next = kernel::Next { x: &next_rows, bias: &head.bias, out: logits };
+                    kernel::grad_step_forward(head.isa, &rows, &grad, &mut head.wt, &mut head.buf_w, cp, step, next);
+                }
+                None => kernel::grad_step(head.isa, &rows, &grad, &mut head.wt, &mut head.buf_w, cp, step),
+            }
+            head.has_buf |= cfg.momentum != 0.0;
+        }
+        std::mem::swap(&mut rows, &mut next_rows);
+        std::mem::swap(&mut ys, &mut next_ys);
+    }
+    sums
+}
+
 /// Mean loss and number correct over `set` (sample indices), without gradients.
 pub(super) fn evaluate(head: &CpuHead, x: &Rows<'_>, labels: &[u32], set: &[usize], loss: Loss) -> (f64, u64) {
     const CHUNK: usize = 256;
