@@ -48,9 +48,10 @@
 //! trials the most epochs before the first cut.
 //!
 //! **Determinism**: a decision reads only what the store holds when the
-//! epoch ends. With `--parallel 1` trials run one after the other in
-//! expansion order, so every decision, and the sweep's result, is the same
-//! on every run, resumed or not. With parallel runners a decision depends on
+//! epoch ends. With one job slot (the default for a sweep with `[prune]`,
+//! or `--parallel 1`) trials run one after the other in expansion order, so
+//! every decision, and the sweep's result, is the same on every run,
+//! resumed or not. With parallel runners a decision depends on
 //! which other trials have reached that epoch by then (as in Optuna and Ray
 //! with parallel workers); each decision is still made once and recorded.
 
