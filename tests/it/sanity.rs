@@ -15,7 +15,7 @@ use crate::{stderr, Env};
 fn trained(env: &Env) {
     let cfg = SyntheticConfig { classes: 6, images: 48, width: 48, height: 40, seed: 100 };
     let images: Vec<_> = (0..48).map(|i| synthetic_image(&cfg, i)).collect();
-    let transform = Transform { size: 32, mean: [0.5; 3], std: [0.5; 3] };
+    let transform = Transform { size: 32, mean: [0.5; 3], std: [0.5; 3], channel_order: sweep_worker::ChannelOrder::Rgb };
     let tensors = calibrated_weights(Arch::Resnet18, 5, &images, &transform).expect("calibrate");
     write_safetensors(&env.path("trained.safetensors"), &tensors, &[]);
 }
