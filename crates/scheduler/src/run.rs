@@ -302,6 +302,11 @@ fn sanity_check(
                 images = report.images,
                 divergence = report.worst.1,
                 layer = %report.worst.0,
+                stem = report.stem,
+                swapped_stem = report.swapped_stem,
+                variant_share = report.layer2.map(|v| v.share),
+                variant_set = report.layer2.map(|v| v.set),
+                variant_other = report.layer2.map(|v| v.other),
                 "sanity check passed"
             );
         }

@@ -37,8 +37,8 @@ pub use fingerprint::{DataChanges, DataManifest, ManifestItem};
 pub use image_check::{check_images, skip_bad_images, BadImage, BadImages};
 pub use preprocess::{preprocess, ChannelOrder, Transform};
 pub use sanity::{
-    calibrated_weights, divergences, sample_indices, sanity_check, verdict, Sanity, SanityReport, Suspect, VariantReport,
-    SANITY_IMAGES, SANITY_LIMIT, SWAP_MIN, SWAP_RATIO, VARIANT_BN, VARIANT_RATIO, VARIANT_SHARE,
+    calibrated_weights, divergences, sample_indices, sanity_check, verdict, Sanity, SanityReport, Suspect,
+    VariantReport, SANITY_IMAGES, SANITY_LIMIT, SWAP_MIN, SWAP_RATIO, VARIANT_BN, VARIANT_RATIO, VARIANT_SHARE,
 };
 pub use split::{item_ids, make_splits, pandas_split, split_csv, split_hash, SplitMethod};
 pub use synthetic::synthetic_image;

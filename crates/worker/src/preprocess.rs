@@ -361,4 +361,18 @@ mod tests {
         assert_eq!(out[256 + 3 * 16], green(15));
         assert_eq!(out[256 + 15 * 16], green(27));
     }
+
+    #[test]
+    fn bgr_output_of_an_image_is_rgb_output_of_the_image_swapped() {
+        let img = RgbImage::from_fn(23, 19, |x, y| image::Rgb([(x * 11) as u8, (y * 13) as u8, (x * y) as u8]));
+        let mut swapped = img.clone();
+        swapped.pixels_mut().for_each(|p| p.0.swap(0, 2));
+        let bgr = Transform { channel_order: ChannelOrder::Bgr, ..IMAGENET };
+        let (mut a, mut b) = (vec![0.0; IMAGENET.len()], vec![0.0; IMAGENET.len()]);
+        preprocess(&img, &bgr, &mut a);
+        preprocess(&swapped, &IMAGENET, &mut b);
+        assert_eq!(a, b);
+        preprocess(&img, &IMAGENET, &mut b);
+        assert_ne!(a, b);
+    }
 }

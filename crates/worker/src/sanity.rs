@@ -263,7 +263,8 @@ pub fn sanity_check(
     let (stem, worst, first_over) = summary(&divergences(&probe.stats));
     let swapped_stem = divergence(&backbone.stem_stats(&Tensor::from_vec(other, shape, device)?)?);
     let layer2 = probe.layer2.as_ref().and_then(|(set, other)| variant_report(set, other));
-    let mut report = SanityReport { images: indices.len(), stem, worst, first_over, swapped_stem, layer2, suspect: None };
+    let mut report =
+        SanityReport { images: indices.len(), stem, worst, first_over, swapped_stem, layer2, suspect: None };
     report.suspect = verdict(&report);
     Ok(if report.suspect.is_some() { Sanity::Failed(report) } else { Sanity::Passed(report) })
 }
@@ -273,9 +274,8 @@ pub fn sanity_check(
 /// over the limit, else the ResNet-50 variant when the other one clearly
 /// matches better.
 pub fn verdict(report: &SanityReport) -> Option<Suspect> {
-    let swap = report.stem > SWAP_MIN
-        && report.stem > SWAP_RATIO * report.swapped_stem
-        && report.swapped_stem <= SANITY_LIMIT;
+    let swap =
+        report.stem > SWAP_MIN && report.stem > SWAP_RATIO * report.swapped_stem && report.swapped_stem <= SANITY_LIMIT;
     if swap {
         return Some(Suspect::ChannelOrder);
     }

@@ -96,13 +96,8 @@ fn dataset(dir: &Path, images: &[RgbImage]) -> Dataset {
 /// Weights calibrated on 48 images of seed 100 (`warm`: with a warm cast)
 /// under `norm` in channel order `order`, saved to a file.
 fn weights(dir: &Path, arch: Arch, size: usize, norm: Norm, order: ChannelOrder, warmed: bool) -> PathBuf {
-    let path = dir.join(format!(
-        "{}-{size}-{}-{}-{}-{warmed}.safetensors",
-        arch.name(),
-        norm.0[0],
-        norm.1[0],
-        order.name()
-    ));
+    let path =
+        dir.join(format!("{}-{size}-{}-{}-{}-{warmed}.safetensors", arch.name(), norm.0[0], norm.1[0], order.name()));
     if path.exists() {
         return path;
     }
@@ -361,32 +356,71 @@ fn a_channel_swap_or_the_other_resnet50_variant_is_named() {
     let cases = [
         (case("bgr weights, rgb given, warm", r18, IMAGENET, (Bgr, Rgb), 32, true), "channel_order = \"bgr\""),
         (case("rgb weights, bgr given, warm", r18, IMAGENET, (Rgb, Bgr), 32, true), "channel_order = \"rgb\""),
+        (case("caffe weights (bgr), rgb given, warm", r50, CAFFE_BGR, (Bgr, Rgb), 48, true), "channel_order = \"bgr\""),
         (
-            case("caffe weights (bgr), rgb given, warm", r50, CAFFE_BGR, (Bgr, Rgb), 48, true),
-            "channel_order = \"bgr\"",
-        ),
-        (
-            case("resnet50-v1 weights as resnet50, 48px", (Arch::Resnet50V1, Arch::Resnet50), IMAGENET, (Rgb, Rgb), 48, false),
+            case(
+                "resnet50-v1 weights as resnet50, 48px",
+                (Arch::Resnet50V1, Arch::Resnet50),
+                IMAGENET,
+                (Rgb, Rgb),
+                48,
+                false,
+            ),
             "these weights look like resnet50-v1",
         ),
         (
-            case("resnet50-v1 weights as resnet50, 64px", (Arch::Resnet50V1, Arch::Resnet50), IMAGENET, (Rgb, Rgb), 64, false),
+            case(
+                "resnet50-v1 weights as resnet50, 64px",
+                (Arch::Resnet50V1, Arch::Resnet50),
+                IMAGENET,
+                (Rgb, Rgb),
+                64,
+                false,
+            ),
             "set backbone = \"resnet50-v1\"",
         ),
         (
-            case("resnet50-v1 weights as resnet50, 64px, half", (Arch::Resnet50V1, Arch::Resnet50), HALF, (Rgb, Rgb), 64, false),
+            case(
+                "resnet50-v1 weights as resnet50, 64px, half",
+                (Arch::Resnet50V1, Arch::Resnet50),
+                HALF,
+                (Rgb, Rgb),
+                64,
+                false,
+            ),
             "set backbone = \"resnet50-v1\"",
         ),
         (
-            case("resnet50 weights as resnet50-v1, 48px", (Arch::Resnet50, Arch::Resnet50V1), IMAGENET, (Rgb, Rgb), 48, false),
+            case(
+                "resnet50 weights as resnet50-v1, 48px",
+                (Arch::Resnet50, Arch::Resnet50V1),
+                IMAGENET,
+                (Rgb, Rgb),
+                48,
+                false,
+            ),
             "these weights look like resnet50 (",
         ),
         (
-            case("resnet50 weights as resnet50-v1, 64px", (Arch::Resnet50, Arch::Resnet50V1), IMAGENET, (Rgb, Rgb), 64, false),
+            case(
+                "resnet50 weights as resnet50-v1, 64px",
+                (Arch::Resnet50, Arch::Resnet50V1),
+                IMAGENET,
+                (Rgb, Rgb),
+                64,
+                false,
+            ),
             "set backbone = \"resnet50\"",
         ),
         (
-            case("resnet50 weights as resnet50-v1, 64px, half", (Arch::Resnet50, Arch::Resnet50V1), HALF, (Rgb, Rgb), 64, false),
+            case(
+                "resnet50 weights as resnet50-v1, 64px, half",
+                (Arch::Resnet50, Arch::Resnet50V1),
+                HALF,
+                (Rgb, Rgb),
+                64,
+                false,
+            ),
             "set backbone = \"resnet50\"",
         ),
         (
@@ -463,4 +497,3 @@ fn a_matching_resnet50_at_224_px_passes() {
     sweep_worker::compute_features(&sample, &model, &cache, 2, 32, &device, &|_| {}).unwrap();
     eprintln!("the pass over 32 images: {:.1} s", started.elapsed().as_secs_f64());
 }
-

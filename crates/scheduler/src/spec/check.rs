@@ -519,7 +519,11 @@ impl Checker {
                 Some(preset) => Some(*preset),
                 None => {
                     let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
-                    self.error(preset_line, "model.preset", format!("must be one of {}, got \"{name}\"", quoted(&names)));
+                    self.error(
+                        preset_line,
+                        "model.preset",
+                        format!("must be one of {}, got \"{name}\"", quoted(&names)),
+                    );
                     None
                 }
             },

@@ -360,7 +360,6 @@ pub(crate) struct Model {
     /// The order of the colour channels the weights expect: `bgr` for
     /// Caffe's and Keras' ResNet-50 [default: the weights file's metadata
     /// `channel_order`, else `rgb`].
-    #[schemars(extend("default" = "rgb"))]
     channel_order: Option<ChannelOrder>,
     /// `mean`, `std` and `channel_order` at once (then none of them may be
     /// written): `torchvision` (RGB, ImageNet's mean and std), `caffe` (BGR,

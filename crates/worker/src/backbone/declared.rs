@@ -225,7 +225,11 @@ pub fn model_in_force(cfg: &ModelConfig, given: ModelGiven) -> Result<ModelInFor
             in_force.model.channel_order = order;
             in_force.from_file.push("channel_order");
         } else if order != cfg.channel_order {
-            return Err(mismatch("channel_order", order.name().to_owned(), format!("\"{}\"", cfg.channel_order.name())));
+            return Err(mismatch(
+                "channel_order",
+                order.name().to_owned(),
+                format!("\"{}\"", cfg.channel_order.name()),
+            ));
         }
     }
     Ok(in_force)
@@ -319,6 +323,29 @@ mod tests {
         // Ignored: the sweep file's values, whatever the file says.
         let ignore = ModelGiven { backbone: true, ignore_metadata: true, ..ModelGiven::default() };
         assert_eq!(model_in_force(&cfg(&path), ignore).unwrap().model, cfg(&path));
+    }
+
+    #[test]
+    fn a_declared_channel_order_is_used_or_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = save(dir.path(), &[("channel_order", "BGR")]);
+        let in_force = model_in_force(&cfg(&path), ModelGiven::default()).unwrap();
+        assert_eq!(in_force.model.channel_order, ChannelOrder::Bgr);
+        assert_eq!(
+            in_force.describe(),
+            "backbone resnet50, mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225], channel_order bgr \
+             (channel_order from the weights file's metadata)"
+        );
+        let err = model_in_force(&cfg(&path), ModelGiven { channel_order: true, ..ModelGiven::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("its metadata declares channel_order bgr but [model] sets channel_order = \"rgb\""),
+            "{err}"
+        );
+        let path = save(dir.path(), &[("channel_order", "grb")]);
+        let err = model_in_force(&cfg(&path), ModelGiven::default()).unwrap_err().to_string();
+        assert!(err.contains("its metadata `channel_order` is `grb`, not `rgb` or `bgr`"), "{err}");
     }
 
     #[test]
