@@ -79,23 +79,16 @@ pub enum Error {
     /// The sanity check found the images far from what the weights were
     /// trained on: nothing was registered.
     #[error(
-        "{weights}: the sanity check failed: {cause}; on {images} images the batch norms' inputs diverge from \
-         their training statistics by {divergence:.2} at `{layer}` (a matching setup stays under {limit}). Fix \
-         [model], or train anyway with `--no-sanity-check` (or `sanity_check = false` in [model])"
+        "{weights}: the sanity check failed: {cause}; {evidence}. Fix [model], or train anyway with \
+         `--no-sanity-check` (or `sanity_check = false` in [model])"
     )]
     Sanity {
         /// The weights file.
         weights: String,
         /// The likely cause, and what to change.
         cause: String,
-        /// Images looked at.
-        images: usize,
-        /// The largest divergence.
-        divergence: f64,
-        /// Its batch norm.
-        layer: String,
-        /// The limit.
-        limit: f64,
+        /// What the verdict rests on: the images looked at, the divergences.
+        evidence: String,
     },
     /// A sweep recorded without its file cannot be resumed.
     #[error("sweep {0} was recorded without its sweep file: run the file again with `sweep run FILE`")]
@@ -309,18 +302,16 @@ fn sanity_check(
                 images = report.images,
                 divergence = report.worst.1,
                 layer = %report.worst.0,
+                stem = report.stem,
+                swapped_stem = report.swapped_stem,
+                variant_share = report.layer2.map(|v| v.share),
+                variant_set = report.layer2.map(|v| v.set),
+                variant_other = report.layer2.map(|v| v.other),
                 "sanity check passed"
             );
         }
         sweep_worker::Sanity::Failed(report) => {
-            return Err(Error::Sanity {
-                weights,
-                cause: report.cause(model),
-                images: report.images,
-                divergence: report.worst.1,
-                layer: report.worst.0.clone(),
-                limit: sweep_worker::SANITY_LIMIT,
-            })
+            return Err(Error::Sanity { weights, cause: report.cause(model), evidence: report.evidence(model) })
         }
     }
     Ok(Some((device, backbone)))

@@ -38,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         image_size: size,
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
+        channel_order: sweep_worker::ChannelOrder::Rgb,
         dtype: DType::F32,
     };
     let device = Device::Cpu;

@@ -20,7 +20,12 @@ use std::time::Instant;
 use image::codecs::jpeg::JpegEncoder;
 use sweep_worker::{decode_image, preprocess, synthetic_image, SyntheticConfig, Transform};
 
-const IMAGENET: Transform = Transform { size: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+const IMAGENET: Transform = Transform {
+    size: 224,
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+    channel_order: sweep_worker::ChannelOrder::Rgb,
+};
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key).ok().and_then(|s| s.parse().ok()).unwrap_or(default)

@@ -79,6 +79,7 @@ pub fn backbone_throughput(
         image_size,
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
+        channel_order: crate::ChannelOrder::Rgb,
         dtype,
     };
     let backbone = Backbone::load(&cfg, device)?;

@@ -15,7 +15,7 @@ use crate::backbone::{Backbone, DType, ModelConfig, Weights};
 use crate::data::{Dataset, Item, Source};
 use crate::image_check::{check_images, inspect};
 use crate::memory::{self, human_bytes};
-use crate::preprocess::{preprocess, Transform};
+use crate::preprocess::preprocess;
 use crate::synthetic::synthetic_image;
 use crate::Error;
 
@@ -259,6 +259,10 @@ pub(crate) fn features_key(dataset: &Dataset, model: &ModelConfig, digests: &[bl
         }
     }
     h.update(format!("{}|{:?}|{:?}", model.image_size, model.mean, model.std).as_bytes());
+    // Only when not RGB: the keys of every RGB model stay as they were.
+    if model.channel_order != crate::ChannelOrder::Rgb {
+        h.update(format!("|{}", model.channel_order.name()).as_bytes());
+    }
     if let Some(cfg) = &dataset.synthetic {
         h.update(format!("synthetic:{cfg:?}").as_bytes());
     }
@@ -536,7 +540,7 @@ fn run_backbone(
     device: &Device,
     progress: Progress<'_>,
 ) -> Result<Tensor, Error> {
-    let transform = Transform { size: model.image_size, mean: model.mean, std: model.std };
+    let transform = model.transform();
     let n = dataset.items.len();
     let dim = backbone.arch().feature_dim();
     let batch_size = batch_size.max(1);
@@ -638,6 +642,7 @@ mod tests {
             image_size: 32,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
+            channel_order: crate::ChannelOrder::Rgb,
             dtype: DType::F32,
         }
     }

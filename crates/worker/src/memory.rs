@@ -108,6 +108,7 @@ mod tests {
             image_size,
             mean: [0.5; 3],
             std: [0.5; 3],
+            channel_order: crate::ChannelOrder::Rgb,
             dtype: DType::F32,
         }
     }

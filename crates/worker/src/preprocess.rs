@@ -28,6 +28,45 @@ pub struct Transform {
     pub mean: [f64; 3],
     /// Per-channel standard deviation divided by.
     pub std: [f64; 3],
+    /// The order of the colour planes out (`mean` and `std` are in it).
+    pub channel_order: ChannelOrder,
+}
+
+/// The order of the colour planes the backbone's first layer expects:
+/// torchvision's weights take RGB, Caffe's and Keras' ResNet-50 BGR.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ChannelOrder {
+    /// Red, green, blue (torchvision's).
+    #[default]
+    Rgb,
+    /// Blue, green, red (Caffe's, OpenCV's).
+    Bgr,
+}
+
+impl ChannelOrder {
+    /// Both orders.
+    pub const ALL: [ChannelOrder; 2] = [ChannelOrder::Rgb, ChannelOrder::Bgr];
+
+    /// The name in a sweep file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelOrder::Rgb => "rgb",
+            ChannelOrder::Bgr => "bgr",
+        }
+    }
+
+    /// Parses a sweep file's (or a weights file's) name, in any case.
+    pub fn from_name(name: &str) -> Option<ChannelOrder> {
+        ChannelOrder::ALL.into_iter().find(|o| o.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// The other order.
+    pub fn swapped(self) -> ChannelOrder {
+        match self {
+            ChannelOrder::Rgb => ChannelOrder::Bgr,
+            ChannelOrder::Bgr => ChannelOrder::Rgb,
+        }
+    }
 }
 
 impl Transform {
@@ -204,8 +243,13 @@ pub fn preprocess(img: &RgbImage, t: &Transform, out: &mut [f32]) {
     // ToTensor divides by 255; Normalize subtracts and divides, all in f32.
     let lut: [[f32; 256]; 3] = std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - mean[c]) / std[c]));
     let plane = size * size;
-    let (r_out, rest) = out.split_at_mut(plane);
-    let (g_out, b_out) = rest.split_at_mut(plane);
+    // Plane 0 is the first channel of `channel_order`, normalised by `mean[0]` and `std[0]`.
+    let (first, rest) = out.split_at_mut(plane);
+    let (g_out, last) = rest.split_at_mut(plane);
+    let (r_out, b_out, r_lut, b_lut) = match t.channel_order {
+        ChannelOrder::Rgb => (first, last, 0, 2),
+        ChannelOrder::Bgr => (last, first, 2, 0),
+    };
     let mut line = vec![0u8; size * 3];
     let mut acc = vec![0i32; size * 3];
     for y in 0..size {
@@ -227,9 +271,9 @@ pub fn preprocess(img: &RgbImage, t: &Transform, out: &mut [f32]) {
         }
         let o = y * size;
         for (x, px) in line.chunks_exact(3).enumerate() {
-            r_out[o + x] = lut[0][px[0] as usize];
+            r_out[o + x] = lut[r_lut][px[0] as usize];
             g_out[o + x] = lut[1][px[1] as usize];
-            b_out[o + x] = lut[2][px[2] as usize];
+            b_out[o + x] = lut[b_lut][px[2] as usize];
         }
     }
 }
@@ -238,7 +282,12 @@ pub fn preprocess(img: &RgbImage, t: &Transform, out: &mut [f32]) {
 mod tests {
     use super::*;
 
-    const IMAGENET: Transform = Transform { size: 16, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+    const IMAGENET: Transform = Transform {
+        size: 16,
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+        channel_order: ChannelOrder::Rgb,
+    };
 
     #[test]
     fn output_sizes_follow_torchvision() {
@@ -311,5 +360,19 @@ mod tests {
         assert_eq!(out[5], red(5));
         assert_eq!(out[256 + 3 * 16], green(15));
         assert_eq!(out[256 + 15 * 16], green(27));
+    }
+
+    #[test]
+    fn bgr_output_of_an_image_is_rgb_output_of_the_image_swapped() {
+        let img = RgbImage::from_fn(23, 19, |x, y| image::Rgb([(x * 11) as u8, (y * 13) as u8, (x * y) as u8]));
+        let mut swapped = img.clone();
+        swapped.pixels_mut().for_each(|p| p.0.swap(0, 2));
+        let bgr = Transform { channel_order: ChannelOrder::Bgr, ..IMAGENET };
+        let (mut a, mut b) = (vec![0.0; IMAGENET.len()], vec![0.0; IMAGENET.len()]);
+        preprocess(&img, &bgr, &mut a);
+        preprocess(&swapped, &IMAGENET, &mut b);
+        assert_eq!(a, b);
+        preprocess(&img, &IMAGENET, &mut b);
+        assert_ne!(a, b);
     }
 }

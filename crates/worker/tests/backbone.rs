@@ -69,6 +69,7 @@ fn config(arch: Arch, weights: Weights) -> ModelConfig {
         image_size: 64,
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
+        channel_order: sweep_worker::ChannelOrder::Rgb,
         dtype: DType::F32,
     }
 }

@@ -23,7 +23,7 @@ fn floats(name: &str) -> Vec<f32> {
 
 fn transform(size: usize, m: &serde_json::Value) -> Transform {
     let three = |key: &str| -> [f64; 3] { std::array::from_fn(|c| m[key][c].as_f64().expect("a number")) };
-    Transform { size, mean: three("mean"), std: three("std") }
+    Transform { size, mean: three("mean"), std: three("std"), channel_order: sweep_worker::ChannelOrder::Rgb }
 }
 
 /// Every (image file, size, expected floats) of the fixture, with the Pillow-decoded bytes of JPEGs.

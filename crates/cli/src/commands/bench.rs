@@ -110,7 +110,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<Outcome> {
         std::fs::read_dir(data.join("train"))?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
     paths.sort();
     paths.truncate(args.decode_images);
-    let transform = Transform { size: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+    let transform = Transform {
+        size: 224,
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+        channel_order: sweep_worker::ChannelOrder::Rgb,
+    };
     for threads in [1, 2] {
         eprintln!("bench: image check with {threads} thread(s)");
         let rate = bench::check_throughput(&paths, threads)?;

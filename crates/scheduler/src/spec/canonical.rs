@@ -66,6 +66,12 @@ pub(super) fn environment(s: &Sections) -> serde_json::Value {
     if s.model_given.ignore_metadata {
         model["ignore_weights_metadata"] = json!(true);
     }
+    // Only when not RGB: every RGB sweep keeps its ids. A preset is written
+    // as the values it stands for, so it and the same values by hand give
+    // the same ids.
+    if m.channel_order != sweep_worker::ChannelOrder::Rgb {
+        model["channel_order"] = json!(m.channel_order.name());
+    }
     json!({ "data": data, "model": model })
 }
 

@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use sweep_worker::{Arch, DType, DataConfig, Layout, ModelConfig, ModelGiven, SplitMethod, SyntheticConfig, Weights};
+use sweep_worker::{
+    Arch, ChannelOrder, DType, DataConfig, Layout, ModelConfig, ModelGiven, SplitMethod, SyntheticConfig, Weights,
+};
 
 use super::keys::{big_float, quoted, Param, TrainKey, TrainParams};
 use super::node::{Node, Value};
@@ -467,8 +469,10 @@ impl Checker {
             backbone: written("backbone"),
             mean: written("mean"),
             std: written("std"),
+            channel_order: written("channel_order"),
             ..ModelGiven::default()
         };
+        let wrote = ["mean", "std", "channel_order"].map(written);
         let line = t.line;
         let backbone_node_line = t.line_of("backbone");
         let arch = match self.string(&mut t, "backbone").as_deref() {
@@ -507,8 +511,49 @@ impl Checker {
             },
         };
         let image_size = self.int(&mut t, "image_size", 32, 4096).unwrap_or(224) as usize;
-        let mean = self.triple(&mut t, "mean", |_| true, "finite").unwrap_or([0.485, 0.456, 0.406]);
-        let std = self.triple(&mut t, "std", |x| x > 0.0, "> 0").unwrap_or([0.229, 0.224, 0.225]);
+        // A preset stands for `mean`, `std` and `channel_order` together.
+        let preset_line = t.line_of("preset");
+        let preset = match self.string(&mut t, "preset").as_deref() {
+            None => None,
+            Some(name) => match PRESETS.iter().find(|p| p.0 == name) {
+                Some(preset) => Some(*preset),
+                None => {
+                    let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+                    self.error(
+                        preset_line,
+                        "model.preset",
+                        format!("must be one of {}, got \"{name}\"", quoted(&names)),
+                    );
+                    None
+                }
+            },
+        };
+        if preset.is_some() {
+            for (key, wrote) in ["mean", "std", "channel_order"].into_iter().zip(wrote) {
+                if wrote {
+                    self.error(
+                        t.line_of(key),
+                        format!("model.{key}"),
+                        format!("does not apply with preset: the preset sets {key}"),
+                    );
+                }
+            }
+            (given.mean, given.std, given.channel_order) = (true, true, true);
+        }
+        let (preset_mean, preset_std, preset_order) = match preset {
+            Some((_, mean, std, order)) => (mean, std, order),
+            None => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225], ChannelOrder::Rgb),
+        };
+        let mean = self.triple(&mut t, "mean", |_| true, "finite").unwrap_or(preset_mean);
+        let std = self.triple(&mut t, "std", |x| x > 0.0, "> 0").unwrap_or(preset_std);
+        let order_line = t.line_of("channel_order");
+        let channel_order = match self.string(&mut t, "channel_order").as_deref() {
+            None => preset_order,
+            Some(name) => ChannelOrder::ALL.into_iter().find(|o| o.name() == name).unwrap_or_else(|| {
+                self.error(order_line, "model.channel_order", format!("must be \"rgb\" or \"bgr\", got \"{name}\""));
+                ChannelOrder::Rgb
+            }),
+        };
         let dtype_line = t.line_of("dtype");
         let dtype = match self.string(&mut t, "dtype").as_deref() {
             None | Some("f32") => DType::F32,
@@ -527,7 +572,7 @@ impl Checker {
         given.no_sanity_check = !self.boolean(&mut t, "sanity_check").unwrap_or(true);
         self.finish(t, &schema::keys().model[..]);
         let (arch, (weights_text, weights)) = (arch?, weights?);
-        Some((ModelConfig { arch, weights, image_size, mean, std, dtype }, weights_text, given))
+        Some((ModelConfig { arch, weights, image_size, mean, std, channel_order, dtype }, weights_text, given))
     }
 
     fn overrides(&mut self, path: &str, node: &Node) -> Vec<(TrainKey, Param)> {
@@ -594,6 +639,15 @@ impl Checker {
         Some(values)
     }
 }
+
+/// `[model] preset`s: a name, and the `mean`, `std` and `channel_order` it
+/// stands for (mean and std in that channel order, of pixels in 0-1).
+const PRESETS: [(&str, [f64; 3], [f64; 3], ChannelOrder); 2] = [
+    ("torchvision", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], ChannelOrder::Rgb),
+    // Caffe's and Keras' `preprocess_input(mode="caffe")`: BGR, the mean
+    // subtracted from pixels in 0-255, nothing divided.
+    ("caffe", [103.939 / 255.0, 116.779 / 255.0, 123.68 / 255.0], [1.0 / 255.0; 3], ChannelOrder::Bgr),
+];
 
 fn parse_weights(text: &str, base_dir: &Path) -> Result<Weights, String> {
     if text == "random" {

@@ -347,15 +347,25 @@ pub(crate) struct Model {
     /// Resize (shorter side) and centre-crop size in pixels.
     #[schemars(range(min = 32, max = 4096), extend("default" = 224))]
     image_size: Option<u64>,
-    /// Normalisation mean (R, G, B): numbers, or fractions in quotes
-    /// (`"1/255"`) [default: the weights file's metadata `mean`, else ImageNet's].
+    /// Normalisation mean (in `channel_order`: R, G, B by default) of pixels
+    /// in 0-1: numbers, or fractions in quotes (`"1/255"`) [default: the
+    /// weights file's metadata `mean`, else ImageNet's].
     #[schemars(extend("default" = [0.485, 0.456, 0.406]))]
     mean: Option<[Fraction; 3]>,
-    /// Normalisation standard deviation (R, G, B): numbers > 0, or fractions
-    /// in quotes (`"1/255"`) [default: the weights file's metadata `std`, else
-    /// ImageNet's].
+    /// Normalisation standard deviation (in `channel_order`): numbers > 0, or
+    /// fractions in quotes (`"1/255"`) [default: the weights file's metadata
+    /// `std`, else ImageNet's].
     #[schemars(extend("default" = [0.229, 0.224, 0.225]))]
     std: Option<[PositiveFraction; 3]>,
+    /// The order of the colour channels the weights expect: `bgr` for
+    /// Caffe's and Keras' ResNet-50 [default: the weights file's metadata
+    /// `channel_order`, else `rgb`].
+    channel_order: Option<ChannelOrder>,
+    /// `mean`, `std` and `channel_order` at once (then none of them may be
+    /// written): `torchvision` (RGB, ImageNet's mean and std), `caffe` (BGR,
+    /// mean [103.939, 116.779, 123.68] of pixels in 0-255, std 1: Caffe's and
+    /// Keras' ResNet-50).
+    preset: Option<Preset>,
     /// Precision of the backbone pass.
     #[schemars(extend("default" = "f32"))]
     dtype: Option<DType>,
@@ -413,6 +423,26 @@ pub(crate) enum Backbone {
     /// ResNet-50 (2048 features), the stride on the first 1x1 convolution (the original paper's).
     #[serde(rename = "resnet50-v1")]
     Resnet50V1,
+}
+
+/// The order of the colour channels.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ChannelOrder {
+    /// Red, green, blue (torchvision's).
+    Rgb,
+    /// Blue, green, red (Caffe's).
+    Bgr,
+}
+
+/// A named preprocessing.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Preset {
+    /// RGB, mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225].
+    Torchvision,
+    /// BGR, mean [103.939, 116.779, 123.68] / 255, std 1/255.
+    Caffe,
 }
 
 /// The precision of the backbone pass.

@@ -575,3 +575,49 @@ fn fractions_in_quotes_are_numbers() {
     let err = parse(&file(r#"["-1/255", "1/255", "1/255"]"#)).unwrap_err().to_string();
     assert!(err.contains("model.std[0]: must be > 0"), "{err}");
 }
+
+/// Issue 18: `channel_order` and `preset` in `[model]`. RGB (the default,
+/// written or not) keeps every id; BGR enters the ids; a preset gives the
+/// ids of its values written by hand, and refuses them beside it.
+#[test]
+fn channel_order_and_preset_enter_the_ids_only_when_they_change_the_transform() {
+    let with = |lines: &str| format!("{HEAD}{lines}\n");
+    let ids = |s: &SweepSpec| s.jobs(10).unwrap().into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let plain = parse(&with("")).unwrap();
+    assert_eq!(plain.model.channel_order, sweep_worker::ChannelOrder::Rgb);
+    for same in ["channel_order = \"rgb\"", "preset = \"torchvision\""] {
+        let spec = parse(&with(same)).unwrap();
+        assert_eq!(ids(&spec), ids(&plain), "{same}");
+        assert_eq!(spec.environment_json(), plain.environment_json(), "{same}");
+    }
+    let bgr = parse(&with("channel_order = \"bgr\"")).unwrap();
+    assert_eq!(bgr.model.channel_order, sweep_worker::ChannelOrder::Bgr);
+    assert_eq!(bgr.environment_json()["model"]["channel_order"], "bgr");
+    assert_ne!(ids(&bgr), ids(&plain));
+    let caffe = parse(&with("preset = \"caffe\"")).unwrap();
+    assert_eq!(caffe.model.channel_order, sweep_worker::ChannelOrder::Bgr);
+    assert_eq!(caffe.model.mean, [103.939 / 255.0, 116.779 / 255.0, 123.68 / 255.0]);
+    assert_eq!(caffe.model.std, [1.0 / 255.0; 3]);
+    assert!(caffe.model_given.mean && caffe.model_given.std && caffe.model_given.channel_order);
+    let by_hand = parse(&with(
+        "channel_order = \"bgr\"\nmean = [\"103.939/255\", \"116.779/255\", \"123.68/255\"]\nstd = [\"1/255\", \"1/255\", \"1/255\"]",
+    ))
+    .unwrap();
+    assert_eq!(ids(&caffe), ids(&by_hand));
+
+    check(
+        &with("preset = \"caffe\"\nmean = [0.5, 0.5, 0.5]\nchannel_order = \"rgb\""),
+        &[
+            "s.toml:7: model.mean: does not apply with preset: the preset sets mean",
+            "s.toml:8: model.channel_order: does not apply with preset: the preset sets channel_order",
+        ],
+    );
+    check(
+        &with("preset = \"keras\""),
+        &["s.toml:6: model.preset: must be one of \"torchvision\", \"caffe\", got \"keras\""],
+    );
+    check(
+        &with("channel_order = \"RGB\""),
+        &["s.toml:6: model.channel_order: must be \"rgb\" or \"bgr\", got \"RGB\""],
+    );
+}

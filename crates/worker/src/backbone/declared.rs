@@ -1,6 +1,6 @@
 //! What a weights file declares about itself: the architecture and the
 //! preprocessing it was made for, in a safetensors file's metadata (`arch`
-//! or `backbone`, `mean`, `std`). A declared value is used where the sweep
+//! or `backbone`, `mean`, `std`, `channel_order`). A declared value is used where the sweep
 //! file leaves the setting out, and checked where it sets it: a mismatch is
 //! one error naming the file, both values and the way out.
 
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::weights::weights_err;
-use super::{Arch, ModelConfig, Weights};
+use super::{Arch, ChannelOrder, ModelConfig, Weights};
 use crate::Error;
 
 /// Which `[model]` settings the sweep file wrote itself (the others hold
@@ -21,6 +21,8 @@ pub struct ModelGiven {
     pub mean: bool,
     /// `std` was written.
     pub std: bool,
+    /// `channel_order` was written.
+    pub channel_order: bool,
     /// `ignore_weights_metadata = true`: neither use nor check what the file declares.
     pub ignore_metadata: bool,
     /// `sanity_check = false`: no [sanity check](crate::sanity_check) before the pass.
@@ -36,6 +38,8 @@ pub struct Declared {
     pub mean: Option<[f64; 3]>,
     /// `std`.
     pub std: Option<[f64; 3]>,
+    /// `channel_order` (`rgb` or `bgr`).
+    pub channel_order: Option<ChannelOrder>,
 }
 
 /// The `[model]` settings in force once the weights file's declarations are
@@ -44,7 +48,7 @@ pub struct Declared {
 pub struct ModelInForce {
     /// The settings the backbone pass uses.
     pub model: ModelConfig,
-    /// The settings taken from the weights file (`backbone`, `mean`, `std`).
+    /// The settings taken from the weights file (`backbone`, `mean`, `std`, `channel_order`).
     pub from_file: Vec<&'static str>,
 }
 
@@ -58,7 +62,12 @@ impl ModelInForce {
         } else {
             format!(" ({} from the weights file's metadata)", self.from_file.join(", "))
         };
-        format!("backbone {}, mean {}, std {}{source}", m.arch.name(), triple(&m.mean), triple(&m.std))
+        // The channel order only when not RGB: what every RGB run says stays as it was.
+        let order = match m.channel_order {
+            ChannelOrder::Rgb => String::new(),
+            other => format!(", channel_order {}", other.name()),
+        };
+        format!("backbone {}, mean {}, std {}{order}{source}", m.arch.name(), triple(&m.mean), triple(&m.std))
     }
 }
 
@@ -139,6 +148,10 @@ fn parse_declared(metadata: &HashMap<String, String>, path: &Path) -> Result<Dec
     };
     declared.mean = triple("mean", false)?;
     declared.std = triple("std", true)?;
+    if let Some(value) = metadata.get("channel_order") {
+        declared.channel_order =
+            Some(ChannelOrder::from_name(value).ok_or_else(|| bad("channel_order", value, "`rgb` or `bgr`"))?);
+    }
     Ok(declared)
 }
 
@@ -207,6 +220,18 @@ pub fn model_in_force(cfg: &ModelConfig, given: ModelGiven) -> Result<ModelInFor
             return Err(mismatch(key, triple(&value), triple(slot)));
         }
     }
+    if let Some(order) = declared.channel_order {
+        if !given.channel_order {
+            in_force.model.channel_order = order;
+            in_force.from_file.push("channel_order");
+        } else if order != cfg.channel_order {
+            return Err(mismatch(
+                "channel_order",
+                order.name().to_owned(),
+                format!("\"{}\"", cfg.channel_order.name()),
+            ));
+        }
+    }
     Ok(in_force)
 }
 
@@ -253,6 +278,7 @@ mod tests {
             image_size: 224,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
+            channel_order: crate::ChannelOrder::Rgb,
             dtype: super::super::DType::F32,
         }
     }
@@ -297,6 +323,29 @@ mod tests {
         // Ignored: the sweep file's values, whatever the file says.
         let ignore = ModelGiven { backbone: true, ignore_metadata: true, ..ModelGiven::default() };
         assert_eq!(model_in_force(&cfg(&path), ignore).unwrap().model, cfg(&path));
+    }
+
+    #[test]
+    fn a_declared_channel_order_is_used_or_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = save(dir.path(), &[("channel_order", "BGR")]);
+        let in_force = model_in_force(&cfg(&path), ModelGiven::default()).unwrap();
+        assert_eq!(in_force.model.channel_order, ChannelOrder::Bgr);
+        assert_eq!(
+            in_force.describe(),
+            "backbone resnet50, mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225], channel_order bgr \
+             (channel_order from the weights file's metadata)"
+        );
+        let err = model_in_force(&cfg(&path), ModelGiven { channel_order: true, ..ModelGiven::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("its metadata declares channel_order bgr but [model] sets channel_order = \"rgb\""),
+            "{err}"
+        );
+        let path = save(dir.path(), &[("channel_order", "grb")]);
+        let err = model_in_force(&cfg(&path), ModelGiven::default()).unwrap_err().to_string();
+        assert!(err.contains("its metadata `channel_order` is `grb`, not `rgb` or `bgr`"), "{err}");
     }
 
     #[test]

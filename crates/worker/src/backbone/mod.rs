@@ -25,9 +25,11 @@ use candle_nn::VarBuilder;
 use std::path::PathBuf;
 
 pub use declared::{declared, model_in_force, parse_fraction, Declared, ModelGiven, ModelInForce};
+pub use model::Probe;
 pub use ops::BnStats;
 pub use weights::{check_weights, param_shapes, random_weights};
 
+use crate::preprocess::{ChannelOrder, Transform};
 use crate::Error;
 
 /// A backbone architecture.
@@ -142,12 +144,21 @@ pub struct ModelConfig {
     pub weights: Weights,
     /// Resize and crop size.
     pub image_size: usize,
-    /// Normalisation mean (RGB).
+    /// Normalisation mean, in `channel_order`.
     pub mean: [f64; 3],
-    /// Normalisation standard deviation (RGB).
+    /// Normalisation standard deviation, in `channel_order`.
     pub std: [f64; 3],
+    /// The order of the colour channels the weights expect.
+    pub channel_order: ChannelOrder,
     /// Precision of the backbone pass.
     pub dtype: DType,
+}
+
+impl ModelConfig {
+    /// The preprocessing of every image for this backbone.
+    pub fn transform(&self) -> Transform {
+        Transform { size: self.image_size, mean: self.mean, std: self.std, channel_order: self.channel_order }
+    }
 }
 
 /// A loaded, frozen backbone.
@@ -206,6 +217,18 @@ impl Backbone {
     /// check's measure (the rest of the network is not run).
     pub fn bn_stats(&self, xs: &Tensor) -> Result<Vec<BnStats>, Error> {
         Ok(self.net.bn_stats(xs, false)?)
+    }
+
+    /// What the sanity check measures of a batch (`[B, 3, S, S]` normalised
+    /// f32 images): [`Backbone::bn_stats`] and, for a ResNet-50, `layer2`'s
+    /// first block under both stride placements (v1 and v1.5).
+    pub fn probe(&self, xs: &Tensor) -> Result<Probe, Error> {
+        Ok(self.net.probe(xs)?)
+    }
+
+    /// What the stem's batch norm (`bn1`) saw of a batch: the first layer only.
+    pub fn stem_stats(&self, xs: &Tensor) -> Result<BnStats, Error> {
+        Ok(self.net.stem_stats(xs)?)
     }
 
     /// [`Backbone::bn_stats`] with each batch norm normalising by the batch's

@@ -13,6 +13,19 @@ struct Block {
 }
 
 impl Block {
+    /// A bottleneck block with its stride on the other convolution: on the
+    /// 3x3 (`conv2`, v1.5's) instead of the first 1x1 (`conv1`, v1's), or
+    /// the other way round. `None` for a block without a stride, or a basic one.
+    fn other_variant(&self) -> Option<Block> {
+        let [conv1, conv2, conv3] = &self.convs[..] else { return None };
+        let (s1, s2) = (conv1.stride(), conv2.stride());
+        if s1 == s2 {
+            return None;
+        }
+        let convs = vec![conv1.with_stride(s2), conv2.with_stride(s1), conv3.clone()];
+        Some(Block { convs, downsample: self.downsample.clone() })
+    }
+
     /// Channels-last in and out; with `record`, what each batch norm saw.
     fn forward(&self, xs: &Tensor, mut record: Option<&mut Recorder>) -> candle_core::Result<Tensor> {
         let (last, first) = self.convs.split_last().expect("a block has convolutions");
@@ -26,6 +39,16 @@ impl Block {
         };
         last.forward(&ys, Some(&shortcut), true, record)
     }
+}
+
+/// What [`ResNet::probe`] measures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// The stem's and `layer1`'s batch norms, in network order.
+    pub stats: Vec<BnStats>,
+    /// ResNet-50 only: `layer2.0`'s batch norms with the block's stride
+    /// where the backbone puts it, and where the other variant does.
+    pub layer2: Option<(Vec<BnStats>, Vec<BnStats>)>,
 }
 
 /// The network of a [`super::Backbone`], its batch norms folded.
@@ -97,6 +120,36 @@ impl ResNet {
         let blocks = if calibrate { self.blocks.len() } else { self.arch.blocks()[0] };
         self.run(xs, Some(&mut record), blocks)?;
         Ok(record.stats)
+    }
+
+    /// What the sanity check measures of a batch of `[B, 3, S, S]` images:
+    /// [`ResNet::bn_stats`] (the stem and `layer1`) and, for a ResNet-50,
+    /// what the batch norms of `layer2`'s first block see with its stride
+    /// where this network puts it and where the other variant (v1 or v1.5)
+    /// does, on the same `layer1` output.
+    pub(super) fn probe(&self, xs: &Tensor) -> candle_core::Result<Probe> {
+        let mut record = Recorder { stats: Vec::new(), calibrate: false };
+        let first = self.arch.blocks()[0];
+        let ys = self.run(xs, Some(&mut record), first)?;
+        let block = &self.blocks[first];
+        let layer2 = match block.other_variant() {
+            Some(other) if self.arch.bottleneck() => {
+                let mut this = Recorder { stats: Vec::new(), calibrate: false };
+                block.forward(&ys, Some(&mut this))?;
+                let mut that = Recorder { stats: Vec::new(), calibrate: false };
+                other.forward(&ys, Some(&mut that))?;
+                Some((this.stats, that.stats))
+            }
+            _ => None,
+        };
+        Ok(Probe { stats: record.stats, layer2 })
+    }
+
+    /// What the stem's batch norm (`bn1`) saw of a batch: the first layer only.
+    pub(super) fn stem_stats(&self, xs: &Tensor) -> candle_core::Result<BnStats> {
+        let mut record = Recorder { stats: Vec::new(), calibrate: false };
+        self.run(xs, Some(&mut record), 0)?;
+        record.stats.pop().ok_or_else(|| candle_core::Error::Msg("the stem recorded nothing".to_owned()))
     }
 
     /// The forward pass through the first `blocks` residual blocks (all of

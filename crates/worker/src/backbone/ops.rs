@@ -14,6 +14,7 @@ use candle_nn::VarBuilder;
 /// multiplies the activations themselves (`[B·H·W, C]`), any other gathers
 /// its patches first (im2col, rows in `(ky, kx, c)` order). The bias, the
 /// residual and the ReLU are then applied in one pass over the product.
+#[derive(Clone)]
 pub(super) struct ConvBn {
     /// `[k·k·c_in, c_out]`: the folded weight, rows in `(ky, kx, c_in)` order.
     weight: Tensor,
@@ -173,6 +174,16 @@ impl ConvBn {
             gamma,
             beta,
         })
+    }
+
+    /// The same convolution with another stride (its tensors shared).
+    pub(super) fn with_stride(&self, stride: usize) -> ConvBn {
+        ConvBn { stride, ..self.clone() }
+    }
+
+    /// Its stride.
+    pub(super) fn stride(&self) -> usize {
+        self.stride
     }
 
     /// `relu(conv(xs) + bias [+ residual])` on channels-last `[B, H, W, C]`

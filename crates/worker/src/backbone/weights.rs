@@ -431,6 +431,7 @@ mod tests {
             image_size: 32,
             mean: [0.5; 3],
             std: [0.5; 3],
+            channel_order: crate::ChannelOrder::Rgb,
             dtype: crate::backbone::DType::F32,
         };
         let err = load(&cfg).map(|_| ()).unwrap_err().to_string();
