@@ -6,6 +6,7 @@
 //! that the top-level `tests/` package can build the same program as its own
 //! binary target and drive it end to end.
 
+mod alloc;
 mod args;
 mod commands;
 mod output;
@@ -30,6 +31,7 @@ enum Outcome {
 /// Runs the `sweep` command line: parses the arguments, does the work,
 /// and returns the process's exit code.
 pub fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
     let result = match &cli.command {
