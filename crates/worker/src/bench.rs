@@ -118,27 +118,38 @@ pub fn head_epoch_seconds(
     device: &Device,
     kernel: HeadKernel,
 ) -> Result<Vec<f64>, Error> {
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let features: Vec<f32> = (0..n * dim).map(|_| rng.random::<f32>()).collect();
-    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes as u32)).collect();
-    let features = Tensor::from_vec(features, (n, dim), &Device::Cpu)?;
-    let split = split(n, 0.1, 0)?;
-    let cfg = TrainConfig {
-        batch_size,
-        lr: 0.01,
-        momentum: 0.9,
-        epochs,
-        weight_decay: 0.0,
-        step_size: 15,
-        gamma: 0.1,
-        seed: 0,
-        loss: Loss::CrossEntropy,
-    };
+    let (features, labels, split) = head_data(n, dim, classes)?;
+    let cfg = TrainConfig { batch_size, epochs, ..head_config() };
     let mut times = EpochTimes(Vec::with_capacity(epochs));
     let job =
         TrainJob { features: &features, labels: &labels, classes, split: &split, config: &cfg, resume: None, device };
     train_with(job, &mut times, Hooks { kernel, ..Hooks::default() })?;
     Ok(times.0)
+}
+
+/// The head benches' data: `n` random samples of `dim` (post-ReLU-like, in
+/// [0, 1)), `classes` random labels, the paper's 90/10 split.
+fn head_data(n: usize, dim: usize, classes: usize) -> Result<(Tensor, Vec<u32>, crate::data::Split), Error> {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let features: Vec<f32> = (0..n * dim).map(|_| rng.random::<f32>()).collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes as u32)).collect();
+    Ok((Tensor::from_vec(features, (n, dim), &Device::Cpu)?, labels, split(n, 0.1, 0)?))
+}
+
+/// The head benches' training: the paper's SGD(lr 0.01, momentum 0.9),
+/// StepLR(15, 0.1), cross-entropy.
+fn head_config() -> TrainConfig {
+    TrainConfig {
+        batch_size: 16,
+        lr: 0.01,
+        momentum: 0.9,
+        epochs: 1,
+        weight_decay: 0.0,
+        step_size: 15,
+        gamma: 0.1,
+        seed: 0,
+        loss: Loss::CrossEntropy,
+    }
 }
 
 /// Seconds per epoch of `k` heads trained in lockstep on one thread (each
@@ -151,22 +162,8 @@ pub fn lockstep_epoch_seconds(
     k: usize,
     epochs: usize,
 ) -> Result<Vec<f64>, Error> {
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let features: Vec<f32> = (0..n * dim).map(|_| rng.random::<f32>()).collect();
-    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes as u32)).collect();
-    let features = Tensor::from_vec(features, (n, dim), &Device::Cpu)?;
-    let split = split(n, 0.1, 0)?;
-    let cfg = TrainConfig {
-        batch_size: 16,
-        lr: 0.01,
-        momentum: 0.9,
-        epochs,
-        weight_decay: 0.0,
-        step_size: 15,
-        gamma: 0.1,
-        seed: 0,
-        loss: Loss::CrossEntropy,
-    };
+    let (features, labels, split) = head_data(n, dim, classes)?;
+    let cfg = TrainConfig { batch_size: 16, epochs, ..head_config() };
     let (seconds, losses) = crate::train::lockstep_seconds(&features, &labels, classes, &split, &cfg, k)?;
     if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
         return Err(Error::State(format!("a lockstep head diverged: loss {bad}")));

@@ -103,6 +103,24 @@ impl<'a> Rows<'a> {
     }
 }
 
+/// The rows and labels of `batch` (positions in `train`) into `rows`, `ys`.
+fn gather<'a>(
+    x: &Rows<'a>,
+    labels: &[u32],
+    train: &[usize],
+    batch: &[u32],
+    rows: &mut Vec<&'a [f32]>,
+    ys: &mut Vec<u32>,
+) {
+    rows.clear();
+    ys.clear();
+    for &pos in batch {
+        let i = train[pos as usize];
+        rows.push(x.row(i));
+        ys.push(labels[i]);
+    }
+}
+
 /// One epoch of SGD over `train` (sample indices) in `order` (positions in
 /// `train`); `None` when the sink asked to stop.
 #[allow(clippy::too_many_arguments)]
@@ -121,15 +139,8 @@ pub(super) fn sgd_epoch<'a>(
     let mut grad = vec![0f32; bs * cp];
     let (mut rows, mut next_rows): (Vec<&[f32]>, Vec<&[f32]>) = (Vec::with_capacity(bs), Vec::with_capacity(bs));
     let (mut ys, mut next_ys): (Vec<u32>, Vec<u32>) = (Vec::with_capacity(bs), Vec::with_capacity(bs));
-    let gather = |batch: &[u32], rows: &mut Vec<&'a [f32]>, ys: &mut Vec<u32>| {
-        rows.clear();
-        ys.clear();
-        for &pos in batch {
-            let i = train[pos as usize];
-            rows.push(x.row(i));
-            ys.push(labels[i]);
-        }
-    };
+    let gather =
+        |batch: &[u32], rows: &mut Vec<&'a [f32]>, ys: &mut Vec<u32>| gather(x, labels, train, batch, rows, ys);
     let mut losses = Vec::with_capacity(order.len().div_ceil(bs));
     let mut correct = 0u64;
     let mut batches = order.chunks(bs).peekable();
@@ -192,15 +203,8 @@ pub(super) fn lockstep_epoch<'a>(
     let mut sums = vec![0f64; heads.len()];
     let (mut rows, mut next_rows): (Vec<&[f32]>, Vec<&[f32]>) = (Vec::new(), Vec::new());
     let (mut ys, mut next_ys): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
-    let gather = |batch: &[u32], rows: &mut Vec<&'a [f32]>, ys: &mut Vec<u32>| {
-        rows.clear();
-        ys.clear();
-        for &pos in batch {
-            let i = train[pos as usize];
-            rows.push(x.row(i));
-            ys.push(labels[i]);
-        }
-    };
+    let gather =
+        |batch: &[u32], rows: &mut Vec<&'a [f32]>, ys: &mut Vec<u32>| gather(x, labels, train, batch, rows, ys);
     let mut batches = order.chunks(bs).peekable();
     if let Some(first) = batches.peek() {
         gather(first, &mut rows, &mut ys);
