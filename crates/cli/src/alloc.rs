@@ -2,10 +2,14 @@
 //! allocates and frees buffers of tens of megabytes for every batch; by
 //! default glibc serves each from a fresh `mmap` and unmaps it on free (and
 //! trims the heap's top), so every batch pays page faults and page zeroing
-//! again: a third of a pass's CPU time was the kernel's. With both
-//! thresholds at their largest, freed memory stays in the heap for the next
-//! batch (BENCHMARKS.md: system time 7.3 s → 0.7 s, backbone +50%), at the
-//! price of keeping the process's peak resident until it exits.
+//! again: a third of a pass's CPU time was the kernel's. With the mmap
+//! threshold at 256 MiB and no trimming, freed memory stays in the heap for
+//! the next batch (BENCHMARKS.md: system time 6.4 s → 0.55 s, backbone 1.44x),
+//! at the price of keeping the process's peak resident until it exits.
+//! Allocations of 256 MiB and more still get their own mapping, so a vector
+//! that grows that large is remapped rather than copied: with no mmap at all,
+//! a sweep of ten million images ran out of a 4 GB `ulimit -v` while it was
+//! listing them (`hostile::a_data_set_too_large_for_memory_is_refused_with_its_size`).
 //!
 //! A `GLIBC_TUNABLES` in the environment that sets either threshold wins.
 #![allow(unsafe_code)]
@@ -15,12 +19,16 @@ pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-        for (name, param) in [("mmap_threshold", libc::M_MMAP_THRESHOLD), ("trim_threshold", libc::M_TRIM_THRESHOLD)] {
+        let settings = [
+            ("mmap_threshold", libc::M_MMAP_THRESHOLD, 256 << 20),
+            ("trim_threshold", libc::M_TRIM_THRESHOLD, libc::c_int::MAX),
+        ];
+        for (name, param, value) in settings {
             if !tunables.contains(&format!("glibc.malloc.{name}")) {
                 // SAFETY: mallopt only sets a parameter of the allocator; it is
                 // called first thing in `main`, before any other thread runs.
                 unsafe {
-                    libc::mallopt(param, libc::c_int::MAX);
+                    libc::mallopt(param, value);
                 }
             }
         }
