@@ -374,7 +374,10 @@ fn a_longer_job_continues_a_done_shorter_one() {
         format!("name = \"e\"\n{HEAD}\n[train]\nbatch_size = 8\n\n[grid]\nepochs = {epochs}\nlr = [0.01, 0.05]\n")
     };
     let both = env.write("both.toml", &grid("[2, 5]"));
-    let out = env.sweep(&["-v", "run", both.to_str().unwrap()]);
+    // One job slot: the shorter jobs are done before the longer ones are
+    // claimed (with two, a longer job can start while its shorter one runs,
+    // and then trains from scratch: issue 12 leaves that open).
+    let out = env.sweep(&["-v", "run", both.to_str().unwrap(), "--parallel", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.matches("continues a done job with fewer epochs").count(), 2, "{err}");
