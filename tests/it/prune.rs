@@ -11,7 +11,7 @@ use crate::{json, stderr, stdout, Env};
 
 /// Small generated data: each trial is a head on 60 images of 6 classes,
 /// validated on 60 (accuracy in steps of 1/60), 9 epochs.
-const TRIAL_HEAD: &str = r#"
+pub(crate) const TRIAL_HEAD: &str = r#"
 [data]
 layout = "synthetic"
 classes = 6

@@ -81,22 +81,7 @@ epochs = 5000
 /// A random search that prunes (issue #14 after #12): 12 trials over a
 /// log-uniform learning rate and a choice of momentum, the median rule
 /// stopping the trials behind (as in `prune.rs`).
-const PRUNED: &str = r#"
-name = "pruned search"
-
-[data]
-layout = "synthetic"
-classes = 6
-images = 120
-width = 40
-height = 32
-valid_fraction = 0.5
-
-[model]
-backbone = "resnet18"
-weights = "random"
-image_size = 32
-
+const PRUNED_SEARCH: &str = r#"
 [search]
 method = "random"
 trials = 12
@@ -113,6 +98,10 @@ method = "median"
 startup_trials = 3
 warmup_epochs = 1
 "#;
+
+fn pruned() -> String {
+    format!("name = \"pruned search\"\n{}{PRUNED_SEARCH}", crate::prune::TRIAL_HEAD)
+}
 
 /// `sweep serve --bind 127.0.0.1:0`, killed when dropped, and the URL it printed.
 pub(crate) struct Serving {
@@ -417,7 +406,7 @@ fn serve_marks_pruned_trials_in_the_parallel_coordinates_and_the_search_charts()
         return;
     };
     let env = Env::new();
-    let file = env.write("pruned.toml", PRUNED);
+    let file = env.write("pruned.toml", &pruned());
     let out = env.sweep(&["run", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let server = serve(&env, &[], &[]);

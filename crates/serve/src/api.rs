@@ -181,9 +181,13 @@ fn features_json(f: &Features) -> Json_ {
     })
 }
 
+/// The job's values of `keys`, null where it has none.
+fn params_json(job: &Job, keys: &[String]) -> Map<String, Json_> {
+    keys.iter().map(|k| (k.clone(), job.param(k).as_ref().map_or(Json_::Null, value_json))).collect()
+}
+
 fn job_json(job: &Job, keys: &[String]) -> Json_ {
-    let params: Map<String, Json_> =
-        keys.iter().map(|k| (k.clone(), job.param(k).as_ref().map_or(Json_::Null, value_json))).collect();
+    let params = params_json(job, keys);
     let r = &job.row;
     json!({
         "id": r.id,
@@ -289,8 +293,7 @@ fn column_value(job: &Job, column: &str) -> Option<Value> {
 
 /// A row of the jobs table: only what the table shows.
 fn row_json(job: &Job, keys: &[String]) -> Json_ {
-    let params: Map<String, Json_> =
-        keys.iter().map(|k| (k.clone(), job.param(k).as_ref().map_or(Json_::Null, value_json))).collect();
+    let params = params_json(job, keys);
     let r = &job.row;
     json!({
         "id": r.id,
