@@ -91,6 +91,18 @@ fn a_sweep_on_postgres_runs_resumes_and_matches_sqlite() {
     let sweeps = api(&server.url, "/api/sweeps");
     assert_eq!(sweeps[0]["name"], "tiny");
     assert_eq!(sweeps[0]["counts"]["done"], 2);
+    drop(server);
+
+    // Claims that wait for other jobs (issue 12): the longer jobs, first in
+    // the file, continue the shorter ones, with two slots.
+    let epochs = TINY
+        .replace("name = \"tiny\"", "name = \"epochs\"")
+        .replace("epochs = 3\n", "")
+        .replace("lr = [0.01, 0.05]", "lr = [0.02, 0.03]\nepochs = [3, 1]");
+    let file = env.write("epochs.toml", &epochs);
+    let out = env.sweep(&["--db", &pg.url, "-v", "run", file.to_str().unwrap(), "--parallel", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("continues a done job with fewer epochs").count(), 2, "{}", stderr(&out));
 }
 
 #[test]

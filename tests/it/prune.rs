@@ -365,19 +365,70 @@ fn hyperband_brackets_start_their_rungs_later_and_compare_within() {
     assert!(pruned[0] > 0 && pruned[1] > 0, "{pruned:?}");
 }
 
+/// Issue 12: a job equal to one trained already but for fewer epochs takes
+/// that job's first epochs, its best among them and that epoch's head,
+/// rather than train, when the longer job's best epoch is among them (else
+/// the head to export would be missing, and it trains); it equals the same
+/// job trained alone, head included.
+#[test]
+fn a_shorter_job_takes_the_first_epochs_of_a_trained_longer_one() {
+    let env = Env::new();
+    let file = |name: &str, epochs: &str| {
+        env.write(
+            &format!("{name}.toml"),
+            &format!("name = \"{name}\"\n{HEAD}\n[train]\nbatch_size = 8\nlr = 0.05\n\n[grid]\nepochs = {epochs}\n"),
+        )
+    };
+    let long = file("long", "[6]");
+    let out = env.sweep(&["run", long.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let best = rows(&results(&env, &env.path("sweep.db"))["table"])[0]["best_epoch"].as_u64().unwrap();
+    assert!((2..6).contains(&best), "the test wants a best epoch before the last, after the first: {best}");
+
+    // 1 epoch is before the best: that job trains; `best` epochs is taken.
+    let both = file("both", &format!("[6, {best}, 1]"));
+    let out = env.sweep(&["-v", "run", both.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("takes the first epochs of a job with more epochs").count(), 1, "{err}");
+    assert_eq!(err.lines().filter(|l| is_epoch_line(l)).count(), 1, "only the 1-epoch job trains:\n{err}");
+
+    let alone = file("alone", &format!("[{best}]"));
+    let db = env.path("alone.db");
+    let out = env.sweep(&["--db", db.to_str().unwrap(), "run", alone.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (got, reference) = (results(&env, &env.path("sweep.db")), results(&env, &db));
+    let row = rows(&reference["table"])[0].clone();
+    let taken = rows(&got["table"]).iter().find(|r| r["job_id"] == row["job_id"]).unwrap().clone();
+    for key in ["status", "best_valid_acc", "best_epoch", "final_train_acc", "best_valid_loss", "epochs_done"] {
+        assert_eq!(taken[key], row[key], "{key}: {taken}");
+    }
+    assert_eq!(got["epochs"][id(&row)], reference["epochs"][id(&row)]);
+    // The same best head: its header (metadata in any order) and every byte of its tensors.
+    let head = |db: &std::path::Path, sweep: &str, dir: &str| {
+        let out = env.sweep(&["--db", db.to_str().unwrap(), "export", sweep, "--out", dir]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let bytes = std::fs::read(env.path(dir).join("heads").join(format!("{}.safetensors", id(&row)))).unwrap();
+        let n = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        (serde_json::from_slice::<Value>(&bytes[8..n]).unwrap(), bytes[n..].to_vec())
+    };
+    let (taken, trained) = (head(&env.path("sweep.db"), "both", "taken"), head(&db, "alone", "trained"));
+    assert_eq!(taken.0, trained.0);
+    assert!(taken.1 == trained.1, "the heads' tensors differ");
+}
+
 /// Issue 12: a job equal to another but for more epochs starts where the
-/// shorter one ended, and its epochs equal those of the job trained alone.
+/// shorter one ended, and its epochs equal those of the job trained alone:
+/// with two job slots, and the longer jobs first in the file, the shorter
+/// ones are still trained first and the longer ones continue them.
 #[test]
 fn a_longer_job_continues_a_done_shorter_one() {
     let env = Env::new();
     let grid = |epochs: &str| {
         format!("name = \"e\"\n{HEAD}\n[train]\nbatch_size = 8\n\n[grid]\nepochs = {epochs}\nlr = [0.01, 0.05]\n")
     };
-    let both = env.write("both.toml", &grid("[2, 5]"));
-    // One job slot: the shorter jobs are done before the longer ones are
-    // claimed (with two, a longer job can start while its shorter one runs,
-    // and then trains from scratch: issue 12 leaves that open).
-    let out = env.sweep(&["-v", "run", both.to_str().unwrap(), "--parallel", "1"]);
+    let both = env.write("both.toml", &grid("[5, 2]"));
+    let out = env.sweep(&["-v", "run", both.to_str().unwrap(), "--parallel", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.matches("continues a done job with fewer epochs").count(), 2, "{err}");

@@ -290,6 +290,10 @@ impl Observer for Progress {
             JobEnd::Failed(e) => format!("job {job_id} failed: {e}"),
             JobEnd::Interrupted(epoch) => format!("job {job_id} interrupted after epoch {epoch}"),
             JobEnd::Pruned { epoch, reason } => format!("job {job_id} pruned after epoch {epoch}: {reason}"),
+            JobEnd::PrefixOf { longer, best_valid_acc, best_epoch } => format!(
+                "job {job_id} done: best valid acc {best_valid_acc:.4} at epoch {best_epoch} (the first epochs of \
+                 job {longer}, the same settings but more epochs, trained once)"
+            ),
             JobEnd::SameAs(trained) => {
                 format!("job {job_id} takes the result of job {trained}: the same settings but for speed, trained once")
             }

@@ -201,6 +201,16 @@ pub enum JobEnd {
     /// Not trained: it differs from this job only in speed-only keys, and
     /// takes its result (status, best, epochs).
     SameAs(String),
+    /// Not trained: its settings equal this job's but for fewer epochs, and
+    /// it takes that job's first epochs, its best among them and its head.
+    PrefixOf {
+        /// The longer job.
+        longer: String,
+        /// Best validation accuracy.
+        best_valid_acc: f64,
+        /// Its epoch.
+        best_epoch: usize,
+    },
     /// Stopped by the sweep's pruner after this epoch (recorded with it).
     Pruned {
         /// The last epoch it ran.
@@ -581,6 +591,7 @@ async fn run_sweep(
         // Not with pruning: the shorter job made no decision at its last
         // epoch, which the longer one would have made there.
         prefixes: if spec.prune().is_some() { HashMap::new() } else { prefixes(&jobs) },
+        longer: if spec.prune().is_some() { HashMap::new() } else { longer_jobs(&jobs) },
         brackets: match spec.prune().map_or(1, |p| p.brackets()) {
             1 => HashMap::new(),
             b => jobs.iter().enumerate().map(|(i, j)| (j.id.clone(), i as u64 % b)).collect(),
@@ -800,26 +811,61 @@ fn twins(jobs: &[crate::spec::Job]) -> HashMap<String, String> {
     twins
 }
 
-/// Each job with the jobs before it in the sweep whose settings are its own
-/// but for fewer epochs (speed-only keys aside), the longest first: an epoch
+/// Each job with the other jobs of the sweep whose settings are its own but
+/// for fewer epochs (speed-only keys aside), the longest first: an epoch
 /// depends on the seed, the epoch and the state before it, never on the
 /// total (StepLR steps by epoch), so such a job is that job's first epochs,
-/// and this one can start where it ended.
+/// and this one starts where it ended. Whatever their order in the sweep,
+/// the shorter jobs are claimed first ([`Store::claim_after`]), so a longer
+/// one never trains the epochs a shorter one is training.
 fn prefixes(jobs: &[crate::spec::Job]) -> HashMap<String, Vec<String>> {
-    let mut seen: HashMap<String, Vec<(usize, &str)>> = HashMap::new();
     let mut out = HashMap::new();
-    for job in jobs {
-        let epochs = job.params.train_config().epochs;
-        let key = job.params.results_key_without_epochs();
-        let earlier = seen.entry(key).or_default();
-        let mut shorter: Vec<(usize, &str)> = earlier.iter().copied().filter(|(e, _)| *e < epochs).collect();
-        shorter.sort_by_key(|s| std::cmp::Reverse(s.0));
-        if !shorter.is_empty() {
-            out.insert(job.id.clone(), shorter.into_iter().map(|(_, id)| id.to_owned()).collect());
+    for group in epoch_groups(jobs) {
+        for &(epochs, id) in &group {
+            let shorter: Vec<String> =
+                group.iter().rev().filter(|(e, _)| *e < epochs).map(|(_, id)| (*id).to_owned()).collect();
+            if !shorter.is_empty() {
+                out.insert(id.to_owned(), shorter);
+            }
         }
-        earlier.push((epochs, &job.id));
     }
     out
+}
+
+/// Each job with the other jobs of the sweep whose settings are its own but
+/// for more epochs, the shortest first: when one of those has recorded this
+/// job's epochs already (a job of an earlier sweep), this one takes them
+/// rather than train ([`Store::take_prefix`]).
+fn longer_jobs(jobs: &[crate::spec::Job]) -> HashMap<String, Vec<String>> {
+    let mut out = HashMap::new();
+    for group in epoch_groups(jobs) {
+        for &(epochs, id) in &group {
+            let longer: Vec<String> =
+                group.iter().filter(|(e, _)| *e > epochs).map(|(_, id)| (*id).to_owned()).collect();
+            if !longer.is_empty() {
+                out.insert(id.to_owned(), longer);
+            }
+        }
+    }
+    out
+}
+
+/// The sweep's jobs grouped by their settings but `epochs` (speed-only keys
+/// aside), each group as `(epochs, id)` by epochs, then id.
+fn epoch_groups(jobs: &[crate::spec::Job]) -> Vec<Vec<(usize, &str)>> {
+    let mut groups: HashMap<String, Vec<(usize, &str)>> = HashMap::new();
+    for job in jobs {
+        let epochs = job.params.train_config().epochs;
+        groups.entry(job.params.results_key_without_epochs()).or_default().push((epochs, &job.id));
+    }
+    groups
+        .into_values()
+        .filter(|g| g.len() > 1)
+        .map(|mut g| {
+            g.sort();
+            g
+        })
+        .collect()
 }
 
 pub(crate) fn needs_work(job: &sweep_store::JobRow) -> bool {
@@ -841,6 +887,9 @@ struct Shared {
     /// Each job with the earlier jobs of the sweep whose settings are its
     /// own but for fewer epochs, the longest first ([`prefixes`]).
     prefixes: HashMap<String, Vec<String>>,
+    /// Each job with the jobs of the sweep whose settings are its own but
+    /// for more epochs, the shortest first ([`longer_jobs`]).
+    longer: HashMap<String, Vec<String>>,
     /// `[prune]`, and the objective whose metric it compares.
     prune: Option<crate::spec::Prune>,
     /// Each job's Hyperband bracket (its place in the sweep's order modulo
@@ -911,7 +960,8 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<
         if !shared.opts.take_claim() {
             return Ok(());
         }
-        let Some(claimed) = store.claim(&shared.sweep_id, &shared.owner, shared.opts.lease)? else {
+        let claim = store.claim_after(&shared.sweep_id, &shared.owner, shared.opts.lease, &shared.prefixes)?;
+        let Some(claimed) = claim else {
             shared.opts.give_back_claim();
             if held_by_others == 0 || !shared.opts.wait_for_others {
                 return Ok(());
@@ -951,8 +1001,8 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<
                 counts.pruned += 1;
                 continue;
             }
-            // Closed when linked.
-            JobEnd::SameAs(_) => {
+            // Closed when linked, or given its epochs.
+            JobEnd::SameAs(_) | JobEnd::PrefixOf { .. } => {
                 counts.done += 1;
                 continue;
             }
@@ -1061,6 +1111,18 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     let Some(params) = shared.params.get(job_id) else {
         return JobEnd::Failed(format!("job {job_id} is not part of this sweep's file"));
     };
+    // A job whose epochs a longer one has recorded takes them.
+    let epochs = params.train_config().epochs as i64;
+    for longer in shared.longer.get(job_id).into_iter().flatten() {
+        match store.take_prefix(job_id, &shared.owner, longer, epochs) {
+            Ok(Some((best_valid_acc, best_epoch))) => {
+                tracing::info!(longer = %longer, epochs, "takes the first epochs of a job with more epochs");
+                return JobEnd::PrefixOf { longer: longer.clone(), best_valid_acc, best_epoch: best_epoch as usize };
+            }
+            Ok(None) => {}
+            Err(e) => return JobEnd::Failed(e.to_string()),
+        }
+    }
     // A job that only adds epochs to a done job of the sweep starts where it ended.
     for shorter in shared.prefixes.get(job_id).into_iter().flatten() {
         match store.extend_from(job_id, &shared.owner, shorter) {

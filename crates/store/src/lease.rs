@@ -1,10 +1,15 @@
 //! Job leases: claiming the next runnable job, renewing and ending a lease,
 //! freeing the lease of a dead runner, and making failed jobs claimable again.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::sql::args;
+use crate::sql::{args, Row, Tx};
 use crate::{now_ms, now_text, Claimed, Error, Finish, Store};
+
+/// Claims a job for owner `?2` at time `?3` until `?4` (`?5`: now, as text).
+const CLAIM: &str = "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires = ?4, heartbeat_at = ?3,
+        attempts = attempts + 1, error = NULL, started_at = COALESCE(started_at, ?5)";
 
 /// The next runnable job of sweep `?1` at time `?3`: pending, interrupted, or
 /// running under an expired lease.
@@ -13,6 +18,16 @@ const NEXT_JOB: &str = "SELECT j.id FROM sweep_jobs s JOIN jobs j ON j.id = s.jo
        AND (j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?3))
      ORDER BY s.position LIMIT 1";
 
+/// The runnable jobs of sweep `?1` at time `?2`, in the sweep's order, a
+/// page of `?3` from `?4`.
+const RUNNABLE_JOBS: &str = "SELECT j.id FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+     WHERE s.sweep_id = ?1
+       AND (j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?2))
+     ORDER BY s.position LIMIT ?3 OFFSET ?4";
+
+/// How many runnable jobs [`Store::claim_after`] reads at a time.
+const PAGE: i64 = 64;
+
 impl Store {
     /// Atomically claims the sweep's next runnable job (pending, interrupted,
     /// or running with an expired lease) for `owner`, leased for `lease`. On
@@ -20,20 +35,63 @@ impl Store {
     /// PostgreSQL the job's row is locked with `FOR UPDATE SKIP LOCKED`, so
     /// claimers at once take different jobs without waiting for each other.
     pub fn claim(&mut self, sweep_id: &str, owner: &str, lease: Duration) -> Result<Option<Claimed>, Error> {
+        self.claim_after(sweep_id, owner, lease, &HashMap::new())
+    }
+
+    /// [`Store::claim`], passing over each job that comes after others
+    /// (`after[job]`) while any of those is still to run or running
+    /// (pending, interrupted or running): the first runnable job in the
+    /// sweep's order that waits for nobody.
+    pub fn claim_after(
+        &mut self,
+        sweep_id: &str,
+        owner: &str,
+        lease: Duration,
+        after: &HashMap<String, Vec<String>>,
+    ) -> Result<Option<Claimed>, Error> {
         self.write(|tx| {
-            let next = match tx.is_postgres() {
-                true => format!("{NEXT_JOB} FOR UPDATE OF j SKIP LOCKED"),
-                false => NEXT_JOB.to_owned(),
-            };
             let now = now_ms();
-            let sql = format!(
-                "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires = ?4, heartbeat_at = ?3,
-                        attempts = attempts + 1, error = NULL, started_at = COALESCE(started_at, ?5)
-                 WHERE id = ({next})
-                 RETURNING id, config_json, attempts"
-            );
-            let row = tx.query_opt(&sql, args![sweep_id, owner, now, now + lease.as_millis() as i64, now_text()])?;
-            row.map(|r| Ok(Claimed { id: r.get(0)?, config_json: r.get(1)?, attempts: r.get(2)? })).transpose()
+            let expires = now + lease.as_millis() as i64;
+            if after.is_empty() {
+                let next = match tx.is_postgres() {
+                    true => format!("{NEXT_JOB} FOR UPDATE OF j SKIP LOCKED"),
+                    false => NEXT_JOB.to_owned(),
+                };
+                let sql = format!("{CLAIM} WHERE id = ({next}) RETURNING id, config_json, attempts");
+                let row = tx.query_opt(&sql, args![sweep_id, owner, now, expires, now_text()])?;
+                return row.as_ref().map(claimed).transpose();
+            }
+            // Jobs that wait are few (a grid's longer `epochs` behind its
+            // shorter ones), so the runnable ones are read a page at a time.
+            // Each is taken only if it is still runnable when updated: on
+            // PostgreSQL a second claimer's update waits for the first's
+            // commit, then finds it running and moves on.
+            let mut offset = 0;
+            loop {
+                let page: Vec<String> = tx
+                    .query(RUNNABLE_JOBS, args![sweep_id, now, PAGE, offset])?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect::<Result<_, _>>()?;
+                for id in &page {
+                    if waits(tx, after.get(id))? {
+                        continue;
+                    }
+                    let sql = "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_expires = ?3,
+                                heartbeat_at = ?2, attempts = attempts + 1, error = NULL,
+                                started_at = COALESCE(started_at, ?4)
+                         WHERE id = ?5
+                           AND (status IN ('pending', 'interrupted') OR (status = 'running' AND lease_expires < ?2))
+                         RETURNING id, config_json, attempts";
+                    if let Some(row) = tx.query_opt(sql, args![owner, now, expires, now_text(), id])? {
+                        return claimed(&row).map(Some);
+                    }
+                }
+                if (page.len() as i64) < PAGE {
+                    return Ok(None);
+                }
+                offset += PAGE;
+            }
         })
     }
 
@@ -155,4 +213,20 @@ impl Store {
             )
         })
     }
+}
+
+fn claimed(r: &Row) -> Result<Claimed, Error> {
+    Ok(Claimed { id: r.get(0)?, config_json: r.get(1)?, attempts: r.get(2)? })
+}
+
+/// Whether any of `before` is still to run or running.
+fn waits(tx: &mut Tx<'_, '_>, before: Option<&Vec<String>>) -> Result<bool, Error> {
+    for id in before.into_iter().flatten() {
+        let status: Option<String> =
+            tx.query_opt("SELECT status FROM jobs WHERE id = ?1", args![id])?.map(|r| r.get(0)).transpose()?;
+        if matches!(status.as_deref(), Some("pending" | "interrupted" | "running")) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::sql::{args, Row};
 use crate::write::insert_epoch;
-use crate::{EpochRow, Error, Status, Store};
+use crate::{now_text, EpochRow, Error, Status, Store};
 
 /// The schema version that added pruning.
 const PRUNING: i64 = 4;
@@ -270,6 +270,79 @@ impl Store {
                 args![job_id, shorter],
             )?;
             Ok(Some(epochs as i64))
+        })
+    }
+
+    /// Closes `job_id` (held by `owner`, with no epoch yet, of `epochs`
+    /// epochs) with the first `epochs` epochs of `longer`, a job whose
+    /// settings equal its own but for more epochs, trained already: its
+    /// epochs, its best (the first best valid accuracy among them, as
+    /// training picks it) and that epoch's checkpoint, then done, in one
+    /// transaction. Returns the best `(valid_acc, epoch)`, or `None`,
+    /// changing nothing, when `longer` has not recorded those epochs, or
+    /// its own best checkpoint is not that epoch's (the head to export
+    /// would be missing: `job_id` is trained instead), or `job_id` is not
+    /// held or already has epochs.
+    pub fn take_prefix(
+        &self,
+        job_id: &str,
+        owner: &str,
+        longer: &str,
+        epochs: i64,
+    ) -> Result<Option<(f64, i64)>, Error> {
+        self.write(|tx| {
+            let held: i64 = tx.value(
+                "SELECT count(*) FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'
+                   AND NOT EXISTS (SELECT 1 FROM epochs e WHERE e.job_id = ?1)",
+                args![job_id, owner],
+            )?;
+            if held != 1 || epochs < 1 {
+                return Ok(None);
+            }
+            let rows: Vec<(i64, f64)> = tx
+                .query(
+                    "SELECT e.epoch, e.valid_acc FROM epochs e JOIN jobs j ON j.id = e.job_id
+                     WHERE e.job_id = ?1 AND e.epoch <= ?2 AND j.same_as IS NULL ORDER BY e.epoch",
+                    args![longer, epochs],
+                )?
+                .iter()
+                .map(|r| Ok((r.get(0)?, r.get(1)?)))
+                .collect::<Result<_, Error>>()?;
+            if rows.len() as i64 != epochs {
+                return Ok(None);
+            }
+            let mut best = (f64::NEG_INFINITY, 0);
+            for &(epoch, acc) in &rows {
+                if acc > best.0 {
+                    best = (acc, epoch);
+                }
+            }
+            let best_checkpoint: Option<i64> = tx
+                .query_opt("SELECT epoch FROM checkpoints WHERE job_id = ?1 AND kind = 'best'", args![longer])?
+                .map(|r| r.get(0))
+                .transpose()?;
+            if best.1 == 0 || best_checkpoint != Some(best.1) {
+                return Ok(None);
+            }
+            tx.exec(
+                "INSERT INTO epochs (job_id, epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds, recorded_at)
+                 SELECT CAST(?1 AS TEXT), epoch, train_loss, train_acc, valid_loss, valid_acc, lr, seconds, recorded_at
+                 FROM epochs WHERE job_id = ?2 AND epoch <= ?3",
+                args![job_id, longer, epochs],
+            )?;
+            tx.exec(
+                "INSERT INTO checkpoints (job_id, kind, epoch, state)
+                 SELECT CAST(?1 AS TEXT), kind, epoch, state FROM checkpoints
+                 WHERE job_id = ?2 AND (kind = 'best' OR (kind = 'last' AND epoch = ?3))",
+                args![job_id, longer, epochs],
+            )?;
+            tx.exec(
+                "UPDATE jobs SET status = 'done', best_valid_acc = ?3, best_epoch = ?4, finished_at = ?5,
+                        lease_owner = NULL, lease_expires = NULL
+                 WHERE id = ?1 AND lease_owner = ?2",
+                args![job_id, owner, best.0, best.1, now_text()],
+            )?;
+            Ok(Some(best))
         })
     }
 }

@@ -166,3 +166,31 @@ fn restart_deletes_a_jobs_epochs_and_checkpoints_unless_a_runner_holds_it() {
     assert_eq!((a.status, a.error, a.best_epoch), (Status::Pending, None, None));
     assert_eq!(store.claim("s", "me", lease).unwrap().unwrap().id, "a");
 }
+
+/// Issue 12: a job that comes after others is passed over while any of them
+/// is still to run or running, whatever its place in the sweep.
+#[test]
+fn a_job_is_claimed_only_after_the_jobs_it_comes_after() {
+    let mut store = Store::open_in_memory().unwrap();
+    store
+        .register_sweep(
+            &NewSweep { id: "s", name: "n", spec_json: "{}", source: None, source_path: None },
+            &[job("long"), job("other"), job("short")],
+        )
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    let after = HashMap::from([("long".to_owned(), vec!["short".to_owned()])]);
+    let first = store.claim_after("s", "me", lease, &after).unwrap().unwrap();
+    assert_eq!(first.id, "other");
+    let second = store.claim_after("s", "me", lease, &after).unwrap().unwrap();
+    assert_eq!(second.id, "short");
+    // `short` is running: `long` still waits.
+    assert_eq!(store.claim_after("s", "me", lease, &after).unwrap(), None);
+    assert_eq!(store.claimable("s").unwrap(), 1);
+    store.finish("short", "me", Finish::Interrupted).unwrap();
+    assert_eq!(store.claim_after("s", "me", lease, &after).unwrap().unwrap().id, "short");
+    store.finish("short", "me", Finish::Failed("no")).unwrap();
+    // Failed is an end too: the job that came after it is free.
+    let last = store.claim_after("s", "me", lease, &after).unwrap().unwrap();
+    assert_eq!((last.id.as_str(), last.attempts), ("long", 1));
+}

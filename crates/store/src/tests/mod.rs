@@ -9,6 +9,7 @@ mod prune;
 mod read_only;
 mod write;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
