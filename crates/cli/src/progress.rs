@@ -289,7 +289,13 @@ impl Observer for Progress {
             }
             JobEnd::Failed(e) => format!("job {job_id} failed: {e}"),
             JobEnd::Interrupted(epoch) => format!("job {job_id} interrupted after epoch {epoch}"),
-            JobEnd::Pruned { epoch, reason } => format!("job {job_id} pruned after epoch {epoch}: {reason}"),
+            JobEnd::Pruned { epoch: 0, reason, .. } => format!("job {job_id} pruned: {reason}"),
+            JobEnd::Pruned { epoch, reason, waiting: false } => {
+                format!("job {job_id} pruned after epoch {epoch}: {reason}")
+            }
+            JobEnd::Pruned { epoch, reason, waiting: true } => {
+                format!("job {job_id} waits at its rung after epoch {epoch} (promoted if later trials rank it higher): {reason}")
+            }
             JobEnd::PrefixOf { longer, best_valid_acc, best_epoch } => format!(
                 "job {job_id} done: best valid acc {best_valid_acc:.4} at epoch {best_epoch} (the first epochs of \
                  job {longer}, the same settings but more epochs, trained once)"

@@ -51,7 +51,7 @@ fn summarise(members: Vec<&Job>) -> FoldGroup<'_> {
     let urgency = |s: &Status| match s {
         Status::Failed => 4,
         Status::Running => 3,
-        Status::Interrupted => 2,
+        Status::Interrupted | Status::Waiting => 2,
         Status::Pending => 1,
         Status::Pruned => 0,
         Status::Done => 0,

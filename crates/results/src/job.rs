@@ -116,11 +116,11 @@ impl Job {
         }
     }
 
-    /// The status as people read it: a running, interrupted or pruned job
+    /// The status as people read it: a running, interrupted, waiting or pruned job
     /// says how far it got (`running (3/14)`).
     pub fn status_text(&self) -> String {
         match self.row.status {
-            Status::Running | Status::Interrupted | Status::Pruned => {
+            Status::Running | Status::Interrupted | Status::Pruned | Status::Waiting => {
                 format!("{} ({}/{})", self.row.status.as_str(), self.row.epochs_done, self.row.epochs)
             }
             s => s.as_str().to_owned(),

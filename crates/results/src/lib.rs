@@ -195,7 +195,7 @@ impl SweepResults {
     /// order); `None` while no job has an epoch. A pruned job is the best
     /// only when no other job has a score: it stopped because it was behind.
     pub fn best(&self) -> Option<&Job> {
-        let not_pruned = |j: &&Job| j.row.status != sweep_store::Status::Pruned;
+        let not_pruned = |j: &&Job| !j.row.status.stopped_early();
         self.best_of(self.jobs.iter().filter(not_pruned)).or_else(|| self.best_of(self.jobs.iter()))
     }
 
@@ -218,14 +218,14 @@ impl SweepResults {
         let objective = self.objective;
         self.jobs.sort_by_key(|j| match (j.row.status, j.score(objective)) {
             (_, None) => 2,
-            (sweep_store::Status::Pruned, _) => 1,
+            (status, _) if status.stopped_early() => 1,
             _ => 0,
         });
     }
 
-    /// How many jobs the pruner stopped.
+    /// How many jobs the pruner stopped (pruned, or waiting at a rung).
     pub fn pruned_count(&self) -> usize {
-        self.jobs.iter().filter(|j| j.row.status == sweep_store::Status::Pruned).count()
+        self.jobs.iter().filter(|j| j.row.status.stopped_early()).count()
     }
 
     /// How many jobs repeat another's results (`same_as` set).

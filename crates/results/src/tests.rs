@@ -224,7 +224,7 @@ fn pruned_jobs_rank_below_the_finished_and_are_best_only_alone() {
         seconds: 1.0,
     };
     store.claim("s", "me", LEASE).unwrap().unwrap();
-    store.record_pruned_epoch("pruned", "me", &epoch(0.9), b"x", true, LEASE, Some(0), "behind").unwrap();
+    store.record_pruned_epoch("pruned", "me", &epoch(0.9), b"x", true, LEASE, Some(0), "behind", false).unwrap();
     let only_pruned = SweepResults::load(&store, store.find_sweep(Some("s")).unwrap(), &[]).unwrap();
     assert_eq!(only_pruned.best().map(|j| j.row.id.as_str()), Some("pruned"));
     store.claim("s", "me", LEASE).unwrap().unwrap();

@@ -35,9 +35,15 @@
 //! value is at least as good as the `(1 − 1/eta)` quantile of theirs (linear
 //! interpolation; for a loss, the `1/eta` quantile), i.e. while it is in the
 //! top `1/eta` of the rung. A value that is NaN stops it (Ray's would go on).
-//! ASHA's other half, promoting a trial that waits at a rung when later
-//! arrivals make it top `1/eta`, does not apply: no trial waits, a stopped
-//! trial stays stopped (Ray's stop mode; the decision is recorded and final).
+//! A stopped trial **waits** at its rung (status `waiting`, its checkpoint
+//! kept): before a runner starts a new trial it asks the same rule again for
+//! every waiting trial, against every trial that has reached that rung by
+//! then, and **promotes** the first that now passes (the highest rung first,
+//! then the sweep's order, as ASHA's `get_job` does), which goes on from its
+//! checkpoint. When the sweep has nothing left to run, the trials still
+//! waiting are pruned, with the rule's last verdict. So at the end every
+//! trial in the top `1/eta` of a rung went past it, whenever it arrived
+//! (Li et al.'s promotion; Ray's stop mode keeps the first verdict instead).
 //!
 //! **Hyperband's brackets** (`brackets = B > 1`, asynchronous Hyperband as in
 //! Li et al. and Ray's `brackets`): trial `i` of the sweep (expansion order)
@@ -51,7 +57,8 @@
 //! epoch ends. With one job slot (the default for a sweep with `[prune]`,
 //! or `--parallel 1`) trials run one after the other in expansion order, so
 //! every decision, and the sweep's result, is the same on every run,
-//! resumed or not. With parallel runners a decision depends on
+//! resumed or not (a resumed run finishes its interrupted trials before it
+//! promotes any, as the uninterrupted run did). With parallel runners a decision depends on
 //! which other trials have reached that epoch by then (as in Optuna and Ray
 //! with parallel workers); each decision is still made once and recorded.
 
@@ -191,7 +198,10 @@ impl Prune {
 }
 
 /// numpy's `nanpercentile(values, q)` (linear interpolation), `None` when no
-/// value is a number.
+/// value is a number. A rank within 1e-9 of a whole number is that number:
+/// ASHA's `q = 100 × (1 − 1/3)` is not exact in binary, and its rank over 10
+/// values (6.000000000000001) would otherwise put the cutoff a hair above the
+/// 7th value, so that a trial equal to it ("at least as good") stopped.
 pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
     if v.is_empty() {
@@ -199,6 +209,7 @@ pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let rank = q.clamp(0.0, 100.0) / 100.0 * (v.len() - 1) as f64;
+    let rank = if (rank - rank.round()).abs() < 1e-9 { rank.round() } else { rank };
     let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
     Some(v[lo] + (v[hi] - v[lo]) * (rank - lo as f64))
 }
@@ -221,6 +232,9 @@ mod tests {
         assert!((percentile(&[1.0, 2.0, 3.0, 4.0], 200.0 / 3.0).unwrap() - 3.0).abs() < 1e-12);
         assert_eq!(percentile(&[1.0, f64::NAN, 3.0], 50.0), Some(2.0));
         assert_eq!(percentile(&[7.0], 90.0), Some(7.0));
+        // ASHA's cutoff for eta = 3 over 10 values is the 7th exactly.
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+        assert_eq!(percentile(&v, 100.0 * (1.0 - 1.0 / 3.0)), Some(7.0));
         assert_eq!(percentile(&[f64::NAN], 50.0), None);
         assert_eq!(percentile(&[], 50.0), None);
     }

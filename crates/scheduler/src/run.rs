@@ -213,10 +213,13 @@ pub enum JobEnd {
     },
     /// Stopped by the sweep's pruner after this epoch (recorded with it).
     Pruned {
-        /// The last epoch it ran.
+        /// The last epoch it ran (0: not known here).
         epoch: usize,
         /// Why.
         reason: String,
+        /// Stopped at an ASHA rung, where it waits to be promoted (or
+        /// pruned once the sweep has nothing left to run).
+        waiting: bool,
     },
 }
 
@@ -460,6 +463,8 @@ async fn run_sweep(
     })?;
     let me = lease_owner();
     let twins = twins(&jobs);
+    let prefixes = if spec.prune().is_some() { HashMap::new() } else { prefixes(&jobs) };
+    let after = after(&twins, &prefixes);
     let unfinished: Vec<_> = store.jobs(&sweep_id)?.into_iter().filter(needs_work).collect();
     let runnable = unfinished.len();
     let epochs_left = unfinished
@@ -588,9 +593,10 @@ async fn run_sweep(
         params: jobs.iter().map(|j| (j.id.clone(), j.params.clone())).collect(),
         sweep_id: sweep_id.clone(),
         twins,
+        after,
         // Not with pruning: the shorter job made no decision at its last
         // epoch, which the longer one would have made there.
-        prefixes: if spec.prune().is_some() { HashMap::new() } else { prefixes(&jobs) },
+        prefixes,
         longer: if spec.prune().is_some() { HashMap::new() } else { longer_jobs(&jobs) },
         brackets: match spec.prune().map_or(1, |p| p.brackets()) {
             1 => HashMap::new(),
@@ -868,6 +874,17 @@ fn epoch_groups(jobs: &[crate::spec::Job]) -> Vec<Vec<(usize, &str)>> {
         .collect()
 }
 
+/// Each job with the jobs it is claimed after: a job not trained with the
+/// job trained for it ([`twins`]: it links once that one has ended, so no
+/// slot waits on it), a longer job with its shorter ones ([`prefixes`]).
+fn after(twins: &HashMap<String, String>, prefixes: &HashMap<String, Vec<String>>) -> HashMap<String, Vec<String>> {
+    let mut after = prefixes.clone();
+    for (job, trained) in twins {
+        after.entry(job.clone()).or_default().push(trained.clone());
+    }
+    after
+}
+
 pub(crate) fn needs_work(job: &sweep_store::JobRow) -> bool {
     use sweep_store::Status;
     matches!(job.status, Status::Pending | Status::Interrupted | Status::Running)
@@ -887,6 +904,8 @@ struct Shared {
     /// Each job with the earlier jobs of the sweep whose settings are its
     /// own but for fewer epochs, the longest first ([`prefixes`]).
     prefixes: HashMap<String, Vec<String>>,
+    /// Each job with the jobs it is claimed after ([`after`]).
+    after: HashMap<String, Vec<String>>,
     /// Each job with the jobs of the sweep whose settings are its own but
     /// for more epochs, the shortest first ([`longer_jobs`]).
     longer: HashMap<String, Vec<String>>,
@@ -960,9 +979,13 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<
         if !shared.opts.take_claim() {
             return Ok(());
         }
-        let claim = store.claim_after(&shared.sweep_id, &shared.owner, shared.opts.lease, &shared.prefixes)?;
-        let Some(claimed) = claim else {
+        let Some(claimed) = next_job(shared, &mut store)? else {
             shared.opts.give_back_claim();
+            // The trials still waiting at a rung when nothing is left to run
+            // are pruned; the jobs that take their result can then link.
+            if held_by_others == 0 && prune_waiting(shared, &store, counts)? {
+                continue;
+            }
             if held_by_others == 0 || !shared.opts.wait_for_others {
                 return Ok(());
             }
@@ -996,9 +1019,12 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<
                 counts.done += 1;
                 Finish::Done
             }
-            // Closed with its last epoch, in the same transaction.
-            JobEnd::Pruned { .. } => {
-                counts.pruned += 1;
+            // Closed with its last epoch, in the same transaction; a trial
+            // waiting at its rung is counted when it ends.
+            JobEnd::Pruned { waiting, .. } => {
+                if !waiting {
+                    counts.pruned += 1;
+                }
                 continue;
             }
             // Closed when linked, or given its epochs.
@@ -1031,6 +1057,95 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The next job for a slot: with ASHA, a stopped job to resume first (as an
+/// uninterrupted run would have run it on), then a waiting trial that later
+/// trials have put in its rung's top 1/eta (promoted: the highest rung
+/// first, as ASHA does, then the sweep's order); then the next runnable job
+/// that waits for no other ([`Shared::after`]).
+fn next_job(shared: &Shared, store: &mut Store) -> Result<Option<sweep_store::Claimed>, Error> {
+    let (sweep, owner, lease) = (&shared.sweep_id, &shared.owner, shared.opts.lease);
+    if matches!(shared.prune, Some(crate::spec::Prune::Asha { .. })) {
+        if let Some(claimed) = store.claim_resumable_after(sweep, owner, lease, &shared.after)? {
+            return Ok(Some(claimed));
+        }
+        let mut promotable: Vec<(i64, String)> = waiting_verdicts(shared, store)?
+            .into_iter()
+            .filter(|(_, _, stop)| stop.is_none())
+            .map(|(id, epoch, _)| (epoch, id))
+            .collect();
+        promotable.sort_by_key(|(epoch, _)| std::cmp::Reverse(*epoch));
+        for (epoch, id) in promotable {
+            if let Some(claimed) = store.promote(&id, owner, lease)? {
+                tracing::info!(job = %id, epoch, "promoted: later trials put it in the top of its rung");
+                return Ok(Some(claimed));
+            }
+        }
+    }
+    Ok(store.claim_after(sweep, owner, lease, &shared.after)?)
+}
+
+/// Each trial of the sweep waiting at an ASHA rung, in the sweep's order,
+/// with the epoch it stopped at and the rule's verdict there now, against
+/// every trial that has reached that epoch: `None` to promote it.
+fn waiting_verdicts(shared: &Shared, store: &Store) -> Result<Vec<(String, i64, Option<crate::pruner::Stop>)>, Error> {
+    let Some(prune) = &shared.prune else { return Ok(Vec::new()) };
+    let waiting = store.waiting_jobs(&shared.sweep_id)?;
+    let mut at: HashMap<i64, Vec<(String, sweep_store::Status, f64)>> = HashMap::new();
+    let mut out = Vec::with_capacity(waiting.len());
+    for (id, epoch) in waiting {
+        let Some(params) = shared.params.get(&id) else { continue };
+        if let std::collections::hash_map::Entry::Vacant(e) = at.entry(epoch) {
+            e.insert(store.values_at_epoch(&shared.sweep_id, "", epoch, metric(shared.objective))?);
+        }
+        let values = &at[&epoch];
+        let Some(own) = values.iter().find(|(j, _, _)| *j == id).map(|(_, _, x)| *x) else { continue };
+        let bracket = shared.brackets.get(&id).copied();
+        let others: Vec<(bool, f64)> = values
+            .iter()
+            .filter(|(j, _, _)| *j != id && (bracket.is_none() || shared.brackets.get(j) == bracket.as_ref()))
+            .map(|(_, status, x)| (*status == sweep_store::Status::Done, *x))
+            .collect();
+        let evidence = crate::pruner::Evidence { own: &[own], others: &others, done: 0 };
+        let epochs = params.train_config().epochs as u64;
+        let stop = prune.in_bracket(bracket.unwrap_or(0)).decide(shared.objective, epoch as u64, epochs, &evidence);
+        out.push((id, epoch, stop));
+    }
+    Ok(out)
+}
+
+/// Prunes the trials still waiting at their rungs once nothing of the sweep
+/// is left to run (the store checks it: no job pending, interrupted or
+/// running), each with the rule's verdict against every trial of its rung.
+/// Returns whether the slot should look for work again: a trial was pruned
+/// (the jobs that take its result can link now), or one can be promoted.
+fn prune_waiting(shared: &Shared, store: &Store, counts: &mut Counts) -> Result<bool, Error> {
+    let mut again = false;
+    for (id, _, stop) in waiting_verdicts(shared, store)? {
+        let Some(stop) = stop else {
+            again = true;
+            continue;
+        };
+        let reason = format!("{}; the sweep had nothing left to run", stop.reason);
+        if !store.prune_waiting(&shared.sweep_id, &id, &reason)? {
+            break;
+        }
+        tracing::info!(job = %id, reason, "pruned where it waited");
+        shared.observer.job_finished(&id, &JobEnd::Pruned { epoch: 0, reason, waiting: false });
+        counts.pruned += 1;
+        again = true;
+    }
+    Ok(again)
+}
+
+/// The store's column for the objective's metric.
+fn metric(objective: crate::spec::Objective) -> sweep_store::Metric {
+    match objective {
+        crate::spec::Objective::ValidAcc => sweep_store::Metric::ValidAcc,
+        crate::spec::Objective::ValidLoss => sweep_store::Metric::ValidLoss,
+        crate::spec::Objective::TrainLoss => sweep_store::Metric::TrainLoss,
     }
 }
 
@@ -1180,7 +1295,8 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
         Ok(Ok(TrainOutcome::Finished { best_valid_acc, best_epoch })) => JobEnd::Done { best_valid_acc, best_epoch },
         // The pruner stopped it: its last epoch and the decision are recorded.
         Ok(Ok(TrainOutcome::Stopped { epoch })) if sink.pruned.borrow().is_some() => {
-            JobEnd::Pruned { epoch, reason: sink.pruned.borrow_mut().take().unwrap_or_default() }
+            let (reason, waiting) = sink.pruned.borrow_mut().take().unwrap_or_default();
+            JobEnd::Pruned { epoch, reason, waiting }
         }
         Ok(Ok(TrainOutcome::Stopped { epoch })) => JobEnd::Interrupted(epoch),
         // Waiting out another writer's lock is not the job's fault: it stops
@@ -1216,9 +1332,9 @@ struct StoreSink<'a> {
     recorded: Cell<usize>,
     /// The job's epochs.
     epochs: u64,
-    /// Set when the pruner stopped the job, to why: it was recorded with its
-    /// last epoch, and training stops.
-    pruned: std::cell::RefCell<Option<String>>,
+    /// Set when the pruner stopped the job, to why and whether it waits at
+    /// an ASHA rung: it was recorded with its last epoch, and training stops.
+    pruned: std::cell::RefCell<Option<(String, bool)>>,
 }
 
 impl StoreSink<'_> {
@@ -1234,10 +1350,11 @@ impl StoreSink<'_> {
             return Ok(None);
         }
         let objective = self.shared.objective;
-        let (metric, value) = match objective {
-            crate::spec::Objective::ValidAcc => (sweep_store::Metric::ValidAcc, report.valid_acc),
-            crate::spec::Objective::ValidLoss => (sweep_store::Metric::ValidLoss, report.valid_loss),
-            crate::spec::Objective::TrainLoss => (sweep_store::Metric::TrainLoss, report.train_loss),
+        let metric = metric(objective);
+        let value = match objective {
+            crate::spec::Objective::ValidAcc => report.valid_acc,
+            crate::spec::Objective::ValidLoss => report.valid_loss,
+            crate::spec::Objective::TrainLoss => report.train_loss,
         };
         let mut own: Vec<f64> = self
             .store
@@ -1296,10 +1413,13 @@ impl EpochSink for StoreSink<'_> {
                     self.shared.opts.lease,
                     stop.rung.map(|r| r as i64),
                     &stop.reason,
+                    // ASHA's stops wait at their rung for a promotion.
+                    stop.rung.is_some(),
                 );
                 if recorded.is_ok() {
-                    tracing::info!(epoch = report.epoch, reason = %stop.reason, "pruned");
-                    *self.pruned.borrow_mut() = Some(stop.reason);
+                    let waiting = stop.rung.is_some();
+                    tracing::info!(epoch = report.epoch, reason = %stop.reason, waiting, "pruned");
+                    *self.pruned.borrow_mut() = Some((stop.reason, waiting));
                 }
                 recorded
             }

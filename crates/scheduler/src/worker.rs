@@ -103,7 +103,21 @@ pub async fn work(
                     summary.cancelled = true;
                     break;
                 }
-                idle_since = Instant::now();
+                if ran.done + ran.failed + ran.interrupted + ran.pruned > 0 {
+                    idle_since = Instant::now();
+                    continue;
+                }
+                // Runnable jobs, but none it could claim: each waits for
+                // jobs another runner holds (a longer job for its shorter
+                // one, a job for the one trained for it). Idle, as below.
+                if idle_since.elapsed() >= worker.idle_exit {
+                    tracing::info!(idle = ?worker.idle_exit, "nothing to claim: exiting");
+                    break;
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = tokio::time::sleep(worker.poll) => {}
+                }
             }
             Next::Finished(id) => {
                 tracing::info!(sweep = %id, "the sweep has no unfinished job: exiting");

@@ -11,7 +11,7 @@ const PAGE_ROWS = 500;
 const SVGNS = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2f6fdf", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#2c3e50", "#f1c40f",
   "#e84393", "#7f8c8d", "#6c5ce7", "#a0522d"];
-const STATUSES = ["pending", "running", "done", "failed", "interrupted", "pruned"];
+const STATUSES = ["pending", "running", "done", "failed", "interrupted", "waiting", "pruned"];
 
 // ---- DOM helpers ---------------------------------------------------------
 

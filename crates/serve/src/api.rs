@@ -460,7 +460,7 @@ async fn search(
         let trials: Vec<(&Job, f64)> = results
             .jobs
             .iter()
-            .filter(|j| matches!(j.row.status, Status::Done | Status::Pruned))
+            .filter(|j| j.row.status == Status::Done || j.row.status.stopped_early())
             .filter_map(|j| Some((j, j.row.best_valid_acc.filter(|y| y.is_finite())?)))
             .collect();
         let spec: Json_ = serde_json::from_str(&results.sweep.spec_json).unwrap_or_default();
@@ -475,7 +475,7 @@ async fn search(
             })
             .collect();
         let pruned: HashMap<&str, bool> =
-            results.jobs.iter().map(|j| (j.row.id.as_str(), j.row.status == Status::Pruned)).collect();
+            results.jobs.iter().map(|j| (j.row.id.as_str(), j.row.status.stopped_early())).collect();
         let so_far = results.best_so_far();
         let so_far = json!({
             "number": so_far.iter().map(|t| t.number).collect::<Vec<_>>(),
@@ -488,7 +488,7 @@ async fn search(
             "objective_name": "best_valid_acc",
             "jobs": trials.iter().map(|(j, _)| j.row.id.as_str()).collect::<Vec<_>>(),
             "objective": trials.iter().map(|(_, y)| *y).collect::<Vec<_>>(),
-            "pruned": trials.iter().map(|(j, _)| j.row.status == Status::Pruned).collect::<Vec<_>>(),
+            "pruned": trials.iter().map(|(j, _)| j.row.status.stopped_early()).collect::<Vec<_>>(),
             "axes": axes,
             "best_so_far": so_far,
         }))

@@ -18,12 +18,13 @@ const NEXT_JOB: &str = "SELECT j.id FROM sweep_jobs s JOIN jobs j ON j.id = s.jo
        AND (j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?3))
      ORDER BY s.position LIMIT 1";
 
-/// The runnable jobs of sweep `?1` at time `?2`, in the sweep's order, a
-/// page of `?3` from `?4`.
-const RUNNABLE_JOBS: &str = "SELECT j.id FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
-     WHERE s.sweep_id = ?1
-       AND (j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?2))
-     ORDER BY s.position LIMIT ?3 OFFSET ?4";
+/// Which jobs of sweep `?1` are runnable at time `?2`: pending,
+/// interrupted, or running under an expired lease.
+const RUNNABLE: &str = "(j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?2))";
+
+/// Which have run and stopped before their end: interrupted, or running
+/// under an expired lease.
+const RESUMABLE: &str = "(j.status = 'interrupted' OR (j.status = 'running' AND j.lease_expires < ?2))";
 
 /// How many runnable jobs [`Store::claim_after`] reads at a time.
 const PAGE: i64 = 64;
@@ -39,9 +40,9 @@ impl Store {
     }
 
     /// [`Store::claim`], passing over each job that comes after others
-    /// (`after[job]`) while any of those is still to run or running
-    /// (pending, interrupted or running): the first runnable job in the
-    /// sweep's order that waits for nobody.
+    /// (`after[job]`) while any of those is still to run, running, or
+    /// waiting at an ASHA rung: the first runnable job in the sweep's order
+    /// that waits for nobody.
     pub fn claim_after(
         &mut self,
         sweep_id: &str,
@@ -49,10 +50,39 @@ impl Store {
         lease: Duration,
         after: &HashMap<String, Vec<String>>,
     ) -> Result<Option<Claimed>, Error> {
+        self.claim_where(sweep_id, owner, lease, after, RUNNABLE)
+    }
+
+    /// [`Store::claim_after`] among the jobs that ran and stopped before
+    /// their end (interrupted, or under an expired lease) only: a run that
+    /// promotes waiting trials resumes these first, as an uninterrupted run
+    /// would have run them on.
+    pub fn claim_resumable_after(
+        &mut self,
+        sweep_id: &str,
+        owner: &str,
+        lease: Duration,
+        after: &HashMap<String, Vec<String>>,
+    ) -> Result<Option<Claimed>, Error> {
+        self.claim_where(sweep_id, owner, lease, after, RESUMABLE)
+    }
+
+    fn claim_where(
+        &mut self,
+        sweep_id: &str,
+        owner: &str,
+        lease: Duration,
+        after: &HashMap<String, Vec<String>>,
+        which: &str,
+    ) -> Result<Option<Claimed>, Error> {
+        let runnable = format!(
+            "SELECT j.id FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+             WHERE s.sweep_id = ?1 AND {which} ORDER BY s.position LIMIT ?3 OFFSET ?4"
+        );
         self.write(|tx| {
             let now = now_ms();
             let expires = now + lease.as_millis() as i64;
-            if after.is_empty() {
+            if after.is_empty() && which == RUNNABLE {
                 let next = match tx.is_postgres() {
                     true => format!("{NEXT_JOB} FOR UPDATE OF j SKIP LOCKED"),
                     false => NEXT_JOB.to_owned(),
@@ -69,7 +99,7 @@ impl Store {
             let mut offset = 0;
             loop {
                 let page: Vec<String> = tx
-                    .query(RUNNABLE_JOBS, args![sweep_id, now, PAGE, offset])?
+                    .query(&runnable, args![sweep_id, now, PAGE, offset])?
                     .iter()
                     .map(|r| r.get(0))
                     .collect::<Result<_, _>>()?;
@@ -219,12 +249,12 @@ fn claimed(r: &Row) -> Result<Claimed, Error> {
     Ok(Claimed { id: r.get(0)?, config_json: r.get(1)?, attempts: r.get(2)? })
 }
 
-/// Whether any of `before` is still to run or running.
+/// Whether any of `before` is still to run, running, or waiting at an ASHA rung.
 fn waits(tx: &mut Tx<'_, '_>, before: Option<&Vec<String>>) -> Result<bool, Error> {
     for id in before.into_iter().flatten() {
         let status: Option<String> =
             tx.query_opt("SELECT status FROM jobs WHERE id = ?1", args![id])?.map(|r| r.get(0)).transpose()?;
-        if matches!(status.as_deref(), Some("pending" | "interrupted" | "running")) {
+        if matches!(status.as_deref(), Some("pending" | "interrupted" | "running" | "waiting")) {
             return Ok(true);
         }
     }

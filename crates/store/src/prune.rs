@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::sql::{args, Row};
 use crate::write::insert_epoch;
-use crate::{now_text, EpochRow, Error, Status, Store};
+use crate::{now_ms, now_text, Claimed, EpochRow, Error, Status, Store};
 
 /// The schema version that added pruning.
 const PRUNING: i64 = 4;
@@ -102,16 +102,18 @@ impl Store {
         lease: Duration,
         rung: Option<i64>,
         reason: &str,
+        wait: bool,
     ) -> Result<(), Error> {
+        let status = if wait { "waiting" } else { "pruned" };
         let held = self.write(|tx| {
             if !insert_epoch(tx, job_id, owner, epoch, state, is_best, lease)? {
                 return Ok(false);
             }
             tx.exec(
-                "UPDATE jobs SET status = 'pruned', prune_epoch = ?2, prune_rung = ?3, prune_reason = ?4,
+                "UPDATE jobs SET status = ?5, prune_epoch = ?2, prune_rung = ?3, prune_reason = ?4,
                         lease_owner = NULL, lease_expires = NULL
                  WHERE id = ?1",
-                args![job_id, epoch.epoch, rung, reason],
+                args![job_id, epoch.epoch, rung, reason, status],
             )?;
             Ok(true)
         })?;
@@ -130,7 +132,7 @@ impl Store {
         self.read(|tx| {
             tx.query(
                 "SELECT j.id, j.prune_epoch, j.prune_rung, j.prune_reason FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
-                 WHERE s.sweep_id = ?1 AND j.status = 'pruned' ORDER BY s.position",
+                 WHERE s.sweep_id = ?1 AND j.status IN ('pruned', 'waiting') ORDER BY s.position",
                 args![sweep_id],
             )?
             .iter()
@@ -271,6 +273,57 @@ impl Store {
             )?;
             Ok(Some(epochs as i64))
         })
+    }
+
+    /// The sweep's trials waiting at an ASHA rung, each with the epoch it
+    /// stopped at, in expansion order.
+    pub fn waiting_jobs(&self, sweep_id: &str) -> Result<Vec<(String, i64)>, Error> {
+        self.read(|tx| {
+            tx.query(
+                "SELECT j.id, j.prune_epoch FROM sweep_jobs s JOIN jobs j ON j.id = s.job_id
+                 WHERE s.sweep_id = ?1 AND j.status = 'waiting' ORDER BY s.position",
+                args![sweep_id],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect()
+        })
+    }
+
+    /// Promotes a trial waiting at its rung: claimed for `owner` (as
+    /// [`Store::claim`] does) to run on from its last epoch, its stop
+    /// forgotten. `None` when it is no longer waiting (another runner
+    /// promoted it, or it was pruned).
+    pub fn promote(&self, job_id: &str, owner: &str, lease: Duration) -> Result<Option<Claimed>, Error> {
+        self.write(|tx| {
+            let now = now_ms();
+            tx.query_opt(
+                "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires = ?4, heartbeat_at = ?3,
+                        attempts = attempts + 1, prune_epoch = NULL, prune_rung = NULL, prune_reason = NULL
+                 WHERE id = ?1 AND status = 'waiting'
+                 RETURNING id, config_json, attempts",
+                args![job_id, owner, now, now + lease.as_millis() as i64],
+            )?
+            .map(|r| Ok(Claimed { id: r.get(0)?, config_json: r.get(1)?, attempts: r.get(2)? }))
+            .transpose()
+        })
+    }
+
+    /// Prunes a trial waiting at its rung, for `reason`, once nothing of its
+    /// sweep is left to run (no job pending, interrupted or running, leases
+    /// expired or not): only then can no later trial promote it. Returns
+    /// whether it was pruned.
+    pub fn prune_waiting(&self, sweep_id: &str, job_id: &str, reason: &str) -> Result<bool, Error> {
+        let n = self.write(|tx| {
+            tx.exec(
+                "UPDATE jobs SET status = 'pruned', prune_reason = ?3
+                 WHERE id = ?1 AND status = 'waiting'
+                   AND NOT EXISTS (SELECT 1 FROM sweep_jobs s JOIN jobs o ON o.id = s.job_id
+                                   WHERE s.sweep_id = ?2 AND o.status IN ('pending', 'interrupted', 'running'))",
+                args![job_id, sweep_id, reason],
+            )
+        })?;
+        Ok(n == 1)
     }
 
     /// Closes `job_id` (held by `owner`, with no epoch yet, of `epochs`

@@ -17,12 +17,23 @@ pub enum Status {
     /// Stopped early by the sweep's pruner, its epochs kept; never resumed
     /// (where and why: [`PruneRow`](crate::PruneRow)).
     Pruned,
+    /// Stopped by ASHA at a rung, its epochs kept: promoted (running again
+    /// from its last epoch) when later trials put it in the rung's top
+    /// 1/eta; pruned when the sweep has nothing left to run (schema 6).
+    Waiting,
 }
 
 impl Status {
     /// Every status, in display order.
-    pub const ALL: [Status; 6] =
-        [Status::Pending, Status::Running, Status::Done, Status::Failed, Status::Interrupted, Status::Pruned];
+    pub const ALL: [Status; 7] = [
+        Status::Pending,
+        Status::Running,
+        Status::Done,
+        Status::Failed,
+        Status::Interrupted,
+        Status::Waiting,
+        Status::Pruned,
+    ];
 
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
@@ -33,7 +44,14 @@ impl Status {
             Status::Failed => "failed",
             Status::Interrupted => "interrupted",
             Status::Pruned => "pruned",
+            Status::Waiting => "waiting",
         }
+    }
+
+    /// Stopped by the pruner: for good (`pruned`) or, at an ASHA rung, until
+    /// promoted (`waiting`). Its scores are of fewer epochs than it has.
+    pub fn stopped_early(self) -> bool {
+        matches!(self, Status::Pruned | Status::Waiting)
     }
 
     pub(crate) fn parse(s: &str) -> Status {

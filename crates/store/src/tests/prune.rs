@@ -1,5 +1,6 @@
 //! Pruning (schema 4): the migration that rebuilds `jobs` keeps every row,
-//! decisions are recorded with their epoch and never claimed again.
+//! decisions are recorded with their epoch and never claimed again; ASHA's
+//! waiting trials (schema 6): promoted, or pruned once nothing is left to run.
 
 use super::*;
 
@@ -76,9 +77,9 @@ fn a_pruned_epoch_is_recorded_with_its_decision_and_never_claimed_again() {
     assert_eq!(store.claim("s", "me", lease).unwrap().unwrap().id, "b");
     store.record_epoch("b", "me", &epoch(1), b"1", true, lease).unwrap();
     // Another runner cannot prune what it does not hold.
-    let lost = store.record_pruned_epoch("b", "other", &epoch(2), b"2", false, lease, Some(0), "why");
+    let lost = store.record_pruned_epoch("b", "other", &epoch(2), b"2", false, lease, Some(0), "why", false);
     assert!(matches!(lost, Err(Error::LeaseLost { .. })), "{lost:?}");
-    store.record_pruned_epoch("b", "me", &epoch(2), b"2", false, lease, Some(1), "behind").unwrap();
+    store.record_pruned_epoch("b", "me", &epoch(2), b"2", false, lease, Some(1), "behind", false).unwrap();
     assert_eq!(store.done_jobs("s").unwrap(), 1);
     // The pruner's view of epoch 2: the others that recorded it, with their status.
     let at2 = store.values_at_epoch("s", "c", 2, Metric::ValidAcc).unwrap();
@@ -142,4 +143,65 @@ fn a_lease_that_ran_out_has_lapsed() {
     // Pending, or unknown: nothing has lapsed.
     assert!(!store.lease_lapsed("b").unwrap());
     assert!(!store.lease_lapsed("nope").unwrap());
+}
+
+/// Schema 6: a schema-5 file keeps its decisions and links, and takes `waiting`.
+#[test]
+fn a_version_5_file_keeps_its_decisions_and_takes_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v5.db");
+    migrations::create_at_version(&path, 5);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO sweeps (id, name, spec_json) VALUES ('s', 'n', '{}');
+             INSERT INTO jobs (id, config_json, batch_size, workers, lr, momentum, epochs, status,
+                               prune_epoch, prune_rung, prune_reason, same_as)
+                  VALUES ('p', '{}', 8, 4, 0.1, 0.5, 5, 'pruned', 2, 1, 'behind', NULL),
+                         ('q', '{}', 8, 2, 0.1, 0.5, 5, 'pruned', 2, 1, 'behind', 'p');
+             INSERT INTO sweep_jobs VALUES ('s', 'p', 0), ('s', 'q', 1);",
+        )
+        .unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), latest_version());
+    let decision = PruneRow { job_id: "p".into(), epoch: 2, rung: Some(1), reason: "behind".into() };
+    assert_eq!(store.prune_decision("p").unwrap(), Some(decision));
+    assert_eq!(store.trained_as("q").unwrap().as_deref(), Some("p"));
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    assert!(conn.execute("UPDATE jobs SET status = 'waiting' WHERE id = 'p'", []).is_ok());
+    assert!(conn.execute("UPDATE jobs SET status = 'paused' WHERE id = 'p'", []).is_err());
+}
+
+/// ASHA's stop waits: never claimed, promoted once (its stop forgotten),
+/// and pruned for good only when nothing of the sweep is left to run.
+#[test]
+fn a_waiting_trial_is_promoted_or_pruned_once_nothing_is_left_to_run() {
+    let mut store = Store::open_in_memory().unwrap();
+    store.register_sweep(&sweep("s"), &[job("a"), job("b")]).unwrap();
+    let lease = Duration::from_secs(30);
+    assert_eq!(store.claim("s", "me", lease).unwrap().unwrap().id, "a");
+    store.record_epoch("a", "me", &epoch(1), b"1", true, lease).unwrap();
+    store.record_pruned_epoch("a", "me", &epoch(2), b"2", false, lease, Some(1), "behind", true).unwrap();
+    assert_eq!(store.jobs("s").unwrap()[0].status, Status::Waiting);
+    assert_eq!(store.waiting_jobs("s").unwrap(), [("a".to_owned(), 2)]);
+    assert_eq!(store.prune_decisions("s").unwrap().len(), 1);
+    // Not claimed as work; `b` is.
+    assert_eq!(store.claim("s", "me", lease).unwrap().unwrap().id, "b");
+    assert_eq!(store.claim("s", "me", lease).unwrap(), None);
+    // Promoted once: running again from its checkpoint, its stop forgotten.
+    let promoted = store.promote("a", "me", lease).unwrap().unwrap();
+    assert_eq!((promoted.id.as_str(), promoted.attempts), ("a", 2));
+    assert_eq!(store.promote("a", "other", lease).unwrap(), None);
+    assert_eq!(store.prune_decision("a").unwrap(), None);
+    assert_eq!(store.checkpoint("a", "last").unwrap(), Some((2, b"2".to_vec())));
+    store.record_pruned_epoch("a", "me", &epoch(3), b"3", false, lease, Some(2), "behind again", true).unwrap();
+    // `b` still runs: `a` waits on.
+    assert!(!store.prune_waiting("s", "a", "the end").unwrap());
+    store.finish("b", "me", Finish::Done).unwrap();
+    assert!(store.prune_waiting("s", "a", "the end").unwrap());
+    let decision = PruneRow { job_id: "a".into(), epoch: 3, rung: Some(2), reason: "the end".into() };
+    assert_eq!(store.prune_decision("a").unwrap(), Some(decision));
+    assert_eq!(store.jobs("s").unwrap()[0].status, Status::Pruned);
+    assert_eq!(store.promote("a", "me", lease).unwrap(), None);
 }
