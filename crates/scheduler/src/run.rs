@@ -501,7 +501,8 @@ async fn run_sweep(
             parallel
         }
         None => {
-            let wanted = default_slots(cores, &opts.devices, spec.prune().is_some());
+            let kernels = sweep_worker::heads_train_on_one_thread();
+            let wanted = default_slots(cores, &opts.devices, spec.prune().is_some(), kernels);
             slot_count(wanted, runnable, cores, cpu_only)
         }
     };
@@ -774,12 +775,13 @@ pub async fn resume(
 /// device. One on a CPU without the kernels (each job spreads over Candle's
 /// threads already), and one for a sweep with pruning: a pruner compares a
 /// trial with those that reported before it, so one slot makes its
-/// decisions the same on every run.
-fn default_slots(cores: usize, devices: &[String], pruned: bool) -> usize {
+/// decisions the same on every run. `kernels`: this CPU has the head
+/// kernels (`sweep_worker::heads_train_on_one_thread`).
+fn default_slots(cores: usize, devices: &[String], pruned: bool, kernels: bool) -> usize {
     if pruned {
         1
     } else if devices.iter().all(|d| d == "cpu") {
-        if sweep_worker::heads_train_on_one_thread() {
+        if kernels {
             cores
         } else {
             1
@@ -1463,7 +1465,22 @@ impl EpochSink for StoreSink<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{owner_is_dead, slot_count};
+    use super::{default_slots, owner_is_dead, slot_count};
+
+    /// Issue 17: without `--parallel`, one job per core where the kernels
+    /// train a job on one thread, one per GPU, one with pruning.
+    #[test]
+    fn the_default_slots_are_a_core_each_with_the_kernels_a_device_each_on_gpus_one_with_pruning() {
+        let cpu = ["cpu".to_owned()];
+        let gpus = ["cuda:0".to_owned(), "cuda:1".to_owned()];
+        assert_eq!(default_slots(16, &cpu, false, true), 16);
+        assert_eq!(default_slots(16, &cpu, false, false), 1);
+        assert_eq!(default_slots(16, &gpus, false, true), 2);
+        assert_eq!(default_slots(16, &gpus, false, false), 2);
+        for (devices, kernels) in [(&cpu[..], true), (&cpu[..], false), (&gpus[..], true)] {
+            assert_eq!(default_slots(16, devices, true, kernels), 1);
+        }
+    }
 
     /// Issue 16: `--parallel` past the jobs or the cores.
     #[test]
