@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::{Arch, Backbone, DType, ModelConfig, Weights};
 use crate::data::split;
-use crate::features::decode_image;
+use crate::features::{decode_image, FeatureMatrix};
 use crate::preprocess::{preprocess, Transform};
 use crate::train::{
     train_with, EpochReport, EpochSink, HeadKernel, Hooks, Loss, SinkError, TrainConfig, TrainJob, TrainState,
@@ -129,11 +129,11 @@ pub fn head_epoch_seconds(
 
 /// The head benches' data: `n` random samples of `dim` (post-ReLU-like, in
 /// [0, 1)), `classes` random labels, the paper's 90/10 split.
-fn head_data(n: usize, dim: usize, classes: usize) -> Result<(Tensor, Vec<u32>, crate::data::Split), Error> {
+fn head_data(n: usize, dim: usize, classes: usize) -> Result<(FeatureMatrix, Vec<u32>, crate::data::Split), Error> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let features: Vec<f32> = (0..n * dim).map(|_| rng.random::<f32>()).collect();
     let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes as u32)).collect();
-    Ok((Tensor::from_vec(features, (n, dim), &Device::Cpu)?, labels, split(n, 0.1, 0)?))
+    Ok((FeatureMatrix::from_vec(features, n, dim)?, labels, split(n, 0.1, 0)?))
 }
 
 /// The head benches' training: the paper's SGD(lr 0.01, momentum 0.9),

@@ -3,11 +3,12 @@
 //! a content-addressed cache that every job of every sweep on the same images,
 //! transform and weights reads instead of running the backbone again.
 
-use std::collections::HashMap;
-use std::io::Read;
+mod mapped;
+
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use candle_core::{Device, Tensor};
 
@@ -48,12 +49,121 @@ pub enum CacheOutcome {
 /// The features of a data set.
 #[derive(Debug, Clone)]
 pub struct Features {
-    /// `[N, D]` f32 on the CPU, in data-set order.
-    pub data: Tensor,
+    /// `[N, D]` f32, in data-set order: the cache entry mapped.
+    pub data: FeatureMatrix,
     /// The cache key: a hash of images, transform, backbone and weights.
     pub key: String,
     /// Whether the backbone ran.
     pub outcome: CacheOutcome,
+}
+
+/// An `[N, D]` matrix of f32 features, row-major: a cache entry mapped
+/// read-only (its pages are the file's, not the process's memory: a run
+/// never holds an anonymous copy of its features), or floats in memory (a
+/// test's, a bench's, or an entry a big-endian CPU had to convert). Cheap to
+/// clone: the rows are shared.
+#[derive(Clone)]
+pub struct FeatureMatrix {
+    rows: usize,
+    dim: usize,
+    store: Arc<Store>,
+}
+
+enum Store {
+    /// The floats are the mapping's bytes `start..start + 4 * rows * dim`,
+    /// checked to be aligned when mapped.
+    Mapped { map: mapped::Mapping, start: usize },
+    Owned(Vec<f32>),
+}
+
+impl std::fmt::Debug for FeatureMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureMatrix")
+            .field("rows", &self.rows)
+            .field("dim", &self.dim)
+            .field("mapped", &self.is_mapped())
+            .finish()
+    }
+}
+
+impl FeatureMatrix {
+    /// `rows` × `dim` floats, row-major.
+    pub fn from_vec(data: Vec<f32>, rows: usize, dim: usize) -> Result<FeatureMatrix, Error> {
+        if rows.checked_mul(dim) != Some(data.len()) {
+            return Err(Error::State(format!("{} floats are not {rows} rows of {dim}", data.len())));
+        }
+        Ok(FeatureMatrix { rows, dim, store: Arc::new(Store::Owned(data)) })
+    }
+
+    /// A copy of a `[N, D]` tensor's values.
+    pub fn from_tensor(tensor: &Tensor) -> Result<FeatureMatrix, Error> {
+        let (rows, dim) = tensor.dims2()?;
+        let data: Vec<f32> = tensor.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        FeatureMatrix::from_vec(data, rows, dim)
+    }
+
+    /// The bytes `start..` of `map` as `rows` × `dim` floats, in place when
+    /// this CPU can (little-endian, aligned), else converted into memory.
+    fn mapped(map: mapped::Mapping, start: usize, rows: usize, dim: usize) -> FeatureMatrix {
+        let bytes = &map.bytes()[start..start + 4 * rows * dim];
+        let store = match mapped::floats(bytes) {
+            Some(_) => Store::Mapped { map, start },
+            None => Store::Owned(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        };
+        FeatureMatrix { rows, dim, store: Arc::new(store) }
+    }
+
+    /// The number of rows (images).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The width of a row (the backbone's features).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// `(rows, dim)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.dim)
+    }
+
+    /// Whether the rows are a mapped cache entry's (not a copy in memory).
+    pub fn is_mapped(&self) -> bool {
+        matches!(*self.store, Store::Mapped { .. })
+    }
+
+    /// Every float, row after row.
+    pub fn as_slice(&self) -> &[f32] {
+        match &*self.store {
+            Store::Mapped { map, start } => mapped::floats(&map.bytes()[*start..*start + 4 * self.rows * self.dim])
+                .expect("checked to be aligned when mapped"),
+            Store::Owned(data) => data,
+        }
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.as_slice()[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// The rows `idx`, in that order, as a `[idx.len(), D]` tensor on the CPU:
+    /// what the Candle path trains on.
+    pub fn gather(&self, idx: &[usize]) -> Result<Tensor, Error> {
+        let mut out = Vec::with_capacity(idx.len() * self.dim);
+        for &i in idx {
+            if i >= self.rows {
+                return Err(Error::State(format!("sample {i} of {} has no features", self.rows)));
+            }
+            out.extend_from_slice(self.row(i));
+        }
+        Ok(Tensor::from_vec(out, (idx.len(), self.dim), &Device::Cpu)?)
+    }
+
+    /// A copy of the whole matrix as a `[N, D]` tensor on the CPU.
+    pub fn to_tensor(&self) -> Result<Tensor, Error> {
+        Ok(Tensor::from_slice(self.as_slice(), (self.rows, self.dim), &Device::Cpu)?)
+    }
 }
 
 /// Progress of the backbone pass: called with the number of images done.
@@ -80,50 +190,80 @@ impl FeatureCache {
         self.path(key).is_file()
     }
 
-    fn load(&self, key: &str) -> Result<Option<Tensor>, String> {
+    /// The entry `key`, mapped (see [`FeatureMatrix`]) after its checksum is
+    /// verified: the check reads the file once through the mapping, so its
+    /// pages are the page cache's, never a copy in this process's memory.
+    fn load(&self, key: &str) -> Result<Option<FeatureMatrix>, String> {
         let path = self.path(key);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
             // A cache folder that is a file: no entry; `prepare` says what is wrong.
             Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
                 return Ok(None)
             }
             Err(e) => return Err(format!("cannot read: {e}")),
         };
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| e.to_string())?;
+        let map = mapped::Mapping::open(&file).map_err(|e| format!("cannot map: {e}"))?;
+        let bytes = map.bytes();
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
         let meta = meta.metadata().clone().unwrap_or_default();
         if meta.get("key").map(String::as_str) != Some(key) {
             return Err("its key does not match its name".to_owned());
         }
         let view = st.tensor("features").map_err(|e| e.to_string())?;
+        let (rows, dim) = match (view.dtype(), view.shape()) {
+            (safetensors::Dtype::F32, &[rows, dim]) => (rows, dim),
+            (dtype, shape) => return Err(format!("its features are {dtype:?} {shape:?}, not a matrix of F32")),
+        };
         let checksum = blake3::hash(view.data()).to_hex().to_string();
         if meta.get("checksum") != Some(&checksum) {
             return Err("its checksum does not match its contents".to_owned());
         }
-        let tensor = candle_core::safetensors::Load::load(&view, &Device::Cpu).map_err(|e| e.to_string())?;
-        Ok(Some(tensor))
+        let start = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
+        Ok(Some(FeatureMatrix::mapped(map, start, rows, dim)))
     }
 
-    fn store(&self, key: &str, features: &Tensor) -> Result<(), Error> {
+    /// Stores `parts` (row blocks of `dim` floats, in order) as the entry
+    /// `key`, streamed to the file: the checksum is taken over the parts in
+    /// place, then the header and the parts are written, with no copy of the
+    /// whole in memory.
+    fn store(&self, key: &str, parts: &[&[f32]], dim: usize) -> Result<(), Error> {
         let path = self.path(key);
         let err = |message: String| Error::Cache { path: path.clone(), message };
         std::fs::create_dir_all(&self.dir).map_err(|e| err(format!("cannot create the folder: {e}")))?;
-        let raw: Vec<f32> = features.flatten_all()?.to_vec1()?;
-        let bytes: Vec<u8> = raw.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let meta = HashMap::from([
-            ("key".to_owned(), key.to_owned()),
-            ("checksum".to_owned(), blake3::hash(&bytes).to_hex().to_string()),
-            ("format".to_owned(), CACHE_FORMAT.to_owned()),
-        ]);
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, features.dims().to_vec(), &bytes)
-            .map_err(|e| err(e.to_string()))?;
-        let out = safetensors::serialize([("features", view)], Some(meta)).map_err(|e| err(e.to_string()))?;
-        // Write beside, then rename: a reader never sees half a file. A
-        // process killed in between leaves `KEY.tmpPID`, which the next pass
+        let floats: usize = parts.iter().map(|p| p.len()).sum();
+        let rows = if dim == 0 { 0 } else { floats / dim };
+        let mut checksum = blake3::Hasher::new();
+        for_each_le_chunk(parts, |bytes| {
+            checksum.update(bytes);
+            Ok(())
+        })
+        .map_err(|e| err(e.to_string()))?;
+        let header = serde_json::json!({
+            "__metadata__": {
+                "key": key,
+                "checksum": checksum.finalize().to_hex().to_string(),
+                "format": CACHE_FORMAT,
+            },
+            "features": { "dtype": "F32", "shape": [rows, dim], "data_offsets": [0, 4 * floats] },
+        });
+        let mut header = serde_json::to_vec(&header).map_err(|e| err(e.to_string()))?;
+        // safetensors' own padding: the data starts 8-byte aligned, so a mapped entry's floats are aligned.
+        header.resize(header.len().next_multiple_of(8), b' ');
+        // Write beside, then rename: a reader never sees half a file, and a
+        // process that mapped the old entry keeps it (see `mapped::Mapping`).
+        // A process killed in between leaves `KEY.tmpPID`, which the next pass
         // removes (`remove_stale_temporaries`).
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let written = std::fs::write(&tmp, out)
+        let write = || -> std::io::Result<()> {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+            out.write_all(&(header.len() as u64).to_le_bytes())?;
+            out.write_all(&header)?;
+            for_each_le_chunk(parts, |bytes| out.write_all(bytes))?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        };
+        let written = write()
             .map_err(|e| err(format!("cannot write: {e}")))
             .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| err(format!("cannot rename into place: {e}"))));
         if written.is_err() {
@@ -188,6 +328,25 @@ impl FeatureCache {
         }
         removed
     }
+}
+
+/// Hands `parts`' floats to `f` as little-endian bytes: in place on a
+/// little-endian CPU, else converted a block at a time.
+fn for_each_le_chunk(
+    parts: &[&[f32]],
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    for part in parts {
+        match mapped::bytes_of(part) {
+            Some(bytes) => f(bytes)?,
+            None => {
+                for block in part.chunks(1 << 16) {
+                    f(&block.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The PID of a cache temporary's name, `KEY.tmpPID` (`KEY`: 32 hex digits).
@@ -392,12 +551,11 @@ struct Pass<'a> {
 impl Pass<'_> {
     fn run(self, key: String, check: bool) -> Result<Features, Error> {
         let Pass { dataset, model, cache, workers, batch_size, device, progress, backbone } = self;
-        // Nothing of the pass's size (the features, read from the cache or
-        // computed) is allocated before it is known to fit.
-        check_memory(dataset, model, batch_size, workers)?;
         cache.remove_stale_temporaries();
+        // A cache entry is mapped, never read into memory: only a pass needs
+        // memory of the features' size.
         let outcome = match cache.load(&key) {
-            Ok(Some(data)) if data.dims() == [dataset.items.len(), model.arch.feature_dim()] => {
+            Ok(Some(data)) if data.dims() == (dataset.items.len(), model.arch.feature_dim()) => {
                 tracing::info!(key, "feature cache hit: no backbone pass");
                 progress(dataset.items.len());
                 return Ok(Features { data, key, outcome: CacheOutcome::Hit });
@@ -409,8 +567,11 @@ impl Pass<'_> {
                 CacheOutcome::Rebuilt { reason }
             }
         };
-        // What would fail only after the pass is found before it: a cache that
-        // cannot take the entry, and every bad image (all of them, not the first).
+        // Nothing of the pass's size (the features it computes) is allocated
+        // before it is known to fit. What would fail only after the pass is
+        // found before it: a cache that cannot take the entry, and every bad
+        // image (all of them, not the first).
+        check_memory(dataset, model, batch_size, workers)?;
         let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
         cache.prepare((n * dim * 4) as u64 + ENTRY_OVERHEAD)?;
         if check {
@@ -421,8 +582,16 @@ impl Pass<'_> {
             None => Backbone::load(model, device)?,
         };
         let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
-        cache.store(&key, &data)?;
+        drop(backbone);
+        cache.store(&key, &[&data], dim)?;
         tracing::info!(key, images = dataset.items.len(), "features computed and cached");
+        // The jobs read the stored entry, mapped: the pass's copy is freed
+        // before any of them starts.
+        drop(data);
+        let data = cached_features(cache, &key, n, dim).ok_or_else(|| Error::Cache {
+            path: cache.path(&key),
+            message: "the entry just written does not read back".to_owned(),
+        })?;
         Ok(Features { data, key, outcome })
     }
 }
@@ -488,21 +657,22 @@ impl<'a> ShardPass<'a> {
         };
         let data =
             run_backbone(&part, self.model, &self.backbone, self.workers, self.batch_size, self.device, progress)?;
-        self.cache.store(&shard_key(key, shard, shards), &data)
+        self.cache.store(&shard_key(key, shard, shards), &[&data], self.model.arch.feature_dim())
     }
 }
 
 /// The entry `key` of `images` × `dim` features, if the cache holds it whole and sound.
-pub fn cached_features(cache: &FeatureCache, key: &str, images: usize, dim: usize) -> Option<Tensor> {
+pub fn cached_features(cache: &FeatureCache, key: &str, images: usize, dim: usize) -> Option<FeatureMatrix> {
     match cache.load(key) {
-        Ok(Some(data)) if data.dims() == [images, dim] => Some(data),
+        Ok(Some(data)) if data.dims() == (images, dim) => Some(data),
         _ => None,
     }
 }
 
 /// Joins the shard entries of `key` (`shards`: each shard's number and
-/// image count, in data order) into the entry itself, written by rename,
-/// then removes them. `Ok(Err(shards))`: those shards' entries are missing
+/// image count, in data order) into the entry itself, streamed from their
+/// mappings and written by rename, then removes them; the entry is returned
+/// mapped. `Ok(Err(shards))`: those shards' entries are missing
 /// or unsound, to be computed again (unless another process has joined the
 /// entry meanwhile: check [`cached_features`] first).
 pub fn join_shards(
@@ -510,24 +680,30 @@ pub fn join_shards(
     key: &str,
     shards: &[(usize, usize)],
     dim: usize,
-) -> Result<Result<Tensor, Vec<usize>>, Error> {
+) -> Result<Result<FeatureMatrix, Vec<usize>>, Error> {
     let count = shards.len();
     let mut parts = Vec::with_capacity(count);
     let mut bad = Vec::new();
     for &(shard, images) in shards {
         match cache.load(&shard_key(key, shard, count)) {
-            Ok(Some(data)) if data.dims() == [images, dim] => parts.push(data),
+            Ok(Some(data)) if data.dims() == (images, dim) => parts.push(data),
             _ => bad.push(shard),
         }
     }
     if !bad.is_empty() {
         return Ok(Err(bad));
     }
-    let data = Tensor::cat(&parts, 0)?;
-    cache.store(key, &data)?;
+    let slices: Vec<&[f32]> = parts.iter().map(FeatureMatrix::as_slice).collect();
+    cache.store(key, &slices, dim)?;
+    drop(parts);
     for &(shard, _) in shards {
         let _ = std::fs::remove_file(cache.path(&shard_key(key, shard, count)));
     }
+    let images = shards.iter().map(|&(_, images)| images).sum();
+    let data = cached_features(cache, key, images, dim).ok_or_else(|| Error::Cache {
+        path: cache.path(key),
+        message: "the entry just joined does not read back".to_owned(),
+    })?;
     Ok(Ok(data))
 }
 
@@ -539,7 +715,7 @@ fn run_backbone(
     batch_size: usize,
     device: &Device,
     progress: Progress<'_>,
-) -> Result<Tensor, Error> {
+) -> Result<Vec<f32>, Error> {
     let transform = model.transform();
     let n = dataset.items.len();
     let dim = backbone.arch().feature_dim();
@@ -600,7 +776,7 @@ fn run_backbone(
         drop(receivers);
         result
     })?;
-    Ok(Tensor::from_vec(out, (n, dim), &Device::Cpu)?)
+    Ok(out)
 }
 
 /// Refuses a batch whose features hold NaN or infinity, naming the first
@@ -676,20 +852,44 @@ mod tests {
         let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();
         let one = run_backbone(&dataset, &model(), &backbone, 1, 2, &Device::Cpu, &no_progress).unwrap();
         let three = run_backbone(&dataset, &model(), &backbone, 3, 2, &Device::Cpu, &no_progress).unwrap();
-        assert_eq!(one.dims(), [7, 512]);
-        let (one, three): (Vec<f32>, Vec<f32>) =
-            (one.flatten_all().unwrap().to_vec1().unwrap(), three.flatten_all().unwrap().to_vec1().unwrap());
+        assert_eq!(one.len(), 7 * 512);
         assert_eq!(one, three);
         // Each image's features land in its own row: the last image alone gives the last row.
         let last = Dataset { items: dataset.items[6..].to_vec(), ..dataset.clone() };
-        let alone: Vec<f32> = run_backbone(&last, &model(), &backbone, 1, 2, &Device::Cpu, &no_progress)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let alone = run_backbone(&last, &model(), &backbone, 1, 2, &Device::Cpu, &no_progress).unwrap();
         let row = &one[6 * 512..];
         assert!(row.iter().zip(&alone).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + a.abs())));
+    }
+
+    /// Issue 17: an entry is stored streamed from its parts and read back
+    /// mapped, bit for bit; a flipped byte fails its checksum, and an entry
+    /// replaced by rename leaves a mapped reader with the old features.
+    #[test]
+    fn an_entry_is_mapped_and_checked_and_survives_a_rename_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FeatureCache::new(dir.path());
+        let key = "0123456789abcdef0123456789abcdef";
+        let (a, b): (Vec<f32>, Vec<f32>) = ((0..6).map(|i| i as f32 * 0.5).collect(), vec![-1.0, f32::MIN_POSITIVE]);
+        cache.store(key, &[&a, &b], 2).unwrap();
+        let loaded = cache.load(key).unwrap().unwrap();
+        assert!(loaded.is_mapped());
+        assert_eq!(loaded.dims(), (4, 2));
+        assert_eq!(loaded.as_slice(), [&a[..], &b[..]].concat());
+        assert_eq!(loaded.row(3), [-1.0, f32::MIN_POSITIVE]);
+        assert_eq!(loaded.gather(&[3, 0]).unwrap().to_vec2::<f32>().unwrap(), [[-1.0, f32::MIN_POSITIVE], [0.0, 0.5]]);
+        // The same file Candle's reader understands (safetensors, the data aligned).
+        let tensors = candle_core::safetensors::load(cache.path(key), &Device::Cpu).unwrap();
+        assert_eq!(tensors["features"].flatten_all().unwrap().to_vec1::<f32>().unwrap(), loaded.as_slice());
+        // Rewritten by rename: the mapped reader keeps what it checked.
+        cache.store(key, &[&[7.0; 8]], 2).unwrap();
+        assert_eq!(loaded.as_slice(), [&a[..], &b[..]].concat());
+        assert_eq!(cache.load(key).unwrap().unwrap().as_slice(), [7.0; 8]);
+        // A flipped bit in the data is caught.
+        let mut bytes = std::fs::read(cache.path(key)).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(cache.path(key), bytes).unwrap();
+        assert_eq!(cache.load(key).unwrap_err(), "its checksum does not match its contents");
     }
 
     #[test]

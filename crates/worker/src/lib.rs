@@ -31,7 +31,7 @@ pub use data::{
 pub use error::Error;
 pub use features::{
     cached_features, compute_features, compute_features_keyed, decode_image, join_shards, shard_key, CacheOutcome,
-    FeatureCache, Features, Progress, ShardPass,
+    FeatureCache, FeatureMatrix, Features, Progress, ShardPass,
 };
 pub use fingerprint::{DataChanges, DataManifest, ManifestItem};
 pub use image_check::{check_images, skip_bad_images, BadImage, BadImages};
