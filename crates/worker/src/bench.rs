@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::{Arch, Backbone, DType, ModelConfig, Weights};
 use crate::data::split;
-use crate::features::{decode_image, FeatureMatrix};
+use crate::features::{decode_image, FeatureCache, FeatureMatrix};
 use crate::preprocess::{preprocess, Transform};
 use crate::train::{
     train_with, EpochReport, EpochSink, HeadKernel, Hooks, Loss, SinkError, TrainConfig, TrainJob, TrainState,
@@ -134,6 +134,21 @@ fn head_data(n: usize, dim: usize, classes: usize) -> Result<(FeatureMatrix, Vec
     let features: Vec<f32> = (0..n * dim).map(|_| rng.random::<f32>()).collect();
     let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes as u32)).collect();
     Ok((FeatureMatrix::from_vec(features, n, dim)?, labels, split(n, 0.1, 0)?))
+}
+
+/// Writes the entry `key` of `rows` × `dim` seeded random features
+/// (post-ReLU-like, in [0, 1)) into `cache`, made and written 4096 rows at a
+/// time: a million images' entry without a million-image pass, in the
+/// memory of one block.
+pub fn write_random_features(cache: &FeatureCache, key: &str, rows: usize, dim: usize, seed: u64) -> Result<(), Error> {
+    const BLOCK: usize = 4096;
+    let blocks = (0..rows.div_ceil(BLOCK)).map(|b| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(b as u64);
+        let n = BLOCK.min(rows - b * BLOCK);
+        (0..n * dim).map(|_| rng.random::<f32>()).collect::<Vec<f32>>()
+    });
+    cache.store(key, rows, dim, blocks)
 }
 
 /// The head benches' training: the paper's SGD(lr 0.01, momentum 0.9),

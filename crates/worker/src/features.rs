@@ -5,7 +5,7 @@
 
 mod mapped;
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -224,47 +224,67 @@ impl FeatureCache {
         Ok(Some(FeatureMatrix::mapped(map, start, rows, dim)))
     }
 
-    /// Stores `parts` (row blocks of `dim` floats, in order) as the entry
-    /// `key`, streamed to the file: the checksum is taken over the parts in
-    /// place, then the header and the parts are written, with no copy of the
-    /// whole in memory.
-    fn store(&self, key: &str, parts: &[&[f32]], dim: usize) -> Result<(), Error> {
+    /// Stores `blocks` (rows of `dim` floats, in order, `rows` in all) as the
+    /// entry `key` in one streamed pass: the header is written with a
+    /// placeholder checksum of the same length, each block is hashed and
+    /// written as it comes, and the checksum is written into the header
+    /// last. Nothing of the entry's size is held in memory (a block at a
+    /// time when the caller makes them).
+    pub(crate) fn store<B: AsRef<[f32]>>(
+        &self,
+        key: &str,
+        rows: usize,
+        dim: usize,
+        blocks: impl IntoIterator<Item = B>,
+    ) -> Result<(), Error> {
         let path = self.path(key);
         let err = |message: String| Error::Cache { path: path.clone(), message };
         std::fs::create_dir_all(&self.dir).map_err(|e| err(format!("cannot create the folder: {e}")))?;
-        let floats: usize = parts.iter().map(|p| p.len()).sum();
-        let rows = if dim == 0 { 0 } else { floats / dim };
-        let mut checksum = blake3::Hasher::new();
-        for_each_le_chunk(parts, |bytes| {
-            checksum.update(bytes);
-            Ok(())
-        })
-        .map_err(|e| err(e.to_string()))?;
-        let header = serde_json::json!({
-            "__metadata__": {
-                "key": key,
-                "checksum": checksum.finalize().to_hex().to_string(),
-                "format": CACHE_FORMAT,
-            },
-            "features": { "dtype": "F32", "shape": [rows, dim], "data_offsets": [0, 4 * floats] },
-        });
-        let mut header = serde_json::to_vec(&header).map_err(|e| err(e.to_string()))?;
-        // safetensors' own padding: the data starts 8-byte aligned, so a mapped entry's floats are aligned.
-        header.resize(header.len().next_multiple_of(8), b' ');
+        const PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+        let header = |checksum: &str| -> Result<Vec<u8>, Error> {
+            let header = serde_json::json!({
+                "__metadata__": { "key": key, "checksum": checksum, "format": CACHE_FORMAT },
+                "features": { "dtype": "F32", "shape": [rows, dim], "data_offsets": [0, 4 * rows * dim] },
+            });
+            let mut header = serde_json::to_vec(&header).map_err(|e| err(e.to_string()))?;
+            // safetensors' own padding: the data starts 8-byte aligned, so a mapped entry's floats are aligned.
+            header.resize(header.len().next_multiple_of(8), b' ');
+            Ok(header)
+        };
+        let placeholder = header(PLACEHOLDER)?;
         // Write beside, then rename: a reader never sees half a file, and a
         // process that mapped the old entry keeps it (see `mapped::Mapping`).
         // A process killed in between leaves `KEY.tmpPID`, which the next pass
         // removes (`remove_stale_temporaries`).
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-            out.write_all(&(header.len() as u64).to_le_bytes())?;
-            out.write_all(&header)?;
-            for_each_le_chunk(parts, |bytes| out.write_all(bytes))?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        let write = || -> Result<(), String> {
+            let io = |e: std::io::Error| format!("cannot write: {e}");
+            let file = std::fs::File::create(&tmp).map_err(io)?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            out.write_all(&(placeholder.len() as u64).to_le_bytes()).map_err(io)?;
+            out.write_all(&placeholder).map_err(io)?;
+            let (mut checksum, mut floats) = (blake3::Hasher::new(), 0usize);
+            for block in blocks {
+                let block = block.as_ref();
+                floats += block.len();
+                for_each_le_chunk(block, |bytes| {
+                    checksum.update(bytes);
+                    out.write_all(bytes)
+                })
+                .map_err(io)?;
+            }
+            if floats != rows * dim {
+                return Err(format!("{floats} floats were written for {rows} rows of {dim}"));
+            }
+            let header = header(&checksum.finalize().to_hex()).map_err(|e| e.to_string())?;
+            debug_assert_eq!(header.len(), placeholder.len());
+            let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
+            file.seek(std::io::SeekFrom::Start(8)).map_err(io)?;
+            file.write_all(&header).map_err(io)?;
+            file.sync_all().map_err(io)
         };
         let written = write()
-            .map_err(|e| err(format!("cannot write: {e}")))
+            .map_err(err)
             .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| err(format!("cannot rename into place: {e}"))));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -330,23 +350,15 @@ impl FeatureCache {
     }
 }
 
-/// Hands `parts`' floats to `f` as little-endian bytes: in place on a
+/// Hands `floats` to `f` as little-endian bytes: in place on a
 /// little-endian CPU, else converted a block at a time.
-fn for_each_le_chunk(
-    parts: &[&[f32]],
-    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    for part in parts {
-        match mapped::bytes_of(part) {
-            Some(bytes) => f(bytes)?,
-            None => {
-                for block in part.chunks(1 << 16) {
-                    f(&block.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())?;
-                }
-            }
-        }
+fn for_each_le_chunk(floats: &[f32], mut f: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+    match mapped::bytes_of(floats) {
+        Some(bytes) => f(bytes),
+        None => floats.chunks(1 << 16).try_for_each(|block| {
+            f(&block.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+        }),
     }
-    Ok(())
 }
 
 /// The PID of a cache temporary's name, `KEY.tmpPID` (`KEY`: 32 hex digits).
@@ -583,7 +595,7 @@ impl Pass<'_> {
         };
         let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
         drop(backbone);
-        cache.store(&key, &[&data], dim)?;
+        cache.store(&key, n, dim, [&data])?;
         tracing::info!(key, images = dataset.items.len(), "features computed and cached");
         // The jobs read the stored entry, mapped: the pass's copy is freed
         // before any of them starts.
@@ -657,7 +669,8 @@ impl<'a> ShardPass<'a> {
         };
         let data =
             run_backbone(&part, self.model, &self.backbone, self.workers, self.batch_size, self.device, progress)?;
-        self.cache.store(&shard_key(key, shard, shards), &[&data], self.model.arch.feature_dim())
+        let dim = self.model.arch.feature_dim();
+        self.cache.store(&shard_key(key, shard, shards), data.len() / dim, dim, [&data])
     }
 }
 
@@ -693,13 +706,12 @@ pub fn join_shards(
     if !bad.is_empty() {
         return Ok(Err(bad));
     }
-    let slices: Vec<&[f32]> = parts.iter().map(FeatureMatrix::as_slice).collect();
-    cache.store(key, &slices, dim)?;
+    let images = shards.iter().map(|&(_, images)| images).sum();
+    cache.store(key, images, dim, parts.iter().map(FeatureMatrix::as_slice))?;
     drop(parts);
     for &(shard, _) in shards {
         let _ = std::fs::remove_file(cache.path(&shard_key(key, shard, count)));
     }
-    let images = shards.iter().map(|&(_, images)| images).sum();
     let data = cached_features(cache, key, images, dim).ok_or_else(|| Error::Cache {
         path: cache.path(key),
         message: "the entry just joined does not read back".to_owned(),
@@ -870,7 +882,8 @@ mod tests {
         let cache = FeatureCache::new(dir.path());
         let key = "0123456789abcdef0123456789abcdef";
         let (a, b): (Vec<f32>, Vec<f32>) = ((0..6).map(|i| i as f32 * 0.5).collect(), vec![-1.0, f32::MIN_POSITIVE]);
-        cache.store(key, &[&a, &b], 2).unwrap();
+        cache.store(key, 4, 2, [&a, &b]).unwrap();
+        assert!(cache.store(key, 5, 2, [&a, &b]).unwrap_err().to_string().ends_with("8 floats were written for 5 rows of 2"));
         let loaded = cache.load(key).unwrap().unwrap();
         assert!(loaded.is_mapped());
         assert_eq!(loaded.dims(), (4, 2));
@@ -881,7 +894,7 @@ mod tests {
         let tensors = candle_core::safetensors::load(cache.path(key), &Device::Cpu).unwrap();
         assert_eq!(tensors["features"].flatten_all().unwrap().to_vec1::<f32>().unwrap(), loaded.as_slice());
         // Rewritten by rename: the mapped reader keeps what it checked.
-        cache.store(key, &[&[7.0; 8]], 2).unwrap();
+        cache.store(key, 4, 2, [[7.0; 8]]).unwrap();
         assert_eq!(loaded.as_slice(), [&a[..], &b[..]].concat());
         assert_eq!(cache.load(key).unwrap().unwrap().as_slice(), [7.0; 8]);
         // A flipped bit in the data is caught.
