@@ -11,10 +11,13 @@
 # images at 32 px through ResNet-18 (a real pass, no cache).
 #
 # Usage: bench/scale.sh [SIZES...]   (default: 10000 100000 1000000)
-# Env: SWEEP (the binary; default target/release/sweep), WORK (scratch dir),
+# Env: SWEEP (the binary; default target/release/sweep), RUN_SWEEP (the
+#      binary that runs the sweeps, to compare another build; default SWEEP),
+#      WORK (scratch dir),
 #      BACKBONE_IMAGES (default 10000; 0 skips the pass).
 set -euo pipefail
 sweep=${SWEEP:-target/release/sweep}
+run_sweep=${RUN_SWEEP:-$sweep}
 work=${WORK:-$(mktemp -d)}
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10000 100000 1000000)
@@ -74,9 +77,9 @@ for n in "${sizes[@]}"; do
     "$sweep" synth-features "$dir/sweep.toml" --cache-dir "$dir/cache" 2> /dev/null
     written=$(echo "$(date +%s.%N) - $start" | bc)
     entry=$(du -m "$dir"/cache/*.safetensors | cut -f1)
-    read -r anon hwm < <(SWEEP_DB="$dir/sweep.db" watch_memory "$sweep" run "$dir/sweep.toml" --cache-dir "$dir/cache" --parallel 1)
-    job=$(SWEEP_DB="$dir/sweep.db" "$sweep" table --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["job_id"])')
-    epoch=$(SWEEP_DB="$dir/sweep.db" "$sweep" show "$job" --format json |
+    read -r anon hwm < <(SWEEP_DB="$dir/sweep.db" watch_memory "$run_sweep" run "$dir/sweep.toml" --cache-dir "$dir/cache" --parallel 1)
+    job=$(SWEEP_DB="$dir/sweep.db" "$run_sweep" table --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["job_id"])')
+    epoch=$(SWEEP_DB="$dir/sweep.db" "$run_sweep" show "$job" --format json |
         python3 -c 'import json,statistics,sys; print("%.3f" % statistics.median(e["seconds"] for e in json.load(sys.stdin)))')
     per=$(python3 -c "print(f'{$epoch / ($n * 0.9) * 1000:.4f}')")
     printf '| %s | %s | %.1f | %s | %s | %s | %s |\n' "$n" "$entry" "$written" "$epoch" "$per" "$anon" "$hwm"
