@@ -72,7 +72,10 @@ pub struct FeatureMatrix {
 enum Store {
     /// The floats are the mapping's bytes `start..start + 4 * rows * dim`,
     /// checked to be aligned when mapped.
-    Mapped { map: mapped::Mapping, start: usize },
+    Mapped {
+        map: mapped::Mapping,
+        start: usize,
+    },
     Owned(Vec<f32>),
 }
 
@@ -355,9 +358,9 @@ impl FeatureCache {
 fn for_each_le_chunk(floats: &[f32], mut f: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
     match mapped::bytes_of(floats) {
         Some(bytes) => f(bytes),
-        None => floats.chunks(1 << 16).try_for_each(|block| {
-            f(&block.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
-        }),
+        None => floats
+            .chunks(1 << 16)
+            .try_for_each(|block| f(&block.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())),
     }
 }
 
@@ -883,7 +886,11 @@ mod tests {
         let key = "0123456789abcdef0123456789abcdef";
         let (a, b): (Vec<f32>, Vec<f32>) = ((0..6).map(|i| i as f32 * 0.5).collect(), vec![-1.0, f32::MIN_POSITIVE]);
         cache.store(key, 4, 2, [&a, &b]).unwrap();
-        assert!(cache.store(key, 5, 2, [&a, &b]).unwrap_err().to_string().ends_with("8 floats were written for 5 rows of 2"));
+        assert!(cache
+            .store(key, 5, 2, [&a, &b])
+            .unwrap_err()
+            .to_string()
+            .ends_with("8 floats were written for 5 rows of 2"));
         let loaded = cache.load(key).unwrap().unwrap();
         assert!(loaded.is_mapped());
         assert_eq!(loaded.dims(), (4, 2));

@@ -10,9 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use sweep_worker::{
-    FeatureMatrix,
-    split, train, train_with, EpochReport, EpochSink, Error, HeadKernel, Hooks, Loss, SinkError, Split, TrainConfig,
-    TrainJob, TrainOutcome, TrainState,
+    split, train, train_with, EpochReport, EpochSink, Error, FeatureMatrix, HeadKernel, Hooks, Loss, SinkError, Split,
+    TrainConfig, TrainJob, TrainOutcome, TrainState,
 };
 
 /// Collects every report and the bytes of the last state; stops after

@@ -74,7 +74,11 @@ pub fn synth_features(args: &SynthFeaturesArgs) -> anyhow::Result<Outcome> {
     let (images, dim) = (checked.dataset.items.len(), model.arch.feature_dim());
     let cache = sweep_worker::FeatureCache::new(&args.cache_dir);
     sweep_worker::bench::write_random_features(&cache, &manifest.features_key, images, dim, args.seed)?;
-    eprintln!("wrote {images} x {dim} random features to {} as entry {}", args.cache_dir.display(), manifest.features_key);
+    eprintln!(
+        "wrote {images} x {dim} random features to {} as entry {}",
+        args.cache_dir.display(),
+        manifest.features_key
+    );
     Ok(Outcome::Success)
 }
 
