@@ -301,3 +301,59 @@ fn features_from_the_cache_are_mapped_not_held_in_memory() {
         "the run's anonymous memory peaked at {peak} bytes, as much as its features ({features} bytes)"
     );
 }
+
+/// Issue 17: `feature_dtype = "f16"` stores the features in half the bytes,
+/// under their own cache key and job ids (an f32 sweep's ids are
+/// untouched), and trains heads that score as the f32 features' do.
+#[test]
+fn f16_features_halve_the_cache_entry_and_train_like_f32() {
+    let env = Env::new();
+    let sweep = |name: &str, extra: &str| {
+        format!(
+            "name = \"{name}\"\n[data]\nlayout = \"synthetic\"\nclasses = 4\nimages = 400\nwidth = 40\nheight = 32\n\
+             valid_fraction = 0.25\n[model]\nbackbone = \"resnet18\"\nweights = \"random\"\nimage_size = 32\n{extra}\
+             [train]\nbatch_size = 16\nepochs = 4\n[grid]\nlr = [0.01, 0.05]\n"
+        )
+    };
+    let run = |file: &str, text: &str| {
+        let file = env.write(file, text);
+        let out = env.sweep(&["run", file.to_str().unwrap(), "--cache-dir", "cache", "--format", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("features: computed and cached"), "{}", stderr(&out));
+        // Each job's best valid accuracy and id, in lr order.
+        let mut rows: Vec<(f64, f64, String)> = json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let acc = r["best_valid_acc"].as_f64().unwrap();
+                (r["lr"].as_f64().unwrap(), acc, r["job_id"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        rows.into_iter().map(|(_, acc, id)| (acc, id)).collect::<Vec<_>>()
+    };
+    let full = run("f32.toml", &sweep("f32", ""));
+    let entries = |dir: &std::path::Path| -> Vec<(String, u64)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = entries(&env.path("cache"));
+    assert_eq!(before.len(), 1);
+    let half = run("f16.toml", &sweep("f16", "feature_dtype = \"f16\"\n"));
+    let after = entries(&env.path("cache"));
+    assert_eq!(after.len(), 2, "f16 features are an entry of their own: {after:?}");
+    let f16_entry = after.iter().find(|e| *e != &before[0]).unwrap();
+    // 400 images x 512 floats: 800 KiB of data against 400 KiB, the same header.
+    assert_eq!(before[0].1 - f16_entry.1, 400 * 512 * 2, "{before:?} {after:?}");
+    assert_eq!(full.len(), 2);
+    for ((acc32, id32), (acc16, id16)) in full.iter().zip(&half) {
+        assert_ne!(id32, id16, "f16 jobs have ids of their own");
+        assert!((acc32 - acc16).abs() <= 0.02, "best valid accuracy f32 {acc32}, f16 {acc16}");
+    }
+}

@@ -81,6 +81,7 @@ pub fn backbone_throughput(
         std: [0.229, 0.224, 0.225],
         channel_order: crate::ChannelOrder::Rgb,
         dtype,
+        feature_dtype: crate::FeatureDType::F32,
     };
     let backbone = Backbone::load(&cfg, device)?;
     let xs = Tensor::randn(0f32, 1f32, (batch, 3, image_size, image_size), device)?;
@@ -137,10 +138,17 @@ fn head_data(n: usize, dim: usize, classes: usize) -> Result<(FeatureMatrix, Vec
 }
 
 /// Writes the entry `key` of `rows` × `dim` seeded random features
-/// (post-ReLU-like, in [0, 1)) into `cache`, made and written 4096 rows at a
+/// (post-ReLU-like, in [0, 1)), stored as `dtype`, into `cache`, made and written 4096 rows at a
 /// time: a million images' entry without a million-image pass, in the
 /// memory of one block.
-pub fn write_random_features(cache: &FeatureCache, key: &str, rows: usize, dim: usize, seed: u64) -> Result<(), Error> {
+pub fn write_random_features(
+    cache: &FeatureCache,
+    key: &str,
+    rows: usize,
+    dim: usize,
+    dtype: crate::FeatureDType,
+    seed: u64,
+) -> Result<(), Error> {
     const BLOCK: usize = 4096;
     let blocks = (0..rows.div_ceil(BLOCK)).map(|b| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -148,7 +156,7 @@ pub fn write_random_features(cache: &FeatureCache, key: &str, rows: usize, dim: 
         let n = BLOCK.min(rows - b * BLOCK);
         (0..n * dim).map(|_| rng.random::<f32>()).collect::<Vec<f32>>()
     });
-    cache.store(key, rows, dim, blocks)
+    cache.store(key, rows, dim, dtype, blocks)
 }
 
 /// The head benches' training: the paper's SGD(lr 0.01, momentum 0.9),

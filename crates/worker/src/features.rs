@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 
 use candle_core::{Device, Tensor};
 
-use crate::backbone::{Backbone, DType, ModelConfig, Weights};
+use crate::backbone::{Backbone, DType, FeatureDType, ModelConfig, Weights};
 use crate::data::{Dataset, Item, Source};
 use crate::image_check::{check_images, inspect};
 use crate::memory::{self, human_bytes};
@@ -70,13 +70,23 @@ pub struct FeatureMatrix {
 }
 
 enum Store {
-    /// The floats are the mapping's bytes `start..start + 4 * rows * dim`,
+    /// The features are the mapping's bytes from `start`, f32 or f16,
     /// checked to be aligned when mapped.
     Mapped {
         map: mapped::Mapping,
         start: usize,
+        dtype: FeatureDType,
     },
     Owned(Vec<f32>),
+}
+
+/// The rows of a [`FeatureMatrix`], row after row, in the cache's type.
+#[derive(Debug, Clone, Copy)]
+pub enum FeatureSlice<'a> {
+    /// 32-bit floats, read in place.
+    F32(&'a [f32]),
+    /// Half precision, converted to f32 when rows are gathered.
+    F16(&'a [half::f16]),
 }
 
 impl std::fmt::Debug for FeatureMatrix {
@@ -85,6 +95,7 @@ impl std::fmt::Debug for FeatureMatrix {
             .field("rows", &self.rows)
             .field("dim", &self.dim)
             .field("mapped", &self.is_mapped())
+            .field("dtype", &self.dtype())
             .finish()
     }
 }
@@ -105,13 +116,23 @@ impl FeatureMatrix {
         FeatureMatrix::from_vec(data, rows, dim)
     }
 
-    /// The bytes `start..` of `map` as `rows` × `dim` floats, in place when
-    /// this CPU can (little-endian, aligned), else converted into memory.
-    fn mapped(map: mapped::Mapping, start: usize, rows: usize, dim: usize) -> FeatureMatrix {
-        let bytes = &map.bytes()[start..start + 4 * rows * dim];
-        let store = match mapped::floats(bytes) {
-            Some(_) => Store::Mapped { map, start },
-            None => Store::Owned(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+    /// The bytes `start..` of `map` as `rows` × `dim` features of `dtype`,
+    /// in place when this CPU can (little-endian, aligned), else converted
+    /// into f32s in memory.
+    fn mapped(map: mapped::Mapping, start: usize, rows: usize, dim: usize, dtype: FeatureDType) -> FeatureMatrix {
+        let bytes = &map.bytes()[start..start + dtype.bytes() * rows * dim];
+        let in_place = match dtype {
+            FeatureDType::F32 => mapped::floats(bytes).is_some(),
+            FeatureDType::F16 => mapped::halves(bytes).is_some(),
+        };
+        let store = match (in_place, dtype) {
+            (true, _) => Store::Mapped { map, start, dtype },
+            (false, FeatureDType::F32) => {
+                Store::Owned(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            }
+            (false, FeatureDType::F16) => {
+                Store::Owned(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect())
+            }
         };
         FeatureMatrix { rows, dim, store: Arc::new(store) }
     }
@@ -136,36 +157,53 @@ impl FeatureMatrix {
         matches!(*self.store, Store::Mapped { .. })
     }
 
-    /// Every float, row after row.
-    pub fn as_slice(&self) -> &[f32] {
+    /// How the features are held: f16 only when mapped from an f16 entry.
+    pub fn dtype(&self) -> FeatureDType {
         match &*self.store {
-            Store::Mapped { map, start } => mapped::floats(&map.bytes()[*start..*start + 4 * self.rows * self.dim])
-                .expect("checked to be aligned when mapped"),
-            Store::Owned(data) => data,
+            Store::Mapped { dtype, .. } => *dtype,
+            Store::Owned(_) => FeatureDType::F32,
         }
     }
 
-    /// Row `i`.
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.as_slice()[i * self.dim..(i + 1) * self.dim]
+    /// Every feature, row after row, in the type they are held in.
+    pub fn view(&self) -> FeatureSlice<'_> {
+        match &*self.store {
+            Store::Mapped { map, start, dtype } => {
+                let bytes = &map.bytes()[*start..*start + dtype.bytes() * self.rows * self.dim];
+                match dtype {
+                    FeatureDType::F32 => FeatureSlice::F32(mapped::floats(bytes).expect("checked when mapped")),
+                    FeatureDType::F16 => FeatureSlice::F16(mapped::halves(bytes).expect("checked when mapped")),
+                }
+            }
+            Store::Owned(data) => FeatureSlice::F32(data),
+        }
     }
 
-    /// The rows `idx`, in that order, as a `[idx.len(), D]` tensor on the CPU:
-    /// what the Candle path trains on.
+    /// Row `i`, appended to `out` as f32s.
+    pub fn extend_row(&self, i: usize, out: &mut Vec<f32>) {
+        let range = i * self.dim..(i + 1) * self.dim;
+        match self.view() {
+            FeatureSlice::F32(data) => out.extend_from_slice(&data[range]),
+            FeatureSlice::F16(data) => out.extend(data[range].iter().map(|x| x.to_f32())),
+        }
+    }
+
+    /// The rows `idx`, in that order, as a `[idx.len(), D]` f32 tensor on the
+    /// CPU: what the Candle path trains on.
     pub fn gather(&self, idx: &[usize]) -> Result<Tensor, Error> {
         let mut out = Vec::with_capacity(idx.len() * self.dim);
         for &i in idx {
             if i >= self.rows {
                 return Err(Error::State(format!("sample {i} of {} has no features", self.rows)));
             }
-            out.extend_from_slice(self.row(i));
+            self.extend_row(i, &mut out);
         }
         Ok(Tensor::from_vec(out, (idx.len(), self.dim), &Device::Cpu)?)
     }
 
-    /// A copy of the whole matrix as a `[N, D]` tensor on the CPU.
+    /// A copy of the whole matrix as a `[N, D]` f32 tensor on the CPU.
     pub fn to_tensor(&self) -> Result<Tensor, Error> {
-        Ok(Tensor::from_slice(self.as_slice(), (self.rows, self.dim), &Device::Cpu)?)
+        self.gather(&(0..self.rows).collect::<Vec<_>>())
     }
 }
 
@@ -215,16 +253,17 @@ impl FeatureCache {
             return Err("its key does not match its name".to_owned());
         }
         let view = st.tensor("features").map_err(|e| e.to_string())?;
-        let (rows, dim) = match (view.dtype(), view.shape()) {
-            (safetensors::Dtype::F32, &[rows, dim]) => (rows, dim),
-            (dtype, shape) => return Err(format!("its features are {dtype:?} {shape:?}, not a matrix of F32")),
+        let (dtype, rows, dim) = match (view.dtype(), view.shape()) {
+            (safetensors::Dtype::F32, &[rows, dim]) => (FeatureDType::F32, rows, dim),
+            (safetensors::Dtype::F16, &[rows, dim]) => (FeatureDType::F16, rows, dim),
+            (dtype, shape) => return Err(format!("its features are {dtype:?} {shape:?}, not a matrix of F32 or F16")),
         };
         let checksum = blake3::hash(view.data()).to_hex().to_string();
         if meta.get("checksum") != Some(&checksum) {
             return Err("its checksum does not match its contents".to_owned());
         }
         let start = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
-        Ok(Some(FeatureMatrix::mapped(map, start, rows, dim)))
+        Ok(Some(FeatureMatrix::mapped(map, start, rows, dim, dtype)))
     }
 
     /// Stores `blocks` (rows of `dim` floats, in order, `rows` in all) as the
@@ -238,7 +277,21 @@ impl FeatureCache {
         key: &str,
         rows: usize,
         dim: usize,
+        dtype: FeatureDType,
         blocks: impl IntoIterator<Item = B>,
+    ) -> Result<(), Error> {
+        self.store_raw(key, rows, dim, dtype, blocks.into_iter().map(|b| Block::Floats(b)))
+    }
+
+    /// [`Self::store`] from blocks of floats or of bytes already in `dtype`
+    /// (shards joined from their mappings).
+    fn store_raw<'b, B: AsRef<[f32]>>(
+        &self,
+        key: &str,
+        rows: usize,
+        dim: usize,
+        dtype: FeatureDType,
+        blocks: impl IntoIterator<Item = Block<'b, B>>,
     ) -> Result<(), Error> {
         let path = self.path(key);
         let err = |message: String| Error::Cache { path: path.clone(), message };
@@ -247,7 +300,11 @@ impl FeatureCache {
         let header = |checksum: &str| -> Result<Vec<u8>, Error> {
             let header = serde_json::json!({
                 "__metadata__": { "key": key, "checksum": checksum, "format": CACHE_FORMAT },
-                "features": { "dtype": "F32", "shape": [rows, dim], "data_offsets": [0, 4 * rows * dim] },
+                "features": {
+                    "dtype": dtype.name().to_uppercase(),
+                    "shape": [rows, dim],
+                    "data_offsets": [0, dtype.bytes() * rows * dim],
+                },
             });
             let mut header = serde_json::to_vec(&header).map_err(|e| err(e.to_string()))?;
             // safetensors' own padding: the data starts 8-byte aligned, so a mapped entry's floats are aligned.
@@ -267,14 +324,22 @@ impl FeatureCache {
             out.write_all(&(placeholder.len() as u64).to_le_bytes()).map_err(io)?;
             out.write_all(&placeholder).map_err(io)?;
             let (mut checksum, mut floats) = (blake3::Hasher::new(), 0usize);
+            let mut write = |bytes: &[u8]| {
+                checksum.update(bytes);
+                out.write_all(bytes)
+            };
             for block in blocks {
-                let block = block.as_ref();
-                floats += block.len();
-                for_each_le_chunk(block, |bytes| {
-                    checksum.update(bytes);
-                    out.write_all(bytes)
-                })
-                .map_err(io)?;
+                match block {
+                    Block::Floats(block) => {
+                        let block = block.as_ref();
+                        floats += block.len();
+                        for_each_le_chunk(block, dtype, &mut write).map_err(io)?;
+                    }
+                    Block::Bytes(bytes) => {
+                        floats += bytes.len() / dtype.bytes();
+                        write(bytes).map_err(io)?;
+                    }
+                }
             }
             if floats != rows * dim {
                 return Err(format!("{floats} floats were written for {rows} rows of {dim}"));
@@ -353,15 +418,29 @@ impl FeatureCache {
     }
 }
 
-/// Hands `floats` to `f` as little-endian bytes: in place on a
-/// little-endian CPU, else converted a block at a time.
-fn for_each_le_chunk(floats: &[f32], mut f: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
-    match mapped::bytes_of(floats) {
-        Some(bytes) => f(bytes),
-        None => floats
+/// Hands `floats` to `f` as little-endian bytes of `dtype`: in place for
+/// f32 on a little-endian CPU, else converted a block at a time.
+fn for_each_le_chunk(
+    floats: &[f32],
+    dtype: FeatureDType,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match (dtype, mapped::bytes_of(floats)) {
+        (FeatureDType::F32, Some(bytes)) => f(bytes),
+        (FeatureDType::F32, None) => floats
             .chunks(1 << 16)
             .try_for_each(|block| f(&block.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())),
+        // Rounded to nearest, as torch's `.half()` rounds.
+        (FeatureDType::F16, _) => floats.chunks(1 << 16).try_for_each(|block| {
+            f(&block.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect::<Vec<u8>>())
+        }),
     }
+}
+
+/// A block of an entry being stored: floats, or bytes already in the entry's type.
+enum Block<'a, B> {
+    Floats(B),
+    Bytes(&'a [u8]),
 }
 
 /// The PID of a cache temporary's name, `KEY.tmpPID` (`KEY`: 32 hex digits).
@@ -436,6 +515,10 @@ pub(crate) fn features_key(dataset: &Dataset, model: &ModelConfig, digests: &[bl
     // Only when not RGB: the keys of every RGB model stay as they were.
     if model.channel_order != crate::ChannelOrder::Rgb {
         h.update(format!("|{}", model.channel_order.name()).as_bytes());
+    }
+    // Likewise only when not f32: every f32 entry keeps its key.
+    if model.feature_dtype != FeatureDType::F32 {
+        h.update(format!("|features-{}", model.feature_dtype.name()).as_bytes());
     }
     if let Some(cfg) = &dataset.synthetic {
         h.update(format!("synthetic:{cfg:?}").as_bytes());
@@ -598,7 +681,7 @@ impl Pass<'_> {
         };
         let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
         drop(backbone);
-        cache.store(&key, n, dim, [&data])?;
+        cache.store(&key, n, dim, model.feature_dtype, [&data])?;
         tracing::info!(key, images = dataset.items.len(), "features computed and cached");
         // The jobs read the stored entry, mapped: the pass's copy is freed
         // before any of them starts.
@@ -673,7 +756,7 @@ impl<'a> ShardPass<'a> {
         let data =
             run_backbone(&part, self.model, &self.backbone, self.workers, self.batch_size, self.device, progress)?;
         let dim = self.model.arch.feature_dim();
-        self.cache.store(&shard_key(key, shard, shards), data.len() / dim, dim, [&data])
+        self.cache.store(&shard_key(key, shard, shards), data.len() / dim, dim, self.model.feature_dtype, [&data])
     }
 }
 
@@ -710,7 +793,16 @@ pub fn join_shards(
         return Ok(Err(bad));
     }
     let images = shards.iter().map(|&(_, images)| images).sum();
-    cache.store(key, images, dim, parts.iter().map(FeatureMatrix::as_slice))?;
+    // Every shard was stored by the same pass, so in the same type.
+    let dtype = parts.first().map_or(FeatureDType::F32, FeatureMatrix::dtype);
+    if parts.iter().any(|p| p.dtype() != dtype) {
+        return Ok(Err(shards.iter().map(|&(shard, _)| shard).collect()));
+    }
+    let blocks = parts.iter().map(|p| match p.view() {
+        FeatureSlice::F32(floats) => Block::<&[f32]>::Floats(floats),
+        FeatureSlice::F16(halves) => Block::Bytes(mapped::bytes_of_halves(halves)),
+    });
+    cache.store_raw(key, images, dim, dtype, blocks)?;
     drop(parts);
     for &(shard, _) in shards {
         let _ = std::fs::remove_file(cache.path(&shard_key(key, shard, count)));
@@ -835,6 +927,7 @@ mod tests {
             std: [0.229, 0.224, 0.225],
             channel_order: crate::ChannelOrder::Rgb,
             dtype: DType::F32,
+            feature_dtype: crate::FeatureDType::F32,
         }
     }
 
@@ -885,31 +978,121 @@ mod tests {
         let cache = FeatureCache::new(dir.path());
         let key = "0123456789abcdef0123456789abcdef";
         let (a, b): (Vec<f32>, Vec<f32>) = ((0..6).map(|i| i as f32 * 0.5).collect(), vec![-1.0, f32::MIN_POSITIVE]);
-        cache.store(key, 4, 2, [&a, &b]).unwrap();
+        let f32 = FeatureDType::F32;
+        cache.store(key, 4, 2, f32, [&a, &b]).unwrap();
         assert!(cache
-            .store(key, 5, 2, [&a, &b])
+            .store(key, 5, 2, f32, [&a, &b])
             .unwrap_err()
             .to_string()
             .ends_with("8 floats were written for 5 rows of 2"));
         let loaded = cache.load(key).unwrap().unwrap();
         assert!(loaded.is_mapped());
         assert_eq!(loaded.dims(), (4, 2));
-        assert_eq!(loaded.as_slice(), [&a[..], &b[..]].concat());
-        assert_eq!(loaded.row(3), [-1.0, f32::MIN_POSITIVE]);
+        assert_eq!(
+            loaded.to_tensor().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [&a[..], &b[..]].concat()
+        );
+        let mut row = Vec::new();
+        loaded.extend_row(3, &mut row);
+        assert_eq!(row, [-1.0, f32::MIN_POSITIVE]);
         assert_eq!(loaded.gather(&[3, 0]).unwrap().to_vec2::<f32>().unwrap(), [[-1.0, f32::MIN_POSITIVE], [0.0, 0.5]]);
         // The same file Candle's reader understands (safetensors, the data aligned).
         let tensors = candle_core::safetensors::load(cache.path(key), &Device::Cpu).unwrap();
-        assert_eq!(tensors["features"].flatten_all().unwrap().to_vec1::<f32>().unwrap(), loaded.as_slice());
+        assert_eq!(
+            tensors["features"].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            loaded.to_tensor().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
         // Rewritten by rename: the mapped reader keeps what it checked.
-        cache.store(key, 4, 2, [[7.0; 8]]).unwrap();
-        assert_eq!(loaded.as_slice(), [&a[..], &b[..]].concat());
-        assert_eq!(cache.load(key).unwrap().unwrap().as_slice(), [7.0; 8]);
+        cache.store(key, 4, 2, f32, [[7.0; 8]]).unwrap();
+        assert_eq!(
+            loaded.to_tensor().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [&a[..], &b[..]].concat()
+        );
+        assert_eq!(
+            cache.load(key).unwrap().unwrap().to_tensor().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [7.0; 8]
+        );
+        // f16: half the bytes, rounded to nearest, mapped, converted when gathered.
+        let half_key = "fedcba9876543210fedcba9876543210";
+        cache.store(half_key, 4, 2, FeatureDType::F16, [&a, &b]).unwrap();
+        let halves = cache.load(half_key).unwrap().unwrap();
+        assert!(halves.is_mapped() && halves.dtype() == FeatureDType::F16);
+        assert!(matches!(halves.view(), FeatureSlice::F16(h) if h.len() == 8));
+        assert_eq!(
+            std::fs::metadata(cache.path(half_key)).unwrap().len() - 8 * 2,
+            std::fs::metadata(cache.path(key)).unwrap().len() - 8 * 4
+        );
+        let got = halves.to_tensor().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, -1.0, half::f16::from_f32(f32::MIN_POSITIVE).to_f32()]);
         // A flipped bit in the data is caught.
         let mut bytes = std::fs::read(cache.path(key)).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(cache.path(key), bytes).unwrap();
         assert_eq!(cache.load(key).unwrap_err(), "its checksum does not match its contents");
+    }
+
+    /// Issue 17: a head trained on f16 features mapped from the cache (rows
+    /// converted a batch at a time) is the head trained on the same values
+    /// as f32, bit for bit: the conversion is exact and the steps the same.
+    #[test]
+    fn f16_features_train_the_same_head_as_their_f32_values() {
+        struct Reports(Vec<crate::EpochReport>, Vec<Vec<f32>>);
+        impl crate::EpochSink for Reports {
+            fn epoch(
+                &mut self,
+                report: &crate::EpochReport,
+                state: &crate::TrainState,
+            ) -> Result<(), crate::SinkError> {
+                self.0.push(crate::EpochReport { seconds: 0.0, ..report.clone() });
+                self.1.push(state.weight.flatten_all().unwrap().to_vec1().unwrap());
+                Ok(())
+            }
+        }
+        let (n, dim, classes) = (300, 24, 3);
+        let labels: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
+        // Values an f16 holds exactly (multiples of 1/64 below 4), with a class signal.
+        let floats: Vec<f32> = (0..n * dim)
+            .map(|k| (k * 7919 % 97) as f32 / 64.0 + if k % dim == labels[k / dim] as usize { 1.0 } else { 0.0 })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FeatureCache::new(dir.path());
+        let key = "00112233445566778899aabbccddeeff";
+        cache.store(key, n, dim, FeatureDType::F16, [&floats]).unwrap();
+        let halves = cache.load(key).unwrap().unwrap();
+        assert_eq!(halves.dtype(), FeatureDType::F16);
+        let split = crate::split(n, 0.2, 0).unwrap();
+        let cfg = crate::TrainConfig {
+            batch_size: 16,
+            lr: 0.05,
+            momentum: 0.9,
+            epochs: 3,
+            weight_decay: 1e-4,
+            step_size: 2,
+            gamma: 0.5,
+            seed: 1,
+            loss: crate::Loss::CrossEntropy,
+        };
+        let run = |features: &FeatureMatrix| {
+            let mut sink = Reports(Vec::new(), Vec::new());
+            let job = crate::TrainJob {
+                features,
+                labels: &labels,
+                classes,
+                split: &split,
+                config: &cfg,
+                resume: None,
+                device: &Device::Cpu,
+            };
+            crate::train(job, &mut sink).unwrap();
+            (sink.0, sink.1)
+        };
+        let f32s = FeatureMatrix::from_vec(floats.clone(), n, dim).unwrap();
+        let (want, want_weights) = run(&f32s);
+        let (got, got_weights) = run(&halves);
+        assert_eq!(got, want);
+        assert_eq!(got_weights, want_weights);
+        assert!(want.last().unwrap().valid_acc > 0.9, "{want:?}");
     }
 
     #[test]

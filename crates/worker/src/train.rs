@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::Split;
-use crate::features::FeatureMatrix;
+use crate::features::{FeatureMatrix, FeatureSlice};
 use crate::Error;
 
 mod cpu;
@@ -266,7 +266,11 @@ pub(crate) fn lockstep_seconds(
         heads.push(cpu::CpuHead::from_state(isa, &state)?);
     }
     let lrs: Vec<f32> = (0..k).map(|i| (0.001 * 100f64.powf(i as f64 / k.max(2) as f64)) as f32).collect();
-    let rows = cpu::Rows { data: features.as_slice(), dim };
+    let data = match features.view() {
+        FeatureSlice::F32(data) => data,
+        FeatureSlice::F16(_) => return Err(Error::State("lockstep heads need f32 features".to_owned())),
+    };
+    let rows = cpu::Rows { data, dim };
     let (mut seconds, mut losses) = (Vec::new(), Vec::new());
     for epoch in 0..cfg.epochs {
         let started = Instant::now();
@@ -623,6 +627,8 @@ enum Engine<'a> {
     Candle { train_set: Samples, valid_set: Samples },
     /// The CPU kernels, over the rows of the features in place.
     Kernels { head: cpu::CpuHead, rows: cpu::Rows<'a> },
+    /// The CPU kernels, over f16 rows converted a batch at a time.
+    HalfKernels { head: cpu::CpuHead, rows: cpu::HalfRows<'a> },
 }
 
 /// One job's training: its data, its hyperparameters and where it starts.
@@ -703,10 +709,13 @@ pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<
     // The kernels read the rows in place from the features (a mapped cache
     // entry: nothing copied); Candle's ops take each set gathered onto the device.
     let mut engine = match hooks.kernel.isa(device)? {
-        Some(isa) => Engine::Kernels {
-            head: cpu::CpuHead::from_state(isa, &state)?,
-            rows: cpu::Rows { data: features.as_slice(), dim },
-        },
+        Some(isa) => {
+            let head = cpu::CpuHead::from_state(isa, &state)?;
+            match features.view() {
+                FeatureSlice::F32(data) => Engine::Kernels { head, rows: cpu::Rows { data, dim } },
+                FeatureSlice::F16(data) => Engine::HalfKernels { head, rows: cpu::HalfRows { data, dim } },
+            }
+        }
         None => Engine::Candle {
             train_set: Samples::gather(features, labels, &split.train, classes, device)?,
             valid_set: Samples::gather(features, labels, &split.valid, classes, device)?,
@@ -727,6 +736,9 @@ pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<
         let steps = match &mut engine {
             Engine::Candle { train_set, .. } => sgd_epoch(&mut state, train_set, &order, cfg, lr, sink)?,
             Engine::Kernels { head, rows } => cpu::sgd_epoch(head, rows, labels, &split.train, &order, cfg, lr, sink)?,
+            Engine::HalfKernels { head, rows } => {
+                cpu::sgd_epoch_half(head, rows, labels, &split.train, &order, cfg, lr, sink)?
+            }
         };
         let Some(steps) = steps else {
             return Ok(TrainOutcome::Stopped { epoch });
@@ -748,6 +760,10 @@ pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<
             Engine::Kernels { head, rows } => {
                 head.store(&mut state)?;
                 cpu::evaluate(head, rows, labels, &split.valid, cfg.loss)
+            }
+            Engine::HalfKernels { head, rows } => {
+                head.store(&mut state)?;
+                cpu::evaluate_half(head, rows, labels, &split.valid, cfg.loss)
             }
         };
         if !valid_loss.is_finite() {

@@ -73,7 +73,14 @@ pub fn synth_features(args: &SynthFeaturesArgs) -> anyhow::Result<Outcome> {
     let manifest = sweep_worker::DataManifest::new(&spec.data, &checked.dataset, model, &checked.splits)?;
     let (images, dim) = (checked.dataset.items.len(), model.arch.feature_dim());
     let cache = sweep_worker::FeatureCache::new(&args.cache_dir);
-    sweep_worker::bench::write_random_features(&cache, &manifest.features_key, images, dim, args.seed)?;
+    sweep_worker::bench::write_random_features(
+        &cache,
+        &manifest.features_key,
+        images,
+        dim,
+        model.feature_dtype,
+        args.seed,
+    )?;
     eprintln!(
         "wrote {images} x {dim} random features to {} as entry {}",
         args.cache_dir.display(),

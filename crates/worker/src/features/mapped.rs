@@ -1,5 +1,5 @@
 //! The one place a feature cache entry is memory-mapped, and where its bytes
-//! are seen as `f32`s (and `f32`s as bytes) without a copy.
+//! are seen as `f32`s or `f16`s (and those as bytes) without a copy.
 //!
 //! A mapped entry costs no anonymous memory: its pages are the file's, read
 //! when first touched and dropped by the kernel under pressure (to be read
@@ -47,6 +47,29 @@ pub(crate) fn floats(bytes: &[u8]) -> Option<&[f32]> {
     // the aligned middle, and an unaligned head or tail is refused.
     let (head, floats, tail) = unsafe { bytes.align_to::<f32>() };
     (head.is_empty() && tail.is_empty()).then_some(floats)
+}
+
+/// `bytes` as half-precision floats in place: on a little-endian CPU when
+/// they are aligned, else `None` (the caller converts).
+pub(crate) fn halves(bytes: &[u8]) -> Option<&[half::f16]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    // SAFETY: `f16` is a `u16` (`repr(transparent)`): every bit pattern is
+    // valid; an unaligned head or tail is refused.
+    let (head, halves, tail) = unsafe { bytes.align_to::<half::f16>() };
+    (head.is_empty() && tail.is_empty()).then_some(halves)
+}
+
+/// Half-precision floats as their bytes in place, for halves that
+/// [`halves`] gave (so on a little-endian CPU: the cache's byte order).
+pub(crate) fn bytes_of_halves(halves: &[half::f16]) -> &[u8] {
+    assert!(cfg!(target_endian = "little"), "f16 features are mapped only on little-endian CPUs");
+    // SAFETY: `u8` has no alignment and no invalid values, and the length
+    // covers exactly the halves' bytes.
+    let (head, bytes, tail) = unsafe { halves.align_to::<u8>() };
+    debug_assert!(head.is_empty() && tail.is_empty());
+    bytes
 }
 
 /// `floats` as their bytes in place, on a little-endian CPU (the cache's
