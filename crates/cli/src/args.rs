@@ -65,6 +65,11 @@ pub enum Command {
     Export(ExportArgs),
     /// Write generated labelled images as JPEG files in the Kaggle layout (for benchmarks).
     Synth(SynthArgs),
+    /// Write seeded random features into the feature cache for a sweep file's data and model,
+    /// as its backbone pass would cache them, without the pass: head training and memory
+    /// measured at a million images (bench/scale.sh).
+    #[command(hide = true)]
+    SynthFeatures(SynthFeaturesArgs),
     /// Measure decode, backbone and head speed and the seed table end to end, as JSON.
     Bench(BenchArgs),
     /// Serve a live, read-only dashboard of the database on a local web page.
@@ -400,6 +405,20 @@ pub struct ExportArgs {
     /// The folder to write (created if needed).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthFeaturesArgs {
+    /// The sweep file whose data and model the features stand for.
+    pub file: PathBuf,
+
+    /// The feature cache to write the entry into.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: PathBuf,
+
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

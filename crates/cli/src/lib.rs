@@ -49,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Plot(args) => commands::plot::plot(&cli.global, args),
         Command::Export(args) => commands::export::export(&cli.global, args),
         Command::Synth(args) => commands::synth::synth(args),
+        Command::SynthFeatures(args) => commands::synth::synth_features(args),
         Command::Bench(args) => commands::bench::bench(args),
         Command::Serve(args) => commands::serve::serve(&cli.global, args),
         Command::Importance(args) => commands::importance::importance(&cli.global, args),

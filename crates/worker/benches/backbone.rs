@@ -40,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std: [0.229, 0.224, 0.225],
         channel_order: sweep_worker::ChannelOrder::Rgb,
         dtype: DType::F32,
+        feature_dtype: sweep_worker::FeatureDType::F32,
     };
     let device = Device::Cpu;
     let imp = args.get(4).map(String::as_str).unwrap_or("sweep");

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::{Arch, Backbone, DType, ModelConfig, Weights};
 use crate::data::split;
-use crate::features::decode_image;
+use crate::features::{decode_image, FeatureCache, FeatureMatrix};
 use crate::preprocess::{preprocess, Transform};
 use crate::train::{
     train_with, EpochReport, EpochSink, HeadKernel, Hooks, Loss, SinkError, TrainConfig, TrainJob, TrainState,
@@ -81,6 +81,7 @@ pub fn backbone_throughput(
         std: [0.229, 0.224, 0.225],
         channel_order: crate::ChannelOrder::Rgb,
         dtype,
+        feature_dtype: crate::FeatureDType::F32,
     };
     let backbone = Backbone::load(&cfg, device)?;
     let xs = Tensor::randn(0f32, 1f32, (batch, 3, image_size, image_size), device)?;
@@ -129,11 +130,33 @@ pub fn head_epoch_seconds(
 
 /// The head benches' data: `n` random samples of `dim` (post-ReLU-like, in
 /// [0, 1)), `classes` random labels, the paper's 90/10 split.
-fn head_data(n: usize, dim: usize, classes: usize) -> Result<(Tensor, Vec<u32>, crate::data::Split), Error> {
+fn head_data(n: usize, dim: usize, classes: usize) -> Result<(FeatureMatrix, Vec<u32>, crate::data::Split), Error> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let features: Vec<f32> = (0..n * dim).map(|_| rng.random::<f32>()).collect();
     let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes as u32)).collect();
-    Ok((Tensor::from_vec(features, (n, dim), &Device::Cpu)?, labels, split(n, 0.1, 0)?))
+    Ok((FeatureMatrix::from_vec(features, n, dim)?, labels, split(n, 0.1, 0)?))
+}
+
+/// Writes the entry `key` of `rows` × `dim` seeded random features
+/// (post-ReLU-like, in [0, 1)), stored as `dtype`, into `cache`, made and written 4096 rows at a
+/// time: a million images' entry without a million-image pass, in the
+/// memory of one block.
+pub fn write_random_features(
+    cache: &FeatureCache,
+    key: &str,
+    rows: usize,
+    dim: usize,
+    dtype: crate::FeatureDType,
+    seed: u64,
+) -> Result<(), Error> {
+    const BLOCK: usize = 4096;
+    let blocks = (0..rows.div_ceil(BLOCK)).map(|b| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(b as u64);
+        let n = BLOCK.min(rows - b * BLOCK);
+        (0..n * dim).map(|_| rng.random::<f32>()).collect::<Vec<f32>>()
+    });
+    cache.store(key, rows, dim, dtype, blocks)
 }
 
 /// The head benches' training: the paper's SGD(lr 0.01, momentum 0.9),

@@ -3,15 +3,16 @@
 //! a content-addressed cache that every job of every sweep on the same images,
 //! transform and weights reads instead of running the backbone again.
 
-use std::collections::HashMap;
-use std::io::Read;
+mod mapped;
+
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use candle_core::{Device, Tensor};
 
-use crate::backbone::{Backbone, DType, ModelConfig, Weights};
+use crate::backbone::{Backbone, DType, FeatureDType, ModelConfig, Weights};
 use crate::data::{Dataset, Item, Source};
 use crate::image_check::{check_images, inspect};
 use crate::memory::{self, human_bytes};
@@ -48,12 +49,162 @@ pub enum CacheOutcome {
 /// The features of a data set.
 #[derive(Debug, Clone)]
 pub struct Features {
-    /// `[N, D]` f32 on the CPU, in data-set order.
-    pub data: Tensor,
+    /// `[N, D]` f32, in data-set order: the cache entry mapped.
+    pub data: FeatureMatrix,
     /// The cache key: a hash of images, transform, backbone and weights.
     pub key: String,
     /// Whether the backbone ran.
     pub outcome: CacheOutcome,
+}
+
+/// An `[N, D]` matrix of f32 features, row-major: a cache entry mapped
+/// read-only (its pages are the file's, not the process's memory: a run
+/// never holds an anonymous copy of its features), or floats in memory (a
+/// test's, a bench's, or an entry a big-endian CPU had to convert). Cheap to
+/// clone: the rows are shared.
+#[derive(Clone)]
+pub struct FeatureMatrix {
+    rows: usize,
+    dim: usize,
+    store: Arc<Store>,
+}
+
+enum Store {
+    /// The features are the mapping's bytes from `start`, f32 or f16,
+    /// checked to be aligned when mapped.
+    Mapped {
+        map: mapped::Mapping,
+        start: usize,
+        dtype: FeatureDType,
+    },
+    Owned(Vec<f32>),
+}
+
+/// The rows of a [`FeatureMatrix`], row after row, in the cache's type.
+#[derive(Debug, Clone, Copy)]
+pub enum FeatureSlice<'a> {
+    /// 32-bit floats, read in place.
+    F32(&'a [f32]),
+    /// Half precision, converted to f32 when rows are gathered.
+    F16(&'a [half::f16]),
+}
+
+impl std::fmt::Debug for FeatureMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureMatrix")
+            .field("rows", &self.rows)
+            .field("dim", &self.dim)
+            .field("mapped", &self.is_mapped())
+            .field("dtype", &self.dtype())
+            .finish()
+    }
+}
+
+impl FeatureMatrix {
+    /// `rows` × `dim` floats, row-major.
+    pub fn from_vec(data: Vec<f32>, rows: usize, dim: usize) -> Result<FeatureMatrix, Error> {
+        if rows.checked_mul(dim) != Some(data.len()) {
+            return Err(Error::State(format!("{} floats are not {rows} rows of {dim}", data.len())));
+        }
+        Ok(FeatureMatrix { rows, dim, store: Arc::new(Store::Owned(data)) })
+    }
+
+    /// A copy of a `[N, D]` tensor's values.
+    pub fn from_tensor(tensor: &Tensor) -> Result<FeatureMatrix, Error> {
+        let (rows, dim) = tensor.dims2()?;
+        let data: Vec<f32> = tensor.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        FeatureMatrix::from_vec(data, rows, dim)
+    }
+
+    /// The bytes `start..` of `map` as `rows` × `dim` features of `dtype`,
+    /// in place when this CPU can (little-endian, aligned), else converted
+    /// into f32s in memory.
+    fn mapped(map: mapped::Mapping, start: usize, rows: usize, dim: usize, dtype: FeatureDType) -> FeatureMatrix {
+        let bytes = &map.bytes()[start..start + dtype.bytes() * rows * dim];
+        let in_place = match dtype {
+            FeatureDType::F32 => mapped::floats(bytes).is_some(),
+            FeatureDType::F16 => mapped::halves(bytes).is_some(),
+        };
+        let store = match (in_place, dtype) {
+            (true, _) => Store::Mapped { map, start, dtype },
+            (false, FeatureDType::F32) => {
+                Store::Owned(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            }
+            (false, FeatureDType::F16) => {
+                Store::Owned(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect())
+            }
+        };
+        FeatureMatrix { rows, dim, store: Arc::new(store) }
+    }
+
+    /// The number of rows (images).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The width of a row (the backbone's features).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// `(rows, dim)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.dim)
+    }
+
+    /// Whether the rows are a mapped cache entry's (not a copy in memory).
+    pub fn is_mapped(&self) -> bool {
+        matches!(*self.store, Store::Mapped { .. })
+    }
+
+    /// How the features are held: f16 only when mapped from an f16 entry.
+    pub fn dtype(&self) -> FeatureDType {
+        match &*self.store {
+            Store::Mapped { dtype, .. } => *dtype,
+            Store::Owned(_) => FeatureDType::F32,
+        }
+    }
+
+    /// Every feature, row after row, in the type they are held in.
+    pub fn view(&self) -> FeatureSlice<'_> {
+        match &*self.store {
+            Store::Mapped { map, start, dtype } => {
+                let bytes = &map.bytes()[*start..*start + dtype.bytes() * self.rows * self.dim];
+                match dtype {
+                    FeatureDType::F32 => FeatureSlice::F32(mapped::floats(bytes).expect("checked when mapped")),
+                    FeatureDType::F16 => FeatureSlice::F16(mapped::halves(bytes).expect("checked when mapped")),
+                }
+            }
+            Store::Owned(data) => FeatureSlice::F32(data),
+        }
+    }
+
+    /// Row `i`, appended to `out` as f32s.
+    pub fn extend_row(&self, i: usize, out: &mut Vec<f32>) {
+        let range = i * self.dim..(i + 1) * self.dim;
+        match self.view() {
+            FeatureSlice::F32(data) => out.extend_from_slice(&data[range]),
+            FeatureSlice::F16(data) => out.extend(data[range].iter().map(|x| x.to_f32())),
+        }
+    }
+
+    /// The rows `idx`, in that order, as a `[idx.len(), D]` f32 tensor on the
+    /// CPU: what the Candle path trains on.
+    pub fn gather(&self, idx: &[usize]) -> Result<Tensor, Error> {
+        let mut out = Vec::with_capacity(idx.len() * self.dim);
+        for &i in idx {
+            if i >= self.rows {
+                return Err(Error::State(format!("sample {i} of {} has no features", self.rows)));
+            }
+            self.extend_row(i, &mut out);
+        }
+        Ok(Tensor::from_vec(out, (idx.len(), self.dim), &Device::Cpu)?)
+    }
+
+    /// A copy of the whole matrix as a `[N, D]` f32 tensor on the CPU.
+    pub fn to_tensor(&self) -> Result<Tensor, Error> {
+        self.gather(&(0..self.rows).collect::<Vec<_>>())
+    }
 }
 
 /// Progress of the backbone pass: called with the number of images done.
@@ -80,51 +231,128 @@ impl FeatureCache {
         self.path(key).is_file()
     }
 
-    fn load(&self, key: &str) -> Result<Option<Tensor>, String> {
+    /// The entry `key`, mapped (see [`FeatureMatrix`]) after its checksum is
+    /// verified: the check reads the file once through the mapping, so its
+    /// pages are the page cache's, never a copy in this process's memory.
+    fn load(&self, key: &str) -> Result<Option<FeatureMatrix>, String> {
         let path = self.path(key);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
             // A cache folder that is a file: no entry; `prepare` says what is wrong.
             Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
                 return Ok(None)
             }
             Err(e) => return Err(format!("cannot read: {e}")),
         };
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| e.to_string())?;
+        let map = mapped::Mapping::open(&file).map_err(|e| format!("cannot map: {e}"))?;
+        let bytes = map.bytes();
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
         let meta = meta.metadata().clone().unwrap_or_default();
         if meta.get("key").map(String::as_str) != Some(key) {
             return Err("its key does not match its name".to_owned());
         }
         let view = st.tensor("features").map_err(|e| e.to_string())?;
+        let (dtype, rows, dim) = match (view.dtype(), view.shape()) {
+            (safetensors::Dtype::F32, &[rows, dim]) => (FeatureDType::F32, rows, dim),
+            (safetensors::Dtype::F16, &[rows, dim]) => (FeatureDType::F16, rows, dim),
+            (dtype, shape) => return Err(format!("its features are {dtype:?} {shape:?}, not a matrix of F32 or F16")),
+        };
         let checksum = blake3::hash(view.data()).to_hex().to_string();
         if meta.get("checksum") != Some(&checksum) {
             return Err("its checksum does not match its contents".to_owned());
         }
-        let tensor = candle_core::safetensors::Load::load(&view, &Device::Cpu).map_err(|e| e.to_string())?;
-        Ok(Some(tensor))
+        let start = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
+        Ok(Some(FeatureMatrix::mapped(map, start, rows, dim, dtype)))
     }
 
-    fn store(&self, key: &str, features: &Tensor) -> Result<(), Error> {
+    /// Stores `blocks` (rows of `dim` floats, in order, `rows` in all) as the
+    /// entry `key` in one streamed pass: the header is written with a
+    /// placeholder checksum of the same length, each block is hashed and
+    /// written as it comes, and the checksum is written into the header
+    /// last. Nothing of the entry's size is held in memory (a block at a
+    /// time when the caller makes them).
+    pub(crate) fn store<B: AsRef<[f32]>>(
+        &self,
+        key: &str,
+        rows: usize,
+        dim: usize,
+        dtype: FeatureDType,
+        blocks: impl IntoIterator<Item = B>,
+    ) -> Result<(), Error> {
+        self.store_raw(key, rows, dim, dtype, blocks.into_iter().map(|b| Block::Floats(b)))
+    }
+
+    /// [`Self::store`] from blocks of floats or of bytes already in `dtype`
+    /// (shards joined from their mappings).
+    fn store_raw<'b, B: AsRef<[f32]>>(
+        &self,
+        key: &str,
+        rows: usize,
+        dim: usize,
+        dtype: FeatureDType,
+        blocks: impl IntoIterator<Item = Block<'b, B>>,
+    ) -> Result<(), Error> {
         let path = self.path(key);
         let err = |message: String| Error::Cache { path: path.clone(), message };
         std::fs::create_dir_all(&self.dir).map_err(|e| err(format!("cannot create the folder: {e}")))?;
-        let raw: Vec<f32> = features.flatten_all()?.to_vec1()?;
-        let bytes: Vec<u8> = raw.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let meta = HashMap::from([
-            ("key".to_owned(), key.to_owned()),
-            ("checksum".to_owned(), blake3::hash(&bytes).to_hex().to_string()),
-            ("format".to_owned(), CACHE_FORMAT.to_owned()),
-        ]);
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, features.dims().to_vec(), &bytes)
-            .map_err(|e| err(e.to_string()))?;
-        let out = safetensors::serialize([("features", view)], Some(meta)).map_err(|e| err(e.to_string()))?;
-        // Write beside, then rename: a reader never sees half a file. A
-        // process killed in between leaves `KEY.tmpPID`, which the next pass
+        const PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+        let header = |checksum: &str| -> Result<Vec<u8>, Error> {
+            let header = serde_json::json!({
+                "__metadata__": { "key": key, "checksum": checksum, "format": CACHE_FORMAT },
+                "features": {
+                    "dtype": dtype.name().to_uppercase(),
+                    "shape": [rows, dim],
+                    "data_offsets": [0, dtype.bytes() * rows * dim],
+                },
+            });
+            let mut header = serde_json::to_vec(&header).map_err(|e| err(e.to_string()))?;
+            // safetensors' own padding: the data starts 8-byte aligned, so a mapped entry's floats are aligned.
+            header.resize(header.len().next_multiple_of(8), b' ');
+            Ok(header)
+        };
+        let placeholder = header(PLACEHOLDER)?;
+        // Write beside, then rename: a reader never sees half a file, and a
+        // process that mapped the old entry keeps it (see `mapped::Mapping`).
+        // A process killed in between leaves `KEY.tmpPID`, which the next pass
         // removes (`remove_stale_temporaries`).
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let written = std::fs::write(&tmp, out)
-            .map_err(|e| err(format!("cannot write: {e}")))
+        let write = || -> Result<(), String> {
+            let io = |e: std::io::Error| format!("cannot write: {e}");
+            let file = std::fs::File::create(&tmp).map_err(io)?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            out.write_all(&(placeholder.len() as u64).to_le_bytes()).map_err(io)?;
+            out.write_all(&placeholder).map_err(io)?;
+            let (mut checksum, mut floats) = (blake3::Hasher::new(), 0usize);
+            let mut write = |bytes: &[u8]| {
+                checksum.update(bytes);
+                out.write_all(bytes)
+            };
+            for block in blocks {
+                match block {
+                    Block::Floats(block) => {
+                        let block = block.as_ref();
+                        floats += block.len();
+                        for_each_le_chunk(block, dtype, &mut write).map_err(io)?;
+                    }
+                    Block::Bytes(bytes) => {
+                        floats += bytes.len() / dtype.bytes();
+                        write(bytes).map_err(io)?;
+                    }
+                }
+            }
+            if floats != rows * dim {
+                return Err(format!("{floats} floats were written for {rows} rows of {dim}"));
+            }
+            let header = header(&checksum.finalize().to_hex()).map_err(|e| e.to_string())?;
+            debug_assert_eq!(header.len(), placeholder.len());
+            let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
+            file.seek(std::io::SeekFrom::Start(8)).map_err(io)?;
+            file.write_all(&header).map_err(io)?;
+            file.sync_all().map_err(io)
+        };
+        let written = write()
+            .map_err(err)
             .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| err(format!("cannot rename into place: {e}"))));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -188,6 +416,31 @@ impl FeatureCache {
         }
         removed
     }
+}
+
+/// Hands `floats` to `f` as little-endian bytes of `dtype`: in place for
+/// f32 on a little-endian CPU, else converted a block at a time.
+fn for_each_le_chunk(
+    floats: &[f32],
+    dtype: FeatureDType,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match (dtype, mapped::bytes_of(floats)) {
+        (FeatureDType::F32, Some(bytes)) => f(bytes),
+        (FeatureDType::F32, None) => floats
+            .chunks(1 << 16)
+            .try_for_each(|block| f(&block.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())),
+        // Rounded to nearest, as torch's `.half()` rounds.
+        (FeatureDType::F16, _) => floats.chunks(1 << 16).try_for_each(|block| {
+            f(&block.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect::<Vec<u8>>())
+        }),
+    }
+}
+
+/// A block of an entry being stored: floats, or bytes already in the entry's type.
+enum Block<'a, B> {
+    Floats(B),
+    Bytes(&'a [u8]),
 }
 
 /// The PID of a cache temporary's name, `KEY.tmpPID` (`KEY`: 32 hex digits).
@@ -262,6 +515,10 @@ pub(crate) fn features_key(dataset: &Dataset, model: &ModelConfig, digests: &[bl
     // Only when not RGB: the keys of every RGB model stay as they were.
     if model.channel_order != crate::ChannelOrder::Rgb {
         h.update(format!("|{}", model.channel_order.name()).as_bytes());
+    }
+    // Likewise only when not f32: every f32 entry keeps its key.
+    if model.feature_dtype != FeatureDType::F32 {
+        h.update(format!("|features-{}", model.feature_dtype.name()).as_bytes());
     }
     if let Some(cfg) = &dataset.synthetic {
         h.update(format!("synthetic:{cfg:?}").as_bytes());
@@ -392,12 +649,11 @@ struct Pass<'a> {
 impl Pass<'_> {
     fn run(self, key: String, check: bool) -> Result<Features, Error> {
         let Pass { dataset, model, cache, workers, batch_size, device, progress, backbone } = self;
-        // Nothing of the pass's size (the features, read from the cache or
-        // computed) is allocated before it is known to fit.
-        check_memory(dataset, model, batch_size, workers)?;
         cache.remove_stale_temporaries();
+        // A cache entry is mapped, never read into memory: only a pass needs
+        // memory of the features' size.
         let outcome = match cache.load(&key) {
-            Ok(Some(data)) if data.dims() == [dataset.items.len(), model.arch.feature_dim()] => {
+            Ok(Some(data)) if data.dims() == (dataset.items.len(), model.arch.feature_dim()) => {
                 tracing::info!(key, "feature cache hit: no backbone pass");
                 progress(dataset.items.len());
                 return Ok(Features { data, key, outcome: CacheOutcome::Hit });
@@ -409,8 +665,11 @@ impl Pass<'_> {
                 CacheOutcome::Rebuilt { reason }
             }
         };
-        // What would fail only after the pass is found before it: a cache that
-        // cannot take the entry, and every bad image (all of them, not the first).
+        // Nothing of the pass's size (the features it computes) is allocated
+        // before it is known to fit. What would fail only after the pass is
+        // found before it: a cache that cannot take the entry, and every bad
+        // image (all of them, not the first).
+        check_memory(dataset, model, batch_size, workers)?;
         let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
         cache.prepare((n * dim * 4) as u64 + ENTRY_OVERHEAD)?;
         if check {
@@ -421,8 +680,16 @@ impl Pass<'_> {
             None => Backbone::load(model, device)?,
         };
         let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
-        cache.store(&key, &data)?;
+        drop(backbone);
+        cache.store(&key, n, dim, model.feature_dtype, [&data])?;
         tracing::info!(key, images = dataset.items.len(), "features computed and cached");
+        // The jobs read the stored entry, mapped: the pass's copy is freed
+        // before any of them starts.
+        drop(data);
+        let data = cached_features(cache, &key, n, dim).ok_or_else(|| Error::Cache {
+            path: cache.path(&key),
+            message: "the entry just written does not read back".to_owned(),
+        })?;
         Ok(Features { data, key, outcome })
     }
 }
@@ -488,21 +755,23 @@ impl<'a> ShardPass<'a> {
         };
         let data =
             run_backbone(&part, self.model, &self.backbone, self.workers, self.batch_size, self.device, progress)?;
-        self.cache.store(&shard_key(key, shard, shards), &data)
+        let dim = self.model.arch.feature_dim();
+        self.cache.store(&shard_key(key, shard, shards), data.len() / dim, dim, self.model.feature_dtype, [&data])
     }
 }
 
 /// The entry `key` of `images` × `dim` features, if the cache holds it whole and sound.
-pub fn cached_features(cache: &FeatureCache, key: &str, images: usize, dim: usize) -> Option<Tensor> {
+pub fn cached_features(cache: &FeatureCache, key: &str, images: usize, dim: usize) -> Option<FeatureMatrix> {
     match cache.load(key) {
-        Ok(Some(data)) if data.dims() == [images, dim] => Some(data),
+        Ok(Some(data)) if data.dims() == (images, dim) => Some(data),
         _ => None,
     }
 }
 
 /// Joins the shard entries of `key` (`shards`: each shard's number and
-/// image count, in data order) into the entry itself, written by rename,
-/// then removes them. `Ok(Err(shards))`: those shards' entries are missing
+/// image count, in data order) into the entry itself, streamed from their
+/// mappings and written by rename, then removes them; the entry is returned
+/// mapped. `Ok(Err(shards))`: those shards' entries are missing
 /// or unsound, to be computed again (unless another process has joined the
 /// entry meanwhile: check [`cached_features`] first).
 pub fn join_shards(
@@ -510,24 +779,38 @@ pub fn join_shards(
     key: &str,
     shards: &[(usize, usize)],
     dim: usize,
-) -> Result<Result<Tensor, Vec<usize>>, Error> {
+) -> Result<Result<FeatureMatrix, Vec<usize>>, Error> {
     let count = shards.len();
     let mut parts = Vec::with_capacity(count);
     let mut bad = Vec::new();
     for &(shard, images) in shards {
         match cache.load(&shard_key(key, shard, count)) {
-            Ok(Some(data)) if data.dims() == [images, dim] => parts.push(data),
+            Ok(Some(data)) if data.dims() == (images, dim) => parts.push(data),
             _ => bad.push(shard),
         }
     }
     if !bad.is_empty() {
         return Ok(Err(bad));
     }
-    let data = Tensor::cat(&parts, 0)?;
-    cache.store(key, &data)?;
+    let images = shards.iter().map(|&(_, images)| images).sum();
+    // Every shard was stored by the same pass, so in the same type.
+    let dtype = parts.first().map_or(FeatureDType::F32, FeatureMatrix::dtype);
+    if parts.iter().any(|p| p.dtype() != dtype) {
+        return Ok(Err(shards.iter().map(|&(shard, _)| shard).collect()));
+    }
+    let blocks = parts.iter().map(|p| match p.view() {
+        FeatureSlice::F32(floats) => Block::<&[f32]>::Floats(floats),
+        FeatureSlice::F16(halves) => Block::Bytes(mapped::bytes_of_halves(halves)),
+    });
+    cache.store_raw(key, images, dim, dtype, blocks)?;
+    drop(parts);
     for &(shard, _) in shards {
         let _ = std::fs::remove_file(cache.path(&shard_key(key, shard, count)));
     }
+    let data = cached_features(cache, key, images, dim).ok_or_else(|| Error::Cache {
+        path: cache.path(key),
+        message: "the entry just joined does not read back".to_owned(),
+    })?;
     Ok(Ok(data))
 }
 
@@ -539,7 +822,7 @@ fn run_backbone(
     batch_size: usize,
     device: &Device,
     progress: Progress<'_>,
-) -> Result<Tensor, Error> {
+) -> Result<Vec<f32>, Error> {
     let transform = model.transform();
     let n = dataset.items.len();
     let dim = backbone.arch().feature_dim();
@@ -600,7 +883,7 @@ fn run_backbone(
         drop(receivers);
         result
     })?;
-    Ok(Tensor::from_vec(out, (n, dim), &Device::Cpu)?)
+    Ok(out)
 }
 
 /// Refuses a batch whose features hold NaN or infinity, naming the first
@@ -644,6 +927,7 @@ mod tests {
             std: [0.229, 0.224, 0.225],
             channel_order: crate::ChannelOrder::Rgb,
             dtype: DType::F32,
+            feature_dtype: crate::FeatureDType::F32,
         }
     }
 
@@ -676,20 +960,139 @@ mod tests {
         let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();
         let one = run_backbone(&dataset, &model(), &backbone, 1, 2, &Device::Cpu, &no_progress).unwrap();
         let three = run_backbone(&dataset, &model(), &backbone, 3, 2, &Device::Cpu, &no_progress).unwrap();
-        assert_eq!(one.dims(), [7, 512]);
-        let (one, three): (Vec<f32>, Vec<f32>) =
-            (one.flatten_all().unwrap().to_vec1().unwrap(), three.flatten_all().unwrap().to_vec1().unwrap());
+        assert_eq!(one.len(), 7 * 512);
         assert_eq!(one, three);
         // Each image's features land in its own row: the last image alone gives the last row.
         let last = Dataset { items: dataset.items[6..].to_vec(), ..dataset.clone() };
-        let alone: Vec<f32> = run_backbone(&last, &model(), &backbone, 1, 2, &Device::Cpu, &no_progress)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let alone = run_backbone(&last, &model(), &backbone, 1, 2, &Device::Cpu, &no_progress).unwrap();
         let row = &one[6 * 512..];
         assert!(row.iter().zip(&alone).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + a.abs())));
+    }
+
+    /// Issue 17: an entry is stored streamed from its parts and read back
+    /// mapped, bit for bit; a flipped byte fails its checksum, and an entry
+    /// replaced by rename leaves a mapped reader with the old features.
+    #[test]
+    fn an_entry_is_mapped_and_checked_and_survives_a_rename_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FeatureCache::new(dir.path());
+        let key = "0123456789abcdef0123456789abcdef";
+        let (a, b): (Vec<f32>, Vec<f32>) = ((0..6).map(|i| i as f32 * 0.5).collect(), vec![-1.0, f32::MIN_POSITIVE]);
+        let f32 = FeatureDType::F32;
+        cache.store(key, 4, 2, f32, [&a, &b]).unwrap();
+        assert!(cache
+            .store(key, 5, 2, f32, [&a, &b])
+            .unwrap_err()
+            .to_string()
+            .ends_with("8 floats were written for 5 rows of 2"));
+        let loaded = cache.load(key).unwrap().unwrap();
+        assert!(loaded.is_mapped());
+        assert_eq!(loaded.dims(), (4, 2));
+        assert_eq!(
+            loaded.to_tensor().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [&a[..], &b[..]].concat()
+        );
+        let mut row = Vec::new();
+        loaded.extend_row(3, &mut row);
+        assert_eq!(row, [-1.0, f32::MIN_POSITIVE]);
+        assert_eq!(loaded.gather(&[3, 0]).unwrap().to_vec2::<f32>().unwrap(), [[-1.0, f32::MIN_POSITIVE], [0.0, 0.5]]);
+        // The same file Candle's reader understands (safetensors, the data aligned).
+        let tensors = candle_core::safetensors::load(cache.path(key), &Device::Cpu).unwrap();
+        assert_eq!(
+            tensors["features"].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            loaded.to_tensor().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        // Rewritten by rename: the mapped reader keeps what it checked.
+        cache.store(key, 4, 2, f32, [[7.0; 8]]).unwrap();
+        assert_eq!(
+            loaded.to_tensor().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [&a[..], &b[..]].concat()
+        );
+        assert_eq!(
+            cache.load(key).unwrap().unwrap().to_tensor().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [7.0; 8]
+        );
+        // f16: half the bytes, rounded to nearest, mapped, converted when gathered.
+        let half_key = "fedcba9876543210fedcba9876543210";
+        cache.store(half_key, 4, 2, FeatureDType::F16, [&a, &b]).unwrap();
+        let halves = cache.load(half_key).unwrap().unwrap();
+        assert!(halves.is_mapped() && halves.dtype() == FeatureDType::F16);
+        assert!(matches!(halves.view(), FeatureSlice::F16(h) if h.len() == 8));
+        assert_eq!(
+            std::fs::metadata(cache.path(half_key)).unwrap().len() - 8 * 2,
+            std::fs::metadata(cache.path(key)).unwrap().len() - 8 * 4
+        );
+        let got = halves.to_tensor().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, -1.0, half::f16::from_f32(f32::MIN_POSITIVE).to_f32()]);
+        // A flipped bit in the data is caught.
+        let mut bytes = std::fs::read(cache.path(key)).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(cache.path(key), bytes).unwrap();
+        assert_eq!(cache.load(key).unwrap_err(), "its checksum does not match its contents");
+    }
+
+    /// Issue 17: a head trained on f16 features mapped from the cache (rows
+    /// converted a batch at a time) is the head trained on the same values
+    /// as f32, bit for bit: the conversion is exact and the steps the same.
+    #[test]
+    fn f16_features_train_the_same_head_as_their_f32_values() {
+        struct Reports(Vec<crate::EpochReport>, Vec<Vec<f32>>);
+        impl crate::EpochSink for Reports {
+            fn epoch(
+                &mut self,
+                report: &crate::EpochReport,
+                state: &crate::TrainState,
+            ) -> Result<(), crate::SinkError> {
+                self.0.push(crate::EpochReport { seconds: 0.0, ..report.clone() });
+                self.1.push(state.weight.flatten_all().unwrap().to_vec1().unwrap());
+                Ok(())
+            }
+        }
+        let (n, dim, classes) = (300, 24, 3);
+        let labels: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
+        // Values an f16 holds exactly (multiples of 1/64 below 4), with a class signal.
+        let floats: Vec<f32> = (0..n * dim)
+            .map(|k| (k * 7919 % 97) as f32 / 64.0 + if k % dim == labels[k / dim] as usize { 1.0 } else { 0.0 })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FeatureCache::new(dir.path());
+        let key = "00112233445566778899aabbccddeeff";
+        cache.store(key, n, dim, FeatureDType::F16, [&floats]).unwrap();
+        let halves = cache.load(key).unwrap().unwrap();
+        assert_eq!(halves.dtype(), FeatureDType::F16);
+        let split = crate::split(n, 0.2, 0).unwrap();
+        let cfg = crate::TrainConfig {
+            batch_size: 16,
+            lr: 0.05,
+            momentum: 0.9,
+            epochs: 3,
+            weight_decay: 1e-4,
+            step_size: 2,
+            gamma: 0.5,
+            seed: 1,
+            loss: crate::Loss::CrossEntropy,
+        };
+        let run = |features: &FeatureMatrix| {
+            let mut sink = Reports(Vec::new(), Vec::new());
+            let job = crate::TrainJob {
+                features,
+                labels: &labels,
+                classes,
+                split: &split,
+                config: &cfg,
+                resume: None,
+                device: &Device::Cpu,
+            };
+            crate::train(job, &mut sink).unwrap();
+            (sink.0, sink.1)
+        };
+        let f32s = FeatureMatrix::from_vec(floats.clone(), n, dim).unwrap();
+        let (want, want_weights) = run(&f32s);
+        let (got, got_weights) = run(&halves);
+        assert_eq!(got, want);
+        assert_eq!(got_weights, want_weights);
+        assert!(want.last().unwrap().valid_acc > 0.9, "{want:?}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub use candle_core::{Device, Tensor};
 
 pub use backbone::{
     check_weights, declared, model_in_force, param_shapes, parse_fraction, random_weights, Arch, Backbone, DType,
-    Declared, ModelConfig, ModelGiven, ModelInForce, Probe, Weights,
+    Declared, FeatureDType, ModelConfig, ModelGiven, ModelInForce, Probe, Weights,
 };
 pub use data::{
     kfold, load_dataset, small_class_warnings, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig,
@@ -31,7 +31,7 @@ pub use data::{
 pub use error::Error;
 pub use features::{
     cached_features, compute_features, compute_features_keyed, decode_image, join_shards, shard_key, CacheOutcome,
-    FeatureCache, Features, Progress, ShardPass,
+    FeatureCache, FeatureMatrix, FeatureSlice, Features, Progress, ShardPass,
 };
 pub use fingerprint::{DataChanges, DataManifest, ManifestItem};
 pub use image_check::{check_images, skip_bad_images, BadImage, BadImages};

@@ -110,6 +110,7 @@ mod tests {
             std: [0.5; 3],
             channel_order: crate::ChannelOrder::Rgb,
             dtype: DType::F32,
+            feature_dtype: crate::FeatureDType::F32,
         }
     }
 

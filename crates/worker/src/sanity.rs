@@ -398,6 +398,7 @@ pub fn calibrated_weights(
         std: transform.std,
         channel_order: transform.channel_order,
         dtype: crate::DType::F32,
+        feature_dtype: crate::FeatureDType::F32,
     };
     let backbone = Backbone::from_tensors(&model, tensors.clone(), &Device::Cpu)?;
     for s in backbone.calibration_stats(&xs)? {

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::Split;
+use crate::features::{FeatureMatrix, FeatureSlice};
 use crate::Error;
 
 mod cpu;
@@ -248,7 +249,7 @@ pub fn heads_train_on_one_thread() -> bool {
 /// as `cfg`) trained in lockstep on one thread with the CPU kernels, and
 /// the heads' summed losses of the last epoch: the benchmark of fused heads.
 pub(crate) fn lockstep_seconds(
-    features: &Tensor,
+    features: &FeatureMatrix,
     labels: &[u32],
     classes: usize,
     split: &Split,
@@ -256,7 +257,7 @@ pub(crate) fn lockstep_seconds(
     k: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), Error> {
     let isa = kernel::Isa::detect().ok_or_else(|| Error::State("the head kernels need AVX2 or AVX-512".to_owned()))?;
-    let (_, dim) = features.dims2()?;
+    let dim = features.dim();
     let mut heads = Vec::with_capacity(k);
     for i in 0..k {
         let (weight, bias) = init_head(dim, classes, i as u64, &Device::Cpu)?;
@@ -265,10 +266,9 @@ pub(crate) fn lockstep_seconds(
         heads.push(cpu::CpuHead::from_state(isa, &state)?);
     }
     let lrs: Vec<f32> = (0..k).map(|i| (0.001 * 100f64.powf(i as f64 / k.max(2) as f64)) as f32).collect();
-    let storage = features.storage_and_layout();
-    let data = match (&*storage.0, storage.1.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => &v[start..end],
-        _ => return Err(Error::State("lockstep heads need contiguous f32 features on the CPU".to_owned())),
+    let data = match features.view() {
+        FeatureSlice::F32(data) => data,
+        FeatureSlice::F16(_) => return Err(Error::State("lockstep heads need f32 features".to_owned())),
     };
     let rows = cpu::Rows { data, dim };
     let (mut seconds, mut losses) = (Vec::new(), Vec::new());
@@ -331,14 +331,13 @@ struct Samples {
 
 impl Samples {
     fn gather(
-        features: &Tensor,
+        features: &FeatureMatrix,
         labels: &[u32],
         idx: &[usize],
         classes: usize,
         device: &Device,
     ) -> Result<Self, Error> {
-        let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), features.device())?;
-        let x = features.index_select(&ids, 0)?.to_device(device)?;
+        let x = features.gather(idx)?.to_device(device)?;
         let mut y = Vec::with_capacity(idx.len());
         let mut onehot = vec![0f32; idx.len() * classes];
         for (row, &i) in idx.iter().enumerate() {
@@ -628,13 +627,17 @@ enum Engine<'a> {
     Candle { train_set: Samples, valid_set: Samples },
     /// The CPU kernels, over the rows of the features in place.
     Kernels { head: cpu::CpuHead, rows: cpu::Rows<'a> },
+    /// The CPU kernels, over f16 rows converted a batch at a time.
+    HalfKernels { head: cpu::CpuHead, rows: cpu::HalfRows<'a> },
 }
 
 /// One job's training: its data, its hyperparameters and where it starts.
 #[derive(Debug, Clone)]
 pub struct TrainJob<'a> {
-    /// `[N, D]` features of the whole data set (on any device).
-    pub features: &'a Tensor,
+    /// `[N, D]` features of the whole data set (mapped from the cache, or in
+    /// memory): the CPU kernels read rows in place, the Candle path gathers
+    /// the train and valid rows onto its device.
+    pub features: &'a FeatureMatrix,
     /// `N` class indices, one per row of `features`.
     pub labels: &'a [u32],
     /// The number of classes: the head's outputs.
@@ -666,7 +669,7 @@ pub fn train(job: TrainJob<'_>, sink: &mut dyn EpochSink) -> Result<TrainOutcome
 #[doc(hidden)]
 pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<'_>) -> Result<TrainOutcome, Error> {
     let TrainJob { features, labels, classes, split, config: cfg, resume, device } = job;
-    let dim = features.dim(1)?;
+    let dim = features.dim();
     let n_train = split.train.len();
     for &i in split.train.iter().chain(&split.valid) {
         let label = *labels.get(i).ok_or_else(|| Error::State(format!("sample {i} has no label")))?;
@@ -703,17 +706,15 @@ pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<
         }
     };
 
-    // The kernels read the rows in place from the features' storage, held for
-    // the whole run; Candle's ops take each set gathered onto the device.
-    let storage;
+    // The kernels read the rows in place from the features (a mapped cache
+    // entry: nothing copied); Candle's ops take each set gathered onto the device.
     let mut engine = match hooks.kernel.isa(device)? {
         Some(isa) => {
-            storage = features.storage_and_layout();
-            let data = match (&*storage.0, storage.1.contiguous_offsets()) {
-                (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => &v[start..end],
-                _ => return Err(Error::State("the head kernels need contiguous f32 features on the CPU".to_owned())),
-            };
-            Engine::Kernels { head: cpu::CpuHead::from_state(isa, &state)?, rows: cpu::Rows { data, dim } }
+            let head = cpu::CpuHead::from_state(isa, &state)?;
+            match features.view() {
+                FeatureSlice::F32(data) => Engine::Kernels { head, rows: cpu::Rows { data, dim } },
+                FeatureSlice::F16(data) => Engine::HalfKernels { head, rows: cpu::HalfRows { data, dim } },
+            }
         }
         None => Engine::Candle {
             train_set: Samples::gather(features, labels, &split.train, classes, device)?,
@@ -735,6 +736,9 @@ pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<
         let steps = match &mut engine {
             Engine::Candle { train_set, .. } => sgd_epoch(&mut state, train_set, &order, cfg, lr, sink)?,
             Engine::Kernels { head, rows } => cpu::sgd_epoch(head, rows, labels, &split.train, &order, cfg, lr, sink)?,
+            Engine::HalfKernels { head, rows } => {
+                cpu::sgd_epoch_half(head, rows, labels, &split.train, &order, cfg, lr, sink)?
+            }
         };
         let Some(steps) = steps else {
             return Ok(TrainOutcome::Stopped { epoch });
@@ -756,6 +760,10 @@ pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<
             Engine::Kernels { head, rows } => {
                 head.store(&mut state)?;
                 cpu::evaluate(head, rows, labels, &split.valid, cfg.loss)
+            }
+            Engine::HalfKernels { head, rows } => {
+                head.store(&mut state)?;
+                cpu::evaluate_half(head, rows, labels, &split.valid, cfg.loss)
             }
         };
         if !valid_loss.is_finite() {

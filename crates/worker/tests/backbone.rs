@@ -71,6 +71,7 @@ fn config(arch: Arch, weights: Weights) -> ModelConfig {
         std: [0.229, 0.224, 0.225],
         channel_order: sweep_worker::ChannelOrder::Rgb,
         dtype: DType::F32,
+        feature_dtype: sweep_worker::FeatureDType::F32,
     }
 }
 

@@ -135,6 +135,7 @@ fn run(dir: &Path, case: &Case) -> Sanity {
         std: case.norm.1 .1,
         channel_order: case.order.1,
         dtype: DType::F32,
+        feature_dtype: sweep_worker::FeatureDType::F32,
     };
     let data_dir = dir.join(case.name);
     std::fs::create_dir_all(&data_dir).unwrap();
@@ -322,6 +323,7 @@ fn broken_setups_fail_naming_the_likely_cause() {
                     std: case.norm.1 .1,
                     channel_order: case.order.1,
                     dtype: DType::F32,
+                    feature_dtype: sweep_worker::FeatureDType::F32,
                 };
                 let said = report.cause(&model);
                 assert!(said.contains(cause), "{}: expected the {cause} named: {said}", case.name);
@@ -446,6 +448,7 @@ fn a_channel_swap_or_the_other_resnet50_variant_is_named() {
             std: case.norm.1 .1,
             channel_order: case.order.1,
             dtype: DType::F32,
+            feature_dtype: sweep_worker::FeatureDType::F32,
         };
         let said = report.cause(&model);
         assert!(said.contains(want), "{}: expected `{want}` in: {said}", case.name);
@@ -483,6 +486,7 @@ fn a_matching_resnet50_at_224_px_passes() {
         std: IMAGENET.1,
         channel_order: sweep_worker::ChannelOrder::Rgb,
         dtype: DType::F32,
+        feature_dtype: sweep_worker::FeatureDType::F32,
     };
     let data = dataset(dir.path(), &images(3, 64, 5, (256, 240)));
     let device = sweep_worker::Device::Cpu;

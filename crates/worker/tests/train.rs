@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use sweep_worker::{
-    split, train, train_with, EpochReport, EpochSink, Error, HeadKernel, Hooks, Loss, SinkError, Split, TrainConfig,
-    TrainJob, TrainOutcome, TrainState,
+    split, train, train_with, EpochReport, EpochSink, Error, FeatureMatrix, HeadKernel, Hooks, Loss, SinkError, Split,
+    TrainConfig, TrainJob, TrainOutcome, TrainState,
 };
 
 /// Collects every report and the bytes of the last state; stops after
@@ -61,7 +61,7 @@ fn config(loss: Loss) -> TrainConfig {
 
 /// Gaussian blobs: `n` samples of width `dim` around `classes` random centres
 /// (spread `spread`, unit noise).
-fn blobs(n: usize, dim: usize, classes: usize, spread: f32, seed: u64) -> (Tensor, Vec<u32>) {
+fn blobs(n: usize, dim: usize, classes: usize, spread: f32, seed: u64) -> (FeatureMatrix, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut normal = move || -> f32 {
         // Box-Muller, enough for test data.
@@ -73,12 +73,12 @@ fn blobs(n: usize, dim: usize, classes: usize, spread: f32, seed: u64) -> (Tenso
     let features: Vec<f32> =
         labels.iter().flat_map(|&y| (0..dim).map(|d| centres[y as usize * dim + d]).collect::<Vec<_>>()).collect();
     let features: Vec<f32> = features.into_iter().map(|c| c + normal()).collect();
-    (Tensor::from_vec(features, (n, dim), &Device::Cpu).unwrap(), labels)
+    (FeatureMatrix::from_vec(features, n, dim).unwrap(), labels)
 }
 
 /// A job on the CPU from no saved state.
 fn job<'a>(
-    features: &'a Tensor,
+    features: &'a FeatureMatrix,
     labels: &'a [u32],
     classes: usize,
     split: &'a Split,
@@ -137,7 +137,7 @@ fn golden_with(loss: Loss, key: &str, kernel: HeadKernel) {
     let features = floats(&fixture["features"]);
     let n = fixture["labels"].as_array().unwrap().len();
     let dim = features.len() / n;
-    let features = Tensor::from_vec(features, (n, dim), &Device::Cpu).unwrap();
+    let features = FeatureMatrix::from_vec(features, n, dim).unwrap();
     let labels: Vec<u32> = indices(&fixture["labels"]).into_iter().map(|y| y as u32).collect();
     let split = Split { train: indices(&fixture["train"]), valid: indices(&fixture["valid"]) };
     let cfg = TrainConfig {
@@ -254,7 +254,7 @@ fn the_head_learns_separable_blobs_and_lr_zero_does_not() {
 
 // ---- resume ----
 
-fn resume_problem() -> (Tensor, Vec<u32>, Split, TrainConfig) {
+fn resume_problem() -> (FeatureMatrix, Vec<u32>, Split, TrainConfig) {
     let (features, labels) = blobs(240, 16, 4, 0.5, 11);
     let split = split(240, 0.25, 1).unwrap();
     // 180 train samples, batch 16: 12 steps an epoch, the last one short.
@@ -317,7 +317,7 @@ fn a_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
 #[test]
 fn a_diverging_run_fails_with_non_finite_and_reports_nothing_non_finite() {
     let (features, labels) = blobs(200, 16, 4, 1.0, 2);
-    let features = (features * 1e15).unwrap();
+    let features = FeatureMatrix::from_tensor(&(features.to_tensor().unwrap() * 1e15).unwrap()).unwrap();
     let split = split(200, 0.2, 0).unwrap();
     let cfg = TrainConfig { lr: 1e15, ..config(Loss::CrossEntropy) };
     let mut sink = Recorder::default();

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::Context;
 use sweep_worker::{synthetic_image, SyntheticConfig};
 
-use crate::args::SynthArgs;
+use crate::args::{SynthArgs, SynthFeaturesArgs};
 use crate::Outcome;
 
 pub fn synth(args: &SynthArgs) -> anyhow::Result<Outcome> {
@@ -58,6 +58,34 @@ pub fn synth(args: &SynthArgs) -> anyhow::Result<Outcome> {
     let csv = args.out.join("labels.csv");
     std::fs::write(&csv, labels).with_context(|| format!("{}: cannot write", csv.display()))?;
     eprintln!("wrote {} images in {} classes to {}", cfg.images, cfg.classes, args.out.display());
+    Ok(Outcome::Success)
+}
+
+/// `sweep synth-features` (hidden): the cache entry a sweep file's backbone
+/// pass would write (same key: the data set and model resolved as `sweep
+/// run` resolves them), filled with seeded random features, streamed, so
+/// head training and its memory can be measured on a million images
+/// without a million-image pass (bench/scale.sh).
+pub fn synth_features(args: &SynthFeaturesArgs) -> anyhow::Result<Outcome> {
+    let spec = sweep_scheduler::SweepSpec::load(&args.file)?;
+    let checked = sweep_scheduler::preflight::check(&spec)?;
+    let model = &checked.model.model;
+    let manifest = sweep_worker::DataManifest::new(&spec.data, &checked.dataset, model, &checked.splits)?;
+    let (images, dim) = (checked.dataset.items.len(), model.arch.feature_dim());
+    let cache = sweep_worker::FeatureCache::new(&args.cache_dir);
+    sweep_worker::bench::write_random_features(
+        &cache,
+        &manifest.features_key,
+        images,
+        dim,
+        model.feature_dtype,
+        args.seed,
+    )?;
+    eprintln!(
+        "wrote {images} x {dim} random features to {} as entry {}",
+        args.cache_dir.display(),
+        manifest.features_key
+    );
     Ok(Outcome::Success)
 }
 

@@ -72,6 +72,10 @@ pub(super) fn environment(s: &Sections) -> serde_json::Value {
     if m.channel_order != sweep_worker::ChannelOrder::Rgb {
         model["channel_order"] = json!(m.channel_order.name());
     }
+    // Likewise: only f16 features enter the ids; every f32 sweep keeps its own.
+    if m.feature_dtype != sweep_worker::FeatureDType::F32 {
+        model["feature_dtype"] = json!(m.feature_dtype.name());
+    }
     json!({ "data": data, "model": model })
 }
 

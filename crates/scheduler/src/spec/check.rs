@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use sweep_worker::{
-    Arch, ChannelOrder, DType, DataConfig, Layout, ModelConfig, ModelGiven, SplitMethod, SyntheticConfig, Weights,
+    Arch, ChannelOrder, DType, DataConfig, FeatureDType, Layout, ModelConfig, ModelGiven, SplitMethod, SyntheticConfig,
+    Weights,
 };
 
 use super::keys::{big_float, quoted, Param, TrainKey, TrainParams};
@@ -568,11 +569,28 @@ impl Checker {
                 DType::F32
             }
         };
+        let feature_dtype_line = t.line_of("feature_dtype");
+        let feature_dtype = match self.string(&mut t, "feature_dtype").as_deref() {
+            None | Some("f32") => FeatureDType::F32,
+            Some("f16") => FeatureDType::F16,
+            Some(other) => {
+                self.error(
+                    feature_dtype_line,
+                    "model.feature_dtype",
+                    format!("must be \"f32\" or \"f16\", got \"{other}\""),
+                );
+                FeatureDType::F32
+            }
+        };
         given.ignore_metadata = self.boolean(&mut t, "ignore_weights_metadata").unwrap_or(false);
         given.no_sanity_check = !self.boolean(&mut t, "sanity_check").unwrap_or(true);
         self.finish(t, &schema::keys().model[..]);
         let (arch, (weights_text, weights)) = (arch?, weights?);
-        Some((ModelConfig { arch, weights, image_size, mean, std, channel_order, dtype }, weights_text, given))
+        Some((
+            ModelConfig { arch, weights, image_size, mean, std, channel_order, dtype, feature_dtype },
+            weights_text,
+            given,
+        ))
     }
 
     fn overrides(&mut self, path: &str, node: &Node) -> Vec<(TrainKey, Param)> {

@@ -369,6 +369,10 @@ pub(crate) struct Model {
     /// Precision of the backbone pass.
     #[schemars(extend("default" = "f32"))]
     dtype: Option<DType>,
+    /// How the feature cache stores the features: `f16` halves the entry on
+    /// disk and in memory (rows converted to f32 a batch at a time when
+    /// training) [default: f32].
+    feature_dtype: Option<FeatureDType>,
     /// Neither use nor check the architecture and normalisation a
     /// safetensors file declares in its metadata (`arch`, `mean`, `std`)
     /// [default: false].
@@ -455,6 +459,16 @@ pub(crate) enum DType {
     F16,
     /// bfloat16.
     Bf16,
+}
+
+/// How cached features are stored.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum FeatureDType {
+    /// 32-bit floats.
+    F32,
+    /// IEEE half precision.
+    F16,
 }
 
 /// `[train]`, and each of `[[configs]]`: head-training settings.

@@ -621,3 +621,24 @@ fn channel_order_and_preset_enter_the_ids_only_when_they_change_the_transform() 
         &["s.toml:6: model.channel_order: must be \"rgb\" or \"bgr\", got \"RGB\""],
     );
 }
+
+/// Issue 17: `feature_dtype` in `[model]`. f32 (the default, written or
+/// not) keeps every id; f16 enters the ids (and the cache key).
+#[test]
+fn feature_dtype_enters_the_ids_only_when_f16() {
+    let with = |lines: &str| format!("{HEAD}{lines}\n");
+    let ids = |s: &SweepSpec| s.jobs(10).unwrap().into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let plain = parse(&with("")).unwrap();
+    assert_eq!(plain.model.feature_dtype, sweep_worker::FeatureDType::F32);
+    let f32 = parse(&with("feature_dtype = \"f32\"")).unwrap();
+    assert_eq!(ids(&f32), ids(&plain));
+    assert_eq!(f32.environment_json(), plain.environment_json());
+    let f16 = parse(&with("feature_dtype = \"f16\"")).unwrap();
+    assert_eq!(f16.model.feature_dtype, sweep_worker::FeatureDType::F16);
+    assert_eq!(f16.environment_json()["model"]["feature_dtype"], "f16");
+    assert_ne!(ids(&f16), ids(&plain));
+    check(
+        &with("feature_dtype = \"bf16\""),
+        &["s.toml:6: model.feature_dtype: must be \"f32\" or \"f16\", got \"bf16\""],
+    );
+}

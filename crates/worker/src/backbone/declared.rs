@@ -280,6 +280,7 @@ mod tests {
             std: [0.229, 0.224, 0.225],
             channel_order: crate::ChannelOrder::Rgb,
             dtype: super::super::DType::F32,
+            feature_dtype: crate::FeatureDType::F32,
         }
     }
 

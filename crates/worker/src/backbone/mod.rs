@@ -105,7 +105,37 @@ pub enum Weights {
     },
 }
 
-/// Precision of the backbone pass (features are stored as f32 either way).
+/// How the feature cache stores features (`feature_dtype`): f32, or f16
+/// (half the disk and memory; converted to f32 a batch at a time when
+/// rows are gathered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeatureDType {
+    /// 32-bit floats, the default.
+    #[default]
+    F32,
+    /// IEEE half precision.
+    F16,
+}
+
+impl FeatureDType {
+    /// The name in a sweep file.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureDType::F32 => "f32",
+            FeatureDType::F16 => "f16",
+        }
+    }
+
+    /// Bytes a feature takes in the cache.
+    pub fn bytes(self) -> usize {
+        match self {
+            FeatureDType::F32 => 4,
+            FeatureDType::F16 => 2,
+        }
+    }
+}
+
+/// Precision of the backbone pass (features are stored as `feature_dtype` either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
     /// 32-bit floats.
@@ -152,6 +182,8 @@ pub struct ModelConfig {
     pub channel_order: ChannelOrder,
     /// Precision of the backbone pass.
     pub dtype: DType,
+    /// How the cache stores the features.
+    pub feature_dtype: FeatureDType,
 }
 
 impl ModelConfig {

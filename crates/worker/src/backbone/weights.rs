@@ -433,6 +433,7 @@ mod tests {
             std: [0.5; 3],
             channel_order: crate::ChannelOrder::Rgb,
             dtype: crate::backbone::DType::F32,
+            feature_dtype: crate::FeatureDType::F32,
         };
         let err = load(&cfg).map(|_| ()).unwrap_err().to_string();
         let n = param_shapes(Arch::Resnet18).len();

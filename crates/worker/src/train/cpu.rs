@@ -121,6 +121,110 @@ fn gather<'a>(
     }
 }
 
+/// The rows of f16 features (`feature_dtype = "f16"`): each batch's rows
+/// are converted to f32 into a buffer of the batch's size as they are
+/// gathered, so the whole matrix is never held as f32.
+pub(super) struct HalfRows<'a> {
+    pub(super) data: &'a [half::f16],
+    pub(super) dim: usize,
+}
+
+impl HalfRows<'_> {
+    /// The rows `idx` (sample indices), converted, into `buf`.
+    fn convert(&self, idx: impl Iterator<Item = usize>, buf: &mut Vec<f32>) {
+        buf.clear();
+        for i in idx {
+            buf.extend(self.data[i * self.dim..(i + 1) * self.dim].iter().map(|x| x.to_f32()));
+        }
+    }
+}
+
+/// [`sgd_epoch`] on f16 rows: the same steps, in the same order, on each
+/// batch's rows converted to f32 (two batch buffers, as the next batch's
+/// product is computed within the step before it).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn sgd_epoch_half(
+    head: &mut CpuHead,
+    x: &HalfRows<'_>,
+    labels: &[u32],
+    train: &[usize],
+    order: &[u32],
+    cfg: &TrainConfig,
+    lr: f64,
+    sink: &dyn EpochSink,
+) -> Result<Option<EpochSteps>, Error> {
+    let (cp, bs, dim) = (head.cp, cfg.batch_size, x.dim);
+    let mut logits = vec![0f32; bs * cp];
+    let mut grad = vec![0f32; bs * cp];
+    let mut bufs = [Vec::with_capacity(bs * dim), Vec::with_capacity(bs * dim)];
+    let mut ys: [Vec<u32>; 2] = [Vec::with_capacity(bs), Vec::with_capacity(bs)];
+    let fill = |batch: &[u32], buf: &mut Vec<f32>, ys: &mut Vec<u32>| {
+        x.convert(batch.iter().map(|&pos| train[pos as usize]), buf);
+        ys.clear();
+        ys.extend(batch.iter().map(|&pos| labels[train[pos as usize]]));
+    };
+    let batches: Vec<&[u32]> = order.chunks(bs).collect();
+    let mut losses = Vec::with_capacity(batches.len());
+    let mut correct = 0u64;
+    if let Some(first) = batches.first() {
+        fill(first, &mut bufs[0], &mut ys[0]);
+        let rows: Vec<&[f32]> = bufs[0].chunks_exact(dim).collect();
+        kernel::forward(head.isa, &rows, &head.wt, &head.bias, cp, &mut logits);
+    }
+    for k in 0..batches.len() {
+        if sink.should_stop() {
+            return Ok(None);
+        }
+        let cur = k % 2;
+        let (loss, right) = loss_and_grad(cfg.loss, &logits, &ys[cur], head.classes, cp, Some(&mut grad));
+        losses.push(loss as f32);
+        correct += right;
+        let step = Step {
+            lr: lr as f32,
+            momentum: cfg.momentum as f32,
+            weight_decay: cfg.weight_decay as f32,
+            first: !head.has_buf || cfg.momentum == 0.0,
+        };
+        kernel::bias_step(&grad, batches[k].len(), cp, &mut head.bias, &mut head.buf_b, step);
+        if let Some(upcoming) = batches.get(k + 1) {
+            let [b0, b1] = &mut bufs;
+            let [y0, y1] = &mut ys;
+            let (cur_buf, next_buf, next_ys) = if cur == 0 { (&*b0, b1, y1) } else { (&*b1, b0, y0) };
+            fill(upcoming, next_buf, next_ys);
+            let rows: Vec<&[f32]> = cur_buf.chunks_exact(dim).collect();
+            let next_rows: Vec<&[f32]> = next_buf.chunks_exact(dim).collect();
+            let following = kernel::Next { x: &next_rows, bias: &head.bias, out: &mut logits };
+            kernel::grad_step_forward(head.isa, &rows, &grad, &mut head.wt, &mut head.buf_w, cp, step, following);
+        } else {
+            let rows: Vec<&[f32]> = bufs[cur].chunks_exact(dim).collect();
+            kernel::grad_step(head.isa, &rows, &grad, &mut head.wt, &mut head.buf_w, cp, step);
+        }
+        if cfg.momentum != 0.0 {
+            head.has_buf = true;
+        }
+    }
+    Ok(Some(EpochSteps { losses, correct }))
+}
+
+/// [`evaluate`] on f16 rows, converted a chunk at a time.
+pub(super) fn evaluate_half(head: &CpuHead, x: &HalfRows<'_>, labels: &[u32], set: &[usize], loss: Loss) -> (f64, u64) {
+    const CHUNK: usize = 256;
+    let cp = head.cp;
+    let mut logits = vec![0f32; CHUNK * cp];
+    let mut buf = Vec::with_capacity(CHUNK * x.dim);
+    let (mut loss_sum, mut correct) = (0f64, 0u64);
+    for chunk in set.chunks(CHUNK) {
+        x.convert(chunk.iter().copied(), &mut buf);
+        let rows: Vec<&[f32]> = buf.chunks_exact(x.dim).collect();
+        let ys: Vec<u32> = chunk.iter().map(|&i| labels[i]).collect();
+        kernel::forward(head.isa, &rows, &head.wt, &head.bias, cp, &mut logits);
+        let (value, right) = loss_and_grad(loss, &logits, &ys, head.classes, cp, None);
+        loss_sum += value * chunk.len() as f64;
+        correct += right;
+    }
+    (loss_sum / set.len() as f64, correct)
+}
+
 /// One epoch of SGD over `train` (sample indices) in `order` (positions in
 /// `train`); `None` when the sink asked to stop.
 #[allow(clippy::too_many_arguments)]
