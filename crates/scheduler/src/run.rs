@@ -971,6 +971,7 @@ fn run_slot(shared: &Shared, device_name: &str) -> Result<Counts, Error> {
 /// [`run_slot`]'s loop, counting into `counts`.
 fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<(), Error> {
     let mut store = Store::open(&shared.opts.db)?;
+    let writer = Writer::open(&shared.opts.db)?;
     let device = sweep_worker::device(device_name)?;
     let mut waiting = false;
     loop {
@@ -1013,7 +1014,7 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<
             Some(trained) if store.checkpoint(&claimed.id, "last")?.is_none() => {
                 share_result(shared, &store, &claimed.id, trained)?
             }
-            _ => run_job(shared, &mut store, &claimed.id, &device),
+            _ => run_job(shared, &mut store, &writer, &claimed.id, &device),
         };
         shared.observer.job_finished(&claimed.id, &end);
         let finish = match &end {
@@ -1224,7 +1225,7 @@ fn release(store: &Store, job_id: &str, owner: &str) -> Result<(), Error> {
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job_id))]
-fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_worker::Device) -> JobEnd {
+fn run_job(shared: &Shared, store: &mut Store, writer: &Writer, job_id: &str, device: &sweep_worker::Device) -> JobEnd {
     let Some(params) = shared.params.get(job_id) else {
         return JobEnd::Failed(format!("job {job_id} is not part of this sweep's file"));
     };
@@ -1271,6 +1272,9 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     let cfg = params.train_config();
     let mut sink = StoreSink {
         store,
+        writer,
+        pending: std::cell::RefCell::new(None),
+        stopping: Cell::new(false),
         job_id,
         shared,
         last_renew: Cell::new(Instant::now()),
@@ -1293,6 +1297,11 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
         };
         sweep_worker::train(job, &mut sink)
     }));
+    // The last epoch's write may still be committing: the job ends with it.
+    let result = match (result, sink.settle()) {
+        (Ok(Ok(_)), Err(e)) => Ok(Err(sweep_worker::Error::Sink(e))),
+        (result, _) => result,
+    };
     match result {
         Ok(Ok(TrainOutcome::Finished { best_valid_acc, best_epoch })) => JobEnd::Done { best_valid_acc, best_epoch },
         // The pruner stopped it: its last epoch and the decision are recorded.
@@ -1318,10 +1327,113 @@ fn run_job(shared: &Shared, store: &mut Store, job_id: &str, device: &sweep_work
     }
 }
 
+/// A job slot's second connection to the store, on a thread of its own: it
+/// commits an epoch (its row, its state and the pruner's decision, one
+/// transaction, `synchronous = FULL`) while the next epoch trains, so that
+/// the wait for the disk overlaps the work. One write at a time.
+struct Writer {
+    records: Option<std::sync::mpsc::Sender<Record>>,
+    results: std::sync::mpsc::Receiver<Result<(), sweep_store::Error>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One epoch to record.
+struct Record {
+    job_id: String,
+    owner: String,
+    row: sweep_store::EpochRow,
+    state: Vec<u8>,
+    is_best: bool,
+    lease: Duration,
+    /// The pruner's stop, recorded with the epoch: rung, reason, waits.
+    stop: Option<(Option<i64>, String, bool)>,
+}
+
+impl Writer {
+    fn open(db: &Location) -> Result<Writer, Error> {
+        let (records, requests) = std::sync::mpsc::channel::<Record>();
+        let (answer, results) = std::sync::mpsc::channel();
+        let db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("sweep-writer".to_owned())
+            .spawn(move || {
+                let mut store = match Store::open(&db) {
+                    Ok(store) => {
+                        let _ = answer.send(Ok(()));
+                        store
+                    }
+                    Err(e) => {
+                        let _ = answer.send(Err(e));
+                        return;
+                    }
+                };
+                for r in requests {
+                    let written = match &r.stop {
+                        None => store.record_epoch(&r.job_id, &r.owner, &r.row, &r.state, r.is_best, r.lease),
+                        Some((rung, reason, waits)) => store.record_pruned_epoch(
+                            &r.job_id, &r.owner, &r.row, &r.state, r.is_best, r.lease, *rung, reason, *waits,
+                        ),
+                    };
+                    if answer.send(written).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::Join(format!("cannot start the store's writer thread: {e}")))?;
+        let writer = Writer { records: Some(records), results, thread: Some(thread) };
+        match writer.results.recv() {
+            Ok(Ok(())) => Ok(writer),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(Error::Join("the store's writer thread stopped".to_owned())),
+        }
+    }
+
+    fn send(&self, record: Record) -> Result<(), SinkError> {
+        match &self.records {
+            Some(records) if records.send(record).is_ok() => Ok(()),
+            _ => Err(WRITER_GONE.into()),
+        }
+    }
+
+    /// The result of the write sent last; `None` if the thread is gone.
+    fn wait(&self) -> Option<Result<(), sweep_store::Error>> {
+        self.results.recv().ok()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.records.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+const WRITER_GONE: &str = "the store's writer thread stopped";
+
+/// An epoch sent to the [`Writer`], not yet known to be recorded.
+struct Pending {
+    report: EpochReport,
+    /// The size of its state, for a full disk's message.
+    bytes: usize,
+    /// The pruner's stop sent with it: why, and whether it waits at its rung.
+    stop: Option<(String, bool)>,
+}
+
 /// Records each epoch and its state in one transaction, renews the lease
-/// while training, and stops at Ctrl-C.
+/// while training, and stops at Ctrl-C. An epoch is recorded while the next
+/// one trains ([`Writer`]): it is reported (the observer, `recorded`) once
+/// its transaction has committed, when the next epoch ends or the job does
+/// ([`StoreSink::settle`]); a process killed in between resumes from the
+/// epoch before, as from any epoch not yet recorded.
 struct StoreSink<'a> {
     store: &'a mut Store,
+    writer: &'a Writer,
+    /// The epoch being written.
+    pending: std::cell::RefCell<Option<Pending>>,
+    /// The pruner stopped the job at the epoch being written: train no more.
+    stopping: Cell<bool>,
     job_id: &'a str,
     shared: &'a Shared,
     last_renew: Cell<Instant>,
@@ -1340,6 +1452,35 @@ struct StoreSink<'a> {
 }
 
 impl StoreSink<'_> {
+    /// Waits for the epoch being written: once it is recorded, reports it;
+    /// when its write failed, says why, as `epoch` would have.
+    fn settle(&self) -> Result<(), SinkError> {
+        let Some(pending) = self.pending.borrow_mut().take() else { return Ok(()) };
+        match self.writer.wait() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(self.write_failed(e, pending.bytes)),
+            None => return Err(WRITER_GONE.into()),
+        }
+        if let Some((reason, waiting)) = pending.stop {
+            tracing::info!(epoch = pending.report.epoch, reason = %reason, waiting, "pruned");
+            *self.pruned.borrow_mut() = Some((reason, waiting));
+        }
+        self.recorded.set(pending.report.epoch);
+        self.last_renew.set(Instant::now());
+        self.shared.observer.epoch(self.job_id, &pending.report);
+        Ok(())
+    }
+
+    /// Notes why recording an epoch (of `bytes` of state) failed.
+    fn write_failed(&self, e: sweep_store::Error, bytes: usize) -> SinkError {
+        self.busy.set(matches!(e, sweep_store::Error::Busy { .. }));
+        if matches!(e, sweep_store::Error::Full { .. }) {
+            self.full.set(true);
+            self.shared.disk_full(bytes);
+        }
+        e.into()
+    }
+
     /// The pruner's decision after `report`'s epoch, from what the store
     /// holds for the sweep's other trials at that epoch; `None`: go on.
     fn prune_decision(&self, report: &EpochReport) -> Result<Option<crate::pruner::Stop>, sweep_store::Error> {
@@ -1384,6 +1525,8 @@ impl StoreSink<'_> {
 
 impl EpochSink for StoreSink<'_> {
     fn epoch(&mut self, report: &EpochReport, state: &TrainState) -> Result<(), SinkError> {
+        // The epoch before is recorded first: the decision below reads it.
+        self.settle()?;
         let row = sweep_store::EpochRow {
             epoch: report.epoch as i64,
             train_loss: report.train_loss,
@@ -1396,53 +1539,28 @@ impl EpochSink for StoreSink<'_> {
         let bytes = state.to_bytes()?;
         // Decided before the epoch is written, and written with it: a
         // decision is never lost between the two, nor made twice.
-        let recorded = match self.prune_decision(report) {
-            Ok(None) => self.store.record_epoch(
-                self.job_id,
-                &self.shared.owner,
-                &row,
-                &bytes,
-                report.is_best,
-                self.shared.opts.lease,
-            ),
-            Ok(Some(stop)) => {
-                let recorded = self.store.record_pruned_epoch(
-                    self.job_id,
-                    &self.shared.owner,
-                    &row,
-                    &bytes,
-                    report.is_best,
-                    self.shared.opts.lease,
-                    stop.rung.map(|r| r as i64),
-                    &stop.reason,
-                    // ASHA's stops wait at their rung for a promotion.
-                    stop.rung.is_some(),
-                );
-                if recorded.is_ok() {
-                    let waiting = stop.rung.is_some();
-                    tracing::info!(epoch = report.epoch, reason = %stop.reason, waiting, "pruned");
-                    *self.pruned.borrow_mut() = Some((stop.reason, waiting));
-                }
-                recorded
-            }
-            Err(e) => Err(e),
+        let stop = self.prune_decision(report).map_err(|e| self.write_failed(e, 0))?;
+        let size = bytes.len();
+        let record = Record {
+            job_id: self.job_id.to_owned(),
+            owner: self.shared.owner.clone(),
+            row,
+            state: bytes,
+            is_best: report.is_best,
+            lease: self.shared.opts.lease,
+            stop: stop.as_ref().map(|s| (s.rung.map(|r| r as i64), s.reason.clone(), s.rung.is_some())),
         };
-        if let Err(e) = recorded {
-            self.busy.set(matches!(e, sweep_store::Error::Busy { .. }));
-            if matches!(e, sweep_store::Error::Full { .. }) {
-                self.full.set(true);
-                self.shared.disk_full(bytes.len());
-            }
-            return Err(e.into());
-        }
-        self.recorded.set(report.epoch);
-        self.last_renew.set(Instant::now());
-        self.shared.observer.epoch(self.job_id, report);
+        self.writer.send(record)?;
+        // ASHA's stops wait at their rung for a promotion.
+        self.stopping.set(stop.is_some());
+        *self.pending.borrow_mut() =
+            Some(Pending { report: report.clone(), bytes: size, stop: stop.map(|s| (s.reason, s.rung.is_some())) });
         Ok(())
     }
 
     fn should_stop(&self) -> bool {
-        if self.shared.cancel.is_cancelled() || self.lost.get() || self.pruned.borrow().is_some() {
+        if self.shared.cancel.is_cancelled() || self.lost.get() || self.stopping.get() || self.pruned.borrow().is_some()
+        {
             return true;
         }
         if self.last_renew.get().elapsed() > self.shared.opts.lease / 3 {
