@@ -5,6 +5,7 @@
 //! [`Tx::is_postgres`] and writes each form; that is the exception (the
 //! claim's `FOR UPDATE SKIP LOCKED`, `max(a, b)`, the pragmas).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use postgres::types::{IsNull, ToSql, Type};
@@ -13,53 +14,55 @@ use rusqlite::types::ValueRef;
 use crate::error::{pg_error, sqlite};
 use crate::{Error, Location};
 
-/// A parameter or a column's value.
+/// A parameter or a column's value. A parameter borrows its text or bytes
+/// (an epoch's state, a data manifest: megabytes, not copied to be bound);
+/// a column's value owns them (`Value<'static>`).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
+pub(crate) enum Value<'a> {
     Null,
     Int(i64),
     Real(f64),
-    Text(String),
-    Bytes(Vec<u8>),
+    Text(Cow<'a, str>),
+    Bytes(Cow<'a, [u8]>),
 }
 
-impl From<i64> for Value {
-    fn from(v: i64) -> Value {
+impl From<i64> for Value<'_> {
+    fn from(v: i64) -> Self {
         Value::Int(v)
     }
 }
-impl From<bool> for Value {
-    fn from(v: bool) -> Value {
+impl From<bool> for Value<'_> {
+    fn from(v: bool) -> Self {
         Value::Int(v as i64)
     }
 }
-impl From<f64> for Value {
-    fn from(v: f64) -> Value {
+impl From<f64> for Value<'_> {
+    fn from(v: f64) -> Self {
         Value::Real(v)
     }
 }
-impl From<&str> for Value {
-    fn from(v: &str) -> Value {
-        Value::Text(v.to_owned())
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(v: &'a str) -> Self {
+        Value::Text(Cow::Borrowed(v))
     }
 }
-impl From<String> for Value {
-    fn from(v: String) -> Value {
-        Value::Text(v)
+impl From<String> for Value<'_> {
+    fn from(v: String) -> Self {
+        Value::Text(Cow::Owned(v))
     }
 }
-impl From<&String> for Value {
-    fn from(v: &String) -> Value {
-        Value::Text(v.clone())
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(v: &'a String) -> Self {
+        Value::Text(Cow::Borrowed(v))
     }
 }
-impl From<&[u8]> for Value {
-    fn from(v: &[u8]) -> Value {
-        Value::Bytes(v.to_vec())
+impl<'a> From<&'a [u8]> for Value<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Value::Bytes(Cow::Borrowed(v))
     }
 }
-impl<T: Into<Value>> From<Option<T>> for Value {
-    fn from(v: Option<T>) -> Value {
+impl<'a, T: Into<Value<'a>>> From<Option<T>> for Value<'a> {
+    fn from(v: Option<T>) -> Self {
         v.map_or(Value::Null, Into::into)
     }
 }
@@ -70,7 +73,7 @@ macro_rules! args {
 }
 pub(crate) use args;
 
-impl rusqlite::ToSql for Value {
+impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::ToSqlOutput::Borrowed;
         Ok(match self {
@@ -83,7 +86,7 @@ impl rusqlite::ToSql for Value {
     }
 }
 
-impl ToSql for Value {
+impl ToSql for Value<'_> {
     fn to_sql(
         &self,
         ty: &Type,
@@ -104,8 +107,8 @@ impl ToSql for Value {
                 Type::FLOAT4 => (*f as f32).to_sql(ty, out),
                 _ => Err(format!("a real where the statement takes {ty}").into()),
             },
-            Value::Text(s) => s.as_str().to_sql(ty, out),
-            Value::Bytes(b) => b.as_slice().to_sql(ty, out),
+            Value::Text(s) => s.as_ref().to_sql(ty, out),
+            Value::Bytes(b) => b.as_ref().to_sql(ty, out),
         }
     }
 
@@ -118,7 +121,7 @@ impl ToSql for Value {
 
 /// One row of a query's result.
 #[derive(Debug)]
-pub(crate) struct Row(Vec<Value>);
+pub(crate) struct Row(Vec<Value<'static>>);
 
 impl Row {
     /// Column `i` as a `T`.
@@ -131,11 +134,11 @@ impl Row {
 /// What a column's value converts into.
 pub(crate) trait FromValue: Sized {
     /// The value, or what it was when it does not convert.
-    fn from_value(v: Value) -> Result<Self, String>;
+    fn from_value(v: Value<'static>) -> Result<Self, String>;
 }
 
 impl FromValue for i64 {
-    fn from_value(v: Value) -> Result<i64, String> {
+    fn from_value(v: Value<'static>) -> Result<i64, String> {
         match v {
             Value::Int(i) => Ok(i),
             other => Err(format!("{other:?} for an integer")),
@@ -143,7 +146,7 @@ impl FromValue for i64 {
     }
 }
 impl FromValue for f64 {
-    fn from_value(v: Value) -> Result<f64, String> {
+    fn from_value(v: Value<'static>) -> Result<f64, String> {
         match v {
             Value::Real(f) => Ok(f),
             Value::Int(i) => Ok(i as f64),
@@ -152,7 +155,7 @@ impl FromValue for f64 {
     }
 }
 impl FromValue for bool {
-    fn from_value(v: Value) -> Result<bool, String> {
+    fn from_value(v: Value<'static>) -> Result<bool, String> {
         match v {
             Value::Int(i) => Ok(i != 0),
             other => Err(format!("{other:?} for a boolean")),
@@ -160,23 +163,23 @@ impl FromValue for bool {
     }
 }
 impl FromValue for String {
-    fn from_value(v: Value) -> Result<String, String> {
+    fn from_value(v: Value<'static>) -> Result<String, String> {
         match v {
-            Value::Text(s) => Ok(s),
+            Value::Text(s) => Ok(s.into_owned()),
             other => Err(format!("{other:?} for text")),
         }
     }
 }
 impl FromValue for Vec<u8> {
-    fn from_value(v: Value) -> Result<Vec<u8>, String> {
+    fn from_value(v: Value<'static>) -> Result<Vec<u8>, String> {
         match v {
-            Value::Bytes(b) => Ok(b),
+            Value::Bytes(b) => Ok(b.into_owned()),
             other => Err(format!("{other:?} for bytes")),
         }
     }
 }
 impl<T: FromValue> FromValue for Option<T> {
-    fn from_value(v: Value) -> Result<Option<T>, String> {
+    fn from_value(v: Value<'static>) -> Result<Option<T>, String> {
         match v {
             Value::Null => Ok(None),
             v => T::from_value(v).map(Some),
@@ -242,7 +245,7 @@ impl Tx<'_, '_> {
     }
 
     /// Runs a statement; returns how many rows it changed.
-    pub(crate) fn exec(&mut self, sql: &str, args: &[Value]) -> Result<usize, Error> {
+    pub(crate) fn exec(&mut self, sql: &str, args: &[Value<'_>]) -> Result<usize, Error> {
         match self {
             Tx::Sqlite(conn, at) => {
                 let mut stmt = conn.prepare_cached(sql).map_err(|e| sqlite(*at, e))?;
@@ -256,7 +259,7 @@ impl Tx<'_, '_> {
     }
 
     /// Runs a query; returns its rows.
-    pub(crate) fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, Error> {
+    pub(crate) fn query(&mut self, sql: &str, args: &[Value<'_>]) -> Result<Vec<Row>, Error> {
         match self {
             Tx::Sqlite(conn, at) => {
                 let mut stmt = conn.prepare_cached(sql).map_err(|e| sqlite(*at, e))?;
@@ -270,8 +273,8 @@ impl Tx<'_, '_> {
                             ValueRef::Null => Value::Null,
                             ValueRef::Integer(i) => Value::Int(i),
                             ValueRef::Real(f) => Value::Real(f),
-                            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-                            ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+                            ValueRef::Text(t) => Value::Text(Cow::Owned(String::from_utf8_lossy(t).into_owned())),
+                            ValueRef::Blob(b) => Value::Bytes(Cow::Owned(b.to_vec())),
                         });
                     }
                     out.push(Row(values));
@@ -287,12 +290,12 @@ impl Tx<'_, '_> {
     }
 
     /// The first row of a query, if any.
-    pub(crate) fn query_opt(&mut self, sql: &str, args: &[Value]) -> Result<Option<Row>, Error> {
+    pub(crate) fn query_opt(&mut self, sql: &str, args: &[Value<'_>]) -> Result<Option<Row>, Error> {
         Ok(self.query(sql, args)?.into_iter().next())
     }
 
     /// The first column of the first row of a query, which must return one.
-    pub(crate) fn value<T: FromValue>(&mut self, sql: &str, args: &[Value]) -> Result<T, Error> {
+    pub(crate) fn value<T: FromValue>(&mut self, sql: &str, args: &[Value<'_>]) -> Result<T, Error> {
         match self.query_opt(sql, args)? {
             Some(row) => row.get(0),
             None => T::from_value(Value::Null).map_err(|found| Error::Value { column: 0, found }),
@@ -312,10 +315,10 @@ fn pg_row(row: &postgres::Row) -> Result<Row, postgres::Error> {
             Type::BOOL => row.try_get::<_, Option<bool>>(i)?.map(|v| Value::Int(v.into())),
             Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map(Value::Real),
             Type::FLOAT4 => row.try_get::<_, Option<f32>>(i)?.map(|v| Value::Real(v.into())),
-            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Bytes),
+            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(|b| Value::Bytes(Cow::Owned(b))),
             // Text, and anything else PostgreSQL can give as text (a query
             // that returned another type fails here, naming it).
-            _ => row.try_get::<_, Option<String>>(i)?.map(Value::Text),
+            _ => row.try_get::<_, Option<String>>(i)?.map(|t| Value::Text(Cow::Owned(t))),
         };
         values.push(value.unwrap_or(Value::Null));
     }
