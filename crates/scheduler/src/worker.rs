@@ -65,6 +65,20 @@ pub struct WorkSummary {
     pub cancelled: bool,
 }
 
+/// One poll's wait with nothing to claim; `false` once idle for
+/// `idle_exit` (the worker exits).
+async fn idle(worker: &WorkerOptions, idle_since: Instant, cancel: &CancellationToken) -> bool {
+    if idle_since.elapsed() >= worker.idle_exit {
+        tracing::info!(idle = ?worker.idle_exit, "nothing to claim: exiting");
+        return false;
+    }
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = tokio::time::sleep(worker.poll) => {}
+    }
+    true
+}
+
 /// Claims and trains work from the store until none is left: see the module.
 pub async fn work(
     mut opts: RunOptions,
@@ -110,13 +124,8 @@ pub async fn work(
                 // Runnable jobs, but none it could claim: each waits for
                 // jobs another runner holds (a longer job for its shorter
                 // one, a job for the one trained for it). Idle, as below.
-                if idle_since.elapsed() >= worker.idle_exit {
-                    tracing::info!(idle = ?worker.idle_exit, "nothing to claim: exiting");
+                if !idle(&worker, idle_since, &cancel).await {
                     break;
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => {}
-                    () = tokio::time::sleep(worker.poll) => {}
                 }
             }
             Next::Finished(id) => {
@@ -124,13 +133,8 @@ pub async fn work(
                 break;
             }
             Next::Idle => {
-                if idle_since.elapsed() >= worker.idle_exit {
-                    tracing::info!(idle = ?worker.idle_exit, "nothing to claim: exiting");
+                if !idle(&worker, idle_since, &cancel).await {
                     break;
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => {}
-                    () = tokio::time::sleep(worker.poll) => {}
                 }
             }
         }

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::sql::{args, Row};
+use crate::sql::{args, Row, Tx};
 use crate::write::insert_epoch;
 use crate::{now_ms, now_text, Claimed, EpochRow, Error, Status, Store};
 
@@ -241,17 +241,13 @@ impl Store {
     /// is not held or already has epochs.
     pub fn extend_from(&self, job_id: &str, owner: &str, shorter: &str) -> Result<Option<i64>, Error> {
         self.write(|tx| {
-            let held: i64 = tx.value(
-                "SELECT count(*) FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'
-                   AND NOT EXISTS (SELECT 1 FROM epochs e WHERE e.job_id = ?1)",
-                args![job_id, owner],
-            )?;
+            let held = held_without_epochs(tx, job_id, owner)?;
             let done: i64 = tx.value(
                 "SELECT count(*) FROM jobs WHERE id = ?1 AND status = 'done' AND same_as IS NULL
                    AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.job_id = ?1 AND c.kind = 'last')",
                 args![shorter],
             )?;
-            if held != 1 || done != 1 {
+            if !held || done != 1 {
                 return Ok(None);
             }
             let epochs = tx.exec(
@@ -344,12 +340,8 @@ impl Store {
         epochs: i64,
     ) -> Result<Option<(f64, i64)>, Error> {
         self.write(|tx| {
-            let held: i64 = tx.value(
-                "SELECT count(*) FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'
-                   AND NOT EXISTS (SELECT 1 FROM epochs e WHERE e.job_id = ?1)",
-                args![job_id, owner],
-            )?;
-            if held != 1 || epochs < 1 {
+            let held = held_without_epochs(tx, job_id, owner)?;
+            if !held || epochs < 1 {
                 return Ok(None);
             }
             let rows: Vec<(i64, f64)> = tx
@@ -401,6 +393,17 @@ impl Store {
 }
 
 /// A prune decision's row: id, epoch, rung, reason.
+/// Whether `owner` holds `job_id`, running, with no epoch recorded yet: a
+/// job that may take another's epochs.
+fn held_without_epochs(tx: &mut Tx<'_, '_>, job_id: &str, owner: &str) -> Result<bool, Error> {
+    let held: i64 = tx.value(
+        "SELECT count(*) FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'
+           AND NOT EXISTS (SELECT 1 FROM epochs e WHERE e.job_id = ?1)",
+        args![job_id, owner],
+    )?;
+    Ok(held == 1)
+}
+
 fn prune_row(r: &Row) -> Result<PruneRow, Error> {
     Ok(PruneRow {
         job_id: r.get(0)?,
