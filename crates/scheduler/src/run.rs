@@ -613,11 +613,23 @@ async fn run_sweep(
         cancel: cancel.child_token(),
         full: std::sync::OnceLock::new(),
     });
+    // Every slot's connections are open before any slot claims a job: the
+    // slots start together, and a database that cannot be opened twice
+    // more fails the run before anything is trained.
+    let mut connections = Vec::with_capacity(parallel);
+    for _ in 0..parallel {
+        let opened = Store::open(&opts.db).map_err(Error::from).and_then(|store| Ok((store, Writer::open(&opts.db)?)));
+        match opened {
+            Ok(pair) => connections.push(pair),
+            Err(Error::Store(e @ sweep_store::Error::Full { .. })) => return Err(disk_full(e, &opts, &sweep_id, 0)),
+            Err(e) => return Err(e),
+        }
+    }
     let mut slots = tokio::task::JoinSet::new();
-    for slot in 0..parallel {
+    for (slot, (store, writer)) in connections.into_iter().enumerate() {
         let shared = shared.clone();
         let device = opts.devices[slot % opts.devices.len()].clone();
-        slots.spawn_blocking(move || run_slot(&shared, &device));
+        slots.spawn_blocking(move || run_slot(&shared, store, &writer, &device));
     }
     let mut first_error = None;
     while let Some(result) = slots.join_next().await {
@@ -957,9 +969,9 @@ struct Counts {
 /// slot waits: for them to finish, or for a job to come free (its runner
 /// interrupted, or its lease expired because the runner died elsewhere), so
 /// that a run ends only when the sweep does.
-fn run_slot(shared: &Shared, device_name: &str) -> Result<Counts, Error> {
+fn run_slot(shared: &Shared, mut store: Store, writer: &Writer, device_name: &str) -> Result<Counts, Error> {
     let mut counts = Counts::default();
-    match slot_loop(shared, device_name, &mut counts) {
+    match slot_loop(shared, &mut store, writer, device_name, &mut counts) {
         Err(Error::Store(sweep_store::Error::Full { .. })) => {
             shared.disk_full(0);
             Ok(counts)
@@ -969,24 +981,28 @@ fn run_slot(shared: &Shared, device_name: &str) -> Result<Counts, Error> {
 }
 
 /// [`run_slot`]'s loop, counting into `counts`.
-fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<(), Error> {
-    let mut store = Store::open(&shared.opts.db)?;
-    let writer = Writer::open(&shared.opts.db)?;
+fn slot_loop(
+    shared: &Shared,
+    store: &mut Store,
+    writer: &Writer,
+    device_name: &str,
+    counts: &mut Counts,
+) -> Result<(), Error> {
     let device = sweep_worker::device(device_name)?;
     let mut waiting = false;
     loop {
         if shared.cancel.is_cancelled() {
             return Ok(());
         }
-        let held_by_others = free_dead_leases(&store, &shared.sweep_id, &shared.owner)?;
+        let held_by_others = free_dead_leases(store, &shared.sweep_id, &shared.owner)?;
         if !shared.opts.take_claim() {
             return Ok(());
         }
-        let Some(claimed) = next_job(shared, &mut store)? else {
+        let Some(claimed) = next_job(shared, store)? else {
             shared.opts.give_back_claim();
             // The trials still waiting at a rung when nothing is left to run
             // are pruned; the jobs that take their result can then link.
-            if held_by_others == 0 && prune_waiting(shared, &store, counts)? {
+            if held_by_others == 0 && prune_waiting(shared, store, counts)? {
                 continue;
             }
             if held_by_others == 0 || !shared.opts.wait_for_others {
@@ -1006,15 +1022,15 @@ fn slot_loop(shared: &Shared, device_name: &str, counts: &mut Counts) -> Result<
         if shared.cancel.is_cancelled() {
             // Ctrl-C came between the check above and the claim: give the job
             // back untouched rather than start it.
-            release(&store, &claimed.id, &shared.owner)?;
+            release(store, &claimed.id, &shared.owner)?;
             return Ok(());
         }
         let end = match shared.twins.get(&claimed.id) {
             // Never trained on its own (a job recorded before it was linked keeps training).
             Some(trained) if store.checkpoint(&claimed.id, "last")?.is_none() => {
-                share_result(shared, &store, &claimed.id, trained)?
+                share_result(shared, store, &claimed.id, trained)?
             }
-            _ => run_job(shared, &mut store, &writer, &claimed.id, &device),
+            _ => run_job(shared, store, writer, &claimed.id, &device),
         };
         shared.observer.job_finished(&claimed.id, &end);
         let finish = match &end {
