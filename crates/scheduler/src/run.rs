@@ -451,7 +451,7 @@ async fn run_sweep(
         )
         .map_err(full)?;
     let job_ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-    store.bind_data(&sweep_id, &job_ids, &manifest.data_key(), &manifest.to_json()).map_err(full)?;
+    store.bind_data(&sweep_id, &job_ids, &manifest.data_key(), &|| manifest.to_json()).map_err(full)?;
     tracing::info!(sweep = %sweep_id, name = %spec.name, jobs = jobs.len(), new_jobs = registered.new_jobs, "sweep registered");
     if opts.retry_failed {
         let n = store.retry_failed(&sweep_id).map_err(full)?;

@@ -47,14 +47,24 @@ impl Store {
 
     /// Binds a registered sweep and its jobs to `data_key` where they are not
     /// bound yet, and records the manifest, in one transaction. A sweep or job
-    /// already bound keeps its key.
-    pub fn bind_data(&self, sweep_id: &str, job_ids: &[&str], data_key: &str, manifest: &str) -> Result<(), Error> {
+    /// already bound keeps its key. `manifest` gives the manifest's JSON; it
+    /// is called only when none is recorded for `data_key` yet (at a million
+    /// images the JSON is tens of megabytes: a resumed run does not make it).
+    pub fn bind_data(
+        &self,
+        sweep_id: &str,
+        job_ids: &[&str],
+        data_key: &str,
+        manifest: &(dyn Fn() -> String + Sync),
+    ) -> Result<(), Error> {
         self.write(|tx| {
-            tx.exec(
-                "INSERT INTO data_manifests (data_key, manifest, recorded_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-                args![data_key, manifest, now_text()],
-            )?;
+            if tx.query_opt("SELECT 1 FROM data_manifests WHERE data_key = ?1", args![data_key])?.is_none() {
+                tx.exec(
+                    "INSERT INTO data_manifests (data_key, manifest, recorded_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                    args![data_key, manifest(), now_text()],
+                )?;
+            }
             tx.exec("UPDATE sweeps SET data_key = ?2 WHERE id = ?1 AND data_key IS NULL", args![sweep_id, data_key])?;
             for id in job_ids {
                 tx.exec("UPDATE jobs SET data_key = ?2 WHERE id = ?1 AND data_key IS NULL", args![*id, data_key])?;

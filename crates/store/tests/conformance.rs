@@ -333,8 +333,8 @@ fn binding_keeps_the_first_key(db: Fresh) {
     assert!(store.has_sweep("s").unwrap());
     assert!(!store.has_sweep("t").unwrap());
     assert_eq!(store.sweep_data_key("s").unwrap(), None);
-    store.bind_data("s", &["a"], "k1", "{\"images\":1}").unwrap();
-    store.bind_data("s", &["a", "b"], "k2", "{\"images\":2}").unwrap();
+    store.bind_data("s", &["a"], "k1", &|| "{\"images\":1}".to_owned()).unwrap();
+    store.bind_data("s", &["a", "b"], "k2", &|| "{\"images\":2}".to_owned()).unwrap();
     assert_eq!(store.sweep_data_key("s").unwrap().as_deref(), Some("k1"));
     let keys = store.job_data_keys(&["a", "b", "c"]).unwrap();
     assert_eq!(keys, HashMap::from([("a".to_owned(), "k1".to_owned()), ("b".to_owned(), "k2".to_owned())]));

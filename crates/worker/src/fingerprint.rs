@@ -3,9 +3,18 @@
 //! the split. [`DataManifest`] lists them, and its [`data_key`](DataManifest::data_key)
 //! binds jobs to them: the same sweep file over changed data is other jobs.
 //! [`DataManifest::changes_from`] says what changed, in words.
+//!
+//! A manifest is held for a whole run, so it costs a few bytes an image (a
+//! class index, 8 bytes of hash, a name only where the image has one), not
+//! a row of strings: at a million images that was most of a run's memory.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
 use std::path::Path;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
 use crate::backbone::ModelConfig;
 use crate::data::{DataConfig, Dataset, Layout, Source, Split};
@@ -15,27 +24,65 @@ use crate::Error;
 /// Bumped whenever what a data key covers changes.
 const DATA_KEY_FORMAT: &str = "sweep-data-v1";
 
-/// Everything a sweep's jobs train on, image by image.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// Everything a sweep's jobs train on, image by image. Its JSON (what the
+/// store keeps) lists each image as `{"id", "label", "digest"}`: its name
+/// under the data root (its index for generated images), its class, and 16
+/// hex digits of BLAKE3 of its bytes (empty for generated images).
+#[derive(Debug, Clone)]
 pub struct DataManifest {
     /// The feature-cache key: images' bytes, backbone, weights, transform.
     pub features_key: String,
     /// A hash of the split (every fold's train and valid lists).
     pub split_hash: String,
-    /// Each image: its name under the data root, its class, a hash of its bytes
-    /// (empty for generated images).
-    pub items: Vec<ManifestItem>,
+    /// Class names; `labels` index into it.
+    classes: Vec<String>,
+    /// Each image's class.
+    labels: Vec<u32>,
+    /// Each image's name; `None` when every image is named by its position
+    /// (generated images).
+    names: Option<Names>,
+    /// The first 8 bytes of each image's hash; empty for generated images.
+    digests: Vec<u64>,
 }
 
-/// One image of a [`DataManifest`].
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ManifestItem {
-    /// Its path under the data root (`train/abc.jpg`), or its index for generated images.
-    pub id: String,
-    /// Its class name.
-    pub label: String,
-    /// BLAKE3 of its bytes, 16 hex digits; empty for generated images.
-    pub digest: String,
+/// Strings end to end in one buffer.
+#[derive(Debug, Clone, Default)]
+struct Names {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Names {
+    /// The positions `0..n` as names.
+    fn positions(n: usize) -> Names {
+        let mut names = Names::default();
+        for i in 0..n {
+            names.push(&i.to_string());
+        }
+        names
+    }
+
+    fn push(&mut self, name: &str) {
+        self.text.push_str(name);
+        self.ends.push(self.text.len());
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+}
+
+/// The JSON of one image, borrowed (reading: from the JSON text, when it
+/// needs no unescaping).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ItemJson<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    label: Cow<'a, str>,
+    #[serde(borrow)]
+    digest: Cow<'a, str>,
 }
 
 /// What differs between two manifests, counted.
@@ -104,27 +151,62 @@ impl DataManifest {
             Layout::Kaggle { root } | Layout::Folder { root } => Some(root.as_path()),
             Layout::Synthetic(_) => None,
         };
-        let mut digests = Vec::with_capacity(dataset.items.len());
-        let mut items = Vec::with_capacity(dataset.items.len());
-        for item in &dataset.items {
-            let label = dataset.classes.get(item.label as usize).cloned().unwrap_or_default();
-            let (id, digest) = match &item.source {
+        let mut hashes = Vec::new();
+        let mut labels = Vec::with_capacity(dataset.items.len());
+        let mut names: Option<Names> = None;
+        for (i, item) in dataset.items.iter().enumerate() {
+            labels.push(item.label);
+            let name = match &item.source {
                 Source::File(path) => {
-                    let digest = hash_file(path).map_err(|message| Error::Image { path: path.clone(), message })?;
-                    digests.push(digest);
-                    (relative(root, path), digest.to_hex()[..16].to_owned())
+                    let hash = hash_file(path).map_err(|message| Error::Image { path: path.clone(), message })?;
+                    hashes.push(hash);
+                    Some(relative(root, path))
                 }
-                Source::Synthetic { index } => (index.to_string(), String::new()),
+                Source::Synthetic { index } if *index == i => None,
+                Source::Synthetic { index } => Some(index.to_string()),
             };
-            items.push(ManifestItem { id, label, digest });
+            if let Some(name) = name {
+                names.get_or_insert_with(|| Names::positions(i)).push(&name);
+            } else if let Some(names) = &mut names {
+                names.push(&i.to_string());
+            }
         }
-        let features_key = features_key(dataset, model, &digests)?;
+        let features_key = features_key(dataset, model, &hashes)?;
+        let digests = hashes.iter().map(|h| u64::from_be_bytes(h.as_bytes()[..8].try_into().unwrap())).collect();
         let mut h = blake3::Hasher::new();
         for split in splits {
             h.update(format!("{:?}|{:?};", split.train, split.valid).as_bytes());
         }
         let split_hash = h.finalize().to_hex()[..16].to_owned();
-        Ok(DataManifest { features_key, split_hash, items })
+        Ok(DataManifest { features_key, split_hash, classes: dataset.classes.clone(), labels, names, digests })
+    }
+
+    /// How many images it lists.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether it lists no image.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The `i`-th image's name: its path under the data root, or its index.
+    fn id(&self, i: usize) -> Cow<'_, str> {
+        match &self.names {
+            Some(names) => Cow::Borrowed(names.get(i)),
+            None => Cow::Owned(i.to_string()),
+        }
+    }
+
+    /// The `i`-th image's class name.
+    fn label(&self, i: usize) -> &str {
+        self.classes.get(self.labels[i] as usize).map_or("", String::as_str)
+    }
+
+    /// The `i`-th image's digest; `None` for a generated image.
+    fn digest(&self, i: usize) -> Option<u64> {
+        self.digests.get(i).copied()
     }
 
     /// The data key: a hash of the features' key, every image's class and
@@ -134,9 +216,10 @@ impl DataManifest {
         h.update(DATA_KEY_FORMAT.as_bytes());
         h.update(self.features_key.as_bytes());
         h.update(self.split_hash.as_bytes());
-        for item in &self.items {
-            h.update(&(item.label.len() as u64).to_le_bytes());
-            h.update(item.label.as_bytes());
+        for i in 0..self.len() {
+            let label = self.label(i);
+            h.update(&(label.len() as u64).to_le_bytes());
+            h.update(label.as_bytes());
         }
         h.finalize().to_hex()[..16].to_owned()
     }
@@ -151,44 +234,154 @@ impl DataManifest {
         serde_json::from_str(json).map_err(|e| format!("a recorded data manifest is unreadable: {e}"))
     }
 
+    /// Each image's name, and its position.
+    fn positions(&self) -> HashMap<Cow<'_, str>, usize> {
+        (0..self.len()).map(|i| (self.id(i), i)).collect()
+    }
+
     /// What changed from `old` to `self`.
     pub fn changes_from(&self, old: &DataManifest) -> DataChanges {
-        let before: HashMap<&str, &ManifestItem> = old.items.iter().map(|i| (i.id.as_str(), i)).collect();
-        let after: HashMap<&str, &ManifestItem> = self.items.iter().map(|i| (i.id.as_str(), i)).collect();
+        let before = old.positions();
+        let after = self.positions();
         let mut changes = DataChanges::default();
         let note = |changes: &mut DataChanges, what: String| {
             if changes.examples.len() < 3 {
                 changes.examples.push(what);
             }
         };
-        for item in &self.items {
-            match before.get(item.id.as_str()) {
+        for i in 0..self.len() {
+            let id = self.id(i);
+            match before.get(&id) {
                 None => {
                     changes.added += 1;
-                    note(&mut changes, format!("{} added", item.id));
+                    note(&mut changes, format!("{id} added"));
                 }
-                Some(was) => {
-                    if was.label != item.label {
+                Some(&was) => {
+                    if old.label(was) != self.label(i) {
                         changes.relabelled += 1;
-                        note(&mut changes, format!("{} {} → {}", item.id, was.label, item.label));
+                        note(&mut changes, format!("{id} {} → {}", old.label(was), self.label(i)));
                     }
-                    if was.digest != item.digest {
+                    if old.digest(was) != self.digest(i) {
                         changes.rewritten += 1;
-                        note(&mut changes, format!("{} rewritten", item.id));
+                        note(&mut changes, format!("{id} rewritten"));
                     }
                 }
             }
         }
-        for item in &old.items {
-            if !after.contains_key(item.id.as_str()) {
+        for j in 0..old.len() {
+            let id = old.id(j);
+            if !after.contains_key(&id) {
                 changes.removed += 1;
-                note(&mut changes, format!("{} removed", item.id));
+                note(&mut changes, format!("{id} removed"));
             }
         }
         let same_images = changes.added + changes.removed + changes.rewritten == 0;
-        changes.model = same_images && self.features_key != old.features_key && old.items.len() == self.items.len();
+        changes.model = same_images && self.features_key != old.features_key && old.len() == self.len();
         changes.split = same_images && self.split_hash != old.split_hash;
         changes
+    }
+}
+
+impl serde::Serialize for DataManifest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// The images, one JSON object each, written as they are formatted.
+        struct Items<'a>(&'a DataManifest);
+        impl serde::Serialize for Items<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let m = self.0;
+                let mut seq = serializer.serialize_seq(Some(m.len()))?;
+                for i in 0..m.len() {
+                    let digest = m.digest(i).map_or(String::new(), |d| format!("{d:016x}"));
+                    let label = Cow::Borrowed(m.label(i));
+                    seq.serialize_element(&ItemJson { id: m.id(i), label, digest: Cow::Owned(digest) })?;
+                }
+                seq.end()
+            }
+        }
+        let mut s = serializer.serialize_struct("DataManifest", 3)?;
+        s.serialize_field("features_key", &self.features_key)?;
+        s.serialize_field("split_hash", &self.split_hash)?;
+        s.serialize_field("items", &Items(self))?;
+        s.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DataManifest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DataManifest, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Json {
+            features_key: String,
+            split_hash: String,
+            items: Items,
+        }
+        /// The images in the compact form, one JSON object at a time.
+        struct Items {
+            classes: Vec<String>,
+            labels: Vec<u32>,
+            names: Option<Names>,
+            digests: Vec<u64>,
+        }
+        impl<'de> serde::Deserialize<'de> for Items {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Items, D::Error> {
+                deserializer.deserialize_seq(ItemsVisitor)
+            }
+        }
+        struct ItemsVisitor;
+        impl<'de> Visitor<'de> for ItemsVisitor {
+            type Value = Items;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of images")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
+                let mut items = Items { classes: Vec::new(), labels: Vec::new(), names: None, digests: Vec::new() };
+                let mut class_of: HashMap<String, u32> = HashMap::new();
+                let mut i = 0;
+                while let Some(item) = seq.next_element::<ItemJson<'_>>()? {
+                    let class = match class_of.get(item.label.as_ref()) {
+                        Some(&c) => c,
+                        None => {
+                            let c = items.classes.len() as u32;
+                            items.classes.push(item.label.clone().into_owned());
+                            class_of.insert(item.label.into_owned(), c);
+                            c
+                        }
+                    };
+                    items.labels.push(class);
+                    if item.id != i.to_string() || items.names.is_some() {
+                        items.names.get_or_insert_with(|| Names::positions(i)).push(&item.id);
+                    }
+                    match (item.digest.as_ref(), items.digests.len() == i) {
+                        ("", _) if items.digests.is_empty() => {}
+                        (hex, true) if hex.len() == 16 => {
+                            let digest = u64::from_str_radix(hex, 16).map_err(|_| {
+                                de::Error::custom(format!("image {}: digest {hex:?} is not hex", item.id))
+                            })?;
+                            items.digests.push(digest);
+                        }
+                        (hex, _) => {
+                            return Err(de::Error::custom(format!(
+                                "image {}: digest {hex:?} is not 16 hex digits like the other images'",
+                                item.id
+                            )))
+                        }
+                    }
+                    i += 1;
+                }
+                Ok(items)
+            }
+        }
+        let json = Json::deserialize(deserializer)?;
+        let Items { classes, labels, names, digests } = json.items;
+        Ok(DataManifest {
+            features_key: json.features_key,
+            split_hash: json.split_hash,
+            classes,
+            labels,
+            names,
+            digests,
+        })
     }
 }
 
@@ -203,24 +396,26 @@ mod tests {
     use super::*;
 
     fn manifest(items: &[(&str, &str, &str)]) -> DataManifest {
-        DataManifest {
-            features_key: "k".into(),
-            split_hash: "s".into(),
-            items: items
-                .iter()
-                .map(|(id, label, digest)| ManifestItem {
-                    id: (*id).into(),
-                    label: (*label).into(),
-                    digest: (*digest).into(),
-                })
-                .collect(),
-        }
+        let items: Vec<serde_json::Value> = items
+            .iter()
+            .map(|(id, label, digest)| serde_json::json!({"id": id, "label": label, "digest": digest}))
+            .collect();
+        let json = serde_json::json!({"features_key": "k", "split_hash": "s", "items": items});
+        DataManifest::from_json(&json.to_string()).unwrap()
     }
 
     #[test]
     fn changes_are_counted_and_named() {
-        let old = manifest(&[("a", "cat", "1"), ("b", "dog", "2"), ("c", "dog", "3")]);
-        let new = manifest(&[("a", "dog", "1"), ("b", "dog", "9"), ("d", "cat", "4")]);
+        let old = manifest(&[
+            ("a", "cat", "0000000000000001"),
+            ("b", "dog", "0000000000000002"),
+            ("c", "dog", "0000000000000003"),
+        ]);
+        let new = manifest(&[
+            ("a", "dog", "0000000000000001"),
+            ("b", "dog", "0000000000000009"),
+            ("d", "cat", "0000000000000004"),
+        ]);
         let changes = new.changes_from(&old);
         assert_eq!((changes.added, changes.removed, changes.relabelled, changes.rewritten), (1, 1, 1, 1));
         assert_eq!(
@@ -232,13 +427,45 @@ mod tests {
 
     #[test]
     fn a_relabelled_image_changes_the_data_key_and_so_does_the_split() {
-        let old = manifest(&[("a", "cat", "1"), ("b", "dog", "2")]);
-        let relabelled = manifest(&[("a", "dog", "1"), ("b", "dog", "2")]);
+        let old = manifest(&[("a", "cat", ""), ("b", "dog", "")]);
+        let relabelled = manifest(&[("a", "dog", ""), ("b", "dog", "")]);
         assert_ne!(old.data_key(), relabelled.data_key());
         let resplit = DataManifest { split_hash: "t".into(), ..old.clone() };
         assert_ne!(old.data_key(), resplit.data_key());
         assert_eq!(resplit.changes_from(&old).to_string(), "the split changed");
         let round = DataManifest::from_json(&old.to_json()).unwrap();
         assert_eq!(round.data_key(), old.data_key());
+    }
+
+    /// The compact manifest reads and writes the JSON the store already
+    /// keeps (written when a manifest was a row of three strings an image),
+    /// byte for byte, and gives the same data keys: every recorded sweep
+    /// stays bound to its data. The keys and JSON below were printed by that
+    /// earlier manifest.
+    #[test]
+    fn recorded_manifests_read_back_to_the_same_json_and_data_key() {
+        let files = r#"{"features_key":"k","split_hash":"s","items":[{"id":"train/a.jpg","label":"cat","digest":"0123456789abcdef"},{"id":"train/b.jpg","label":"dog","digest":"fedcba9876543210"},{"id":"train/c \"q\".jpg","label":"cat","digest":"00000000000000ff"}]}"#;
+        let generated = r#"{"features_key":"k2","split_hash":"s2","items":[{"id":"0","label":"b","digest":""},{"id":"1","label":"a","digest":""},{"id":"2","label":"b","digest":""}]}"#;
+        for (json, key) in [(files, "2b3968e8b2db95c0"), (generated, "34c1cabedb325599")] {
+            let m = DataManifest::from_json(json).unwrap();
+            assert_eq!(m.to_json(), json);
+            assert_eq!(m.data_key(), key);
+        }
+        // Generated images named by their position keep no names.
+        assert!(DataManifest::from_json(generated).unwrap().names.is_none());
+        // Out of order, they do.
+        let shuffled = generated.replace(r#""id":"0""#, r#""id":"7""#);
+        assert_eq!(DataManifest::from_json(&shuffled).unwrap().to_json(), shuffled);
+    }
+
+    #[test]
+    fn a_digest_that_is_not_16_hex_digits_is_refused() {
+        for digest in ["12", "zzzzzzzzzzzzzzzz"] {
+            let json = format!(
+                r#"{{"features_key":"k","split_hash":"s","items":[{{"id":"a","label":"c","digest":"0123456789abcdef"}},{{"id":"b","label":"c","digest":"{digest}"}}]}}"#
+            );
+            let e = DataManifest::from_json(&json).unwrap_err();
+            assert!(e.contains("image b") && e.contains(digest), "{e}");
+        }
     }
 }
