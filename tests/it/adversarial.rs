@@ -758,6 +758,23 @@ fn changed_data_is_a_new_sweep_with_new_jobs_and_the_old_results_stay_readable()
     let old_sweep =
         json(&env.sweep(&["status", "--format", "json"]))[0]["sweep_id"].as_str().expect("an id").to_owned();
     let old_epochs = epoch_rows(&env.path("sweep.db"));
+    // The manifest is recorded as a header and parts of images; before
+    // schema 7 it was one JSON document. Made so here, it is read the same.
+    {
+        let conn = rusqlite::Connection::open(env.path("sweep.db")).unwrap();
+        let header: String = conn.query_row("SELECT manifest FROM data_manifests", [], |r| r.get(0)).unwrap();
+        let part: String =
+            conn.query_row("SELECT items FROM data_manifest_parts WHERE part = 0", [], |r| r.get(0)).unwrap();
+        let parts: i64 = conn.query_row("SELECT count(*) FROM data_manifest_parts", [], |r| r.get(0)).unwrap();
+        assert!(header.ends_with(r#""items":[]}"#) && parts == 1, "{header}, {parts} parts");
+        let whole = header.replace(r#""items":[]"#, &format!(r#""items":{part}"#));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&whole).unwrap()["items"].as_array().map(Vec::len),
+            Some(IMAGES)
+        );
+        conn.execute_batch("DELETE FROM data_manifest_parts").unwrap();
+        conn.execute("UPDATE data_manifests SET manifest = ?1", [whole]).unwrap();
+    }
 
     // The same data again: nothing to run, the same sweep.
     let again = run(&env, &file);

@@ -451,7 +451,7 @@ async fn run_sweep(
         )
         .map_err(full)?;
     let job_ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-    store.bind_data(&sweep_id, &job_ids, &manifest.data_key(), &|| manifest.to_json()).map_err(full)?;
+    store.bind_data(&sweep_id, &job_ids, &manifest.data_key(), &Recorded(&manifest)).map_err(full)?;
     tracing::info!(sweep = %sweep_id, name = %spec.name, jobs = jobs.len(), new_jobs = registered.new_jobs, "sweep registered");
     if opts.retry_failed {
         let n = store.retry_failed(&sweep_id).map_err(full)?;
@@ -658,6 +658,23 @@ async fn run_sweep(
     Ok(summary)
 }
 
+/// A data manifest as the store records it: a part at a time.
+struct Recorded<'a>(&'a DataManifest);
+
+impl sweep_store::ManifestJson for Recorded<'_> {
+    fn header(&self) -> String {
+        self.0.header_json()
+    }
+
+    fn images(&self) -> usize {
+        self.0.len()
+    }
+
+    fn items(&self, range: std::ops::Range<usize>) -> String {
+        self.0.items_json(range)
+    }
+}
+
 /// The id, under the data in `manifest`, of a sweep or job whose settings
 /// give `id`: `id` itself unless the store has it bound to other data, then
 /// an id derived from `id` and the data key. So the same settings on changed
@@ -694,11 +711,20 @@ fn bind_to_data(
     // What the data was: the resumed sweep's, or the sweep file's own sweep's.
     let before = store.sweep_data_key(resuming.map_or(spec_id.as_str(), |(id, _)| id))?;
     let changes = |old_key: &str| -> Result<String, Error> {
-        Ok(match store.data_manifest(old_key)?.map(|json| DataManifest::from_json(&json)) {
-            Some(Ok(old)) => manifest.changes_from(&old).to_string(),
-            Some(Err(e)) => e,
-            None => "what changed was not recorded".to_owned(),
-        })
+        let Some(json) = store.data_manifest(old_key)? else {
+            return Ok("what changed was not recorded".to_owned());
+        };
+        let mut old = match DataManifest::reader(&json) {
+            Ok(reader) => reader,
+            Err(e) => return Ok(e),
+        };
+        for part in 0.. {
+            let Some(items) = store.data_manifest_part(old_key, part)? else { break };
+            if let Err(e) = old.part(&items) {
+                return Ok(e);
+            }
+        }
+        Ok(manifest.changes_from(&old.finish()).to_string())
     };
     if let Some((resumed, file)) = resuming {
         if resumed != sweep_id {

@@ -40,6 +40,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sql::Db;
 
+pub use binding::{ManifestJson, MANIFEST_PART};
 pub use error::Error;
 pub use location::{BadLocation, Location, PgUrl};
 pub use migrations::{latest_version, Migration, MIGRATIONS};

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use sweep_store::{latest_version, EpochRow, Error, Finish, Location, NewJob, NewSweep, Status, Store};
+use sweep_store::{
+    latest_version, EpochRow, Error, Finish, Location, ManifestJson, NewJob, NewSweep, Status, Store, MANIFEST_PART,
+};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -333,13 +335,37 @@ fn binding_keeps_the_first_key(db: Fresh) {
     assert!(store.has_sweep("s").unwrap());
     assert!(!store.has_sweep("t").unwrap());
     assert_eq!(store.sweep_data_key("s").unwrap(), None);
-    store.bind_data("s", &["a"], "k1", &|| "{\"images\":1}".to_owned()).unwrap();
-    store.bind_data("s", &["a", "b"], "k2", &|| "{\"images\":2}".to_owned()).unwrap();
+    store.bind_data("s", &["a"], "k1", &Positions("{\"images\":1}", MANIFEST_PART + 1)).unwrap();
+    store.bind_data("s", &["a", "b"], "k2", &Positions("{\"images\":2}", 1)).unwrap();
     assert_eq!(store.sweep_data_key("s").unwrap().as_deref(), Some("k1"));
     let keys = store.job_data_keys(&["a", "b", "c"]).unwrap();
     assert_eq!(keys, HashMap::from([("a".to_owned(), "k1".to_owned()), ("b".to_owned(), "k2".to_owned())]));
     assert_eq!(store.data_manifest("k1").unwrap().as_deref(), Some("{\"images\":1}"));
     assert_eq!(store.data_manifest("k3").unwrap(), None);
+    // Its images in parts, in order.
+    let part = |key, i| {
+        store.data_manifest_part(key, i).unwrap().map(|json| serde_json::from_str::<Vec<usize>>(&json).unwrap())
+    };
+    assert_eq!(part("k1", 0), Some((0..MANIFEST_PART).collect()));
+    assert_eq!(part("k1", 1), Some(vec![MANIFEST_PART]));
+    assert_eq!((part("k1", 2), part("k2", 0), part("k2", 1)), (None, Some(vec![0]), None));
+}
+
+/// A manifest whose images are their positions.
+struct Positions(&'static str, usize);
+
+impl ManifestJson for Positions {
+    fn header(&self) -> String {
+        self.0.to_owned()
+    }
+
+    fn images(&self) -> usize {
+        self.1
+    }
+
+    fn items(&self, range: std::ops::Range<usize>) -> String {
+        serde_json::to_string(&range.collect::<Vec<_>>()).unwrap()
+    }
 }
 
 fn restart_and_retry_failed(db: Fresh) {

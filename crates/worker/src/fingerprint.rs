@@ -11,9 +11,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
 use crate::backbone::ModelConfig;
@@ -224,14 +225,40 @@ impl DataManifest {
         h.finalize().to_hex()[..16].to_owned()
     }
 
-    /// The manifest as JSON, as the store keeps it.
+    /// The manifest as JSON: its features' key, its split's hash, and its
+    /// images (`{"id", "label", "digest"}` each).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a manifest serialises")
     }
 
+    /// [`to_json`](Self::to_json) with an empty list of images: what the
+    /// store keeps beside the parts of [`items_json`](Self::items_json).
+    pub fn header_json(&self) -> String {
+        let header = DataManifest {
+            features_key: self.features_key.clone(),
+            split_hash: self.split_hash.clone(),
+            classes: Vec::new(),
+            labels: Vec::new(),
+            names: None,
+            digests: Vec::new(),
+        };
+        header.to_json()
+    }
+
+    /// The images in `range`, as the JSON list [`to_json`](Self::to_json) writes them.
+    pub fn items_json(&self, range: Range<usize>) -> String {
+        serde_json::to_string(&ItemsJson(self, range)).expect("a manifest serialises")
+    }
+
     /// A manifest from [`to_json`](Self::to_json).
     pub fn from_json(json: &str) -> Result<DataManifest, String> {
-        serde_json::from_str(json).map_err(|e| format!("a recorded data manifest is unreadable: {e}"))
+        Ok(DataManifest::reader(json)?.finish())
+    }
+
+    /// Reads a manifest back from its JSON and then, a part at a time, the
+    /// images of its [`items_json`](Self::items_json) parts.
+    pub fn reader(json: &str) -> Result<ManifestReader, String> {
+        serde_json::from_str(json).map_err(unreadable)
     }
 
     /// Each image's name, and its position.
@@ -282,107 +309,156 @@ impl DataManifest {
     }
 }
 
+/// The images `range` of a manifest, one JSON object each, formatted as
+/// they are written.
+struct ItemsJson<'a>(&'a DataManifest, Range<usize>);
+
+impl serde::Serialize for ItemsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let m = self.0;
+        let mut seq = serializer.serialize_seq(Some(self.1.len()))?;
+        for i in self.1.clone() {
+            let digest = m.digest(i).map_or(String::new(), |d| format!("{d:016x}"));
+            let label = Cow::Borrowed(m.label(i));
+            seq.serialize_element(&ItemJson { id: m.id(i), label, digest: Cow::Owned(digest) })?;
+        }
+        seq.end()
+    }
+}
+
 impl serde::Serialize for DataManifest {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        /// The images, one JSON object each, written as they are formatted.
-        struct Items<'a>(&'a DataManifest);
-        impl serde::Serialize for Items<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let m = self.0;
-                let mut seq = serializer.serialize_seq(Some(m.len()))?;
-                for i in 0..m.len() {
-                    let digest = m.digest(i).map_or(String::new(), |d| format!("{d:016x}"));
-                    let label = Cow::Borrowed(m.label(i));
-                    seq.serialize_element(&ItemJson { id: m.id(i), label, digest: Cow::Owned(digest) })?;
-                }
-                seq.end()
-            }
-        }
         let mut s = serializer.serialize_struct("DataManifest", 3)?;
         s.serialize_field("features_key", &self.features_key)?;
         s.serialize_field("split_hash", &self.split_hash)?;
-        s.serialize_field("items", &Items(self))?;
+        s.serialize_field("items", &ItemsJson(self, 0..self.len()))?;
         s.end()
     }
 }
 
-impl<'de> serde::Deserialize<'de> for DataManifest {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DataManifest, D::Error> {
-        #[derive(serde::Deserialize)]
-        struct Json {
-            features_key: String,
-            split_hash: String,
-            items: Items,
+/// Images read back from JSON, in the compact form.
+#[derive(Default)]
+struct Items {
+    classes: Vec<String>,
+    class_of: HashMap<String, u32>,
+    labels: Vec<u32>,
+    names: Option<Names>,
+    digests: Vec<u64>,
+}
+
+impl Items {
+    fn push(&mut self, item: ItemJson<'_>) -> Result<(), String> {
+        let i = self.labels.len();
+        let class = match self.class_of.get(item.label.as_ref()) {
+            Some(&c) => c,
+            None => {
+                let c = self.classes.len() as u32;
+                self.classes.push(item.label.clone().into_owned());
+                self.class_of.insert(item.label.into_owned(), c);
+                c
+            }
+        };
+        self.labels.push(class);
+        if self.names.is_some() || item.id != i.to_string() {
+            self.names.get_or_insert_with(|| Names::positions(i)).push(&item.id);
         }
-        /// The images in the compact form, one JSON object at a time.
-        struct Items {
-            classes: Vec<String>,
-            labels: Vec<u32>,
-            names: Option<Names>,
-            digests: Vec<u64>,
-        }
-        impl<'de> serde::Deserialize<'de> for Items {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Items, D::Error> {
-                deserializer.deserialize_seq(ItemsVisitor)
+        match item.digest.as_ref() {
+            "" if self.digests.is_empty() => {}
+            hex if hex.len() == 16 && self.digests.len() == i => {
+                let digest = u64::from_str_radix(hex, 16)
+                    .map_err(|_| format!("image {}: digest {hex:?} is not hex", item.id))?;
+                self.digests.push(digest);
+            }
+            hex => {
+                return Err(format!("image {}: digest {hex:?} is not 16 hex digits like the other images'", item.id))
             }
         }
-        struct ItemsVisitor;
-        impl<'de> Visitor<'de> for ItemsVisitor {
-            type Value = Items;
+        Ok(())
+    }
+}
+
+/// Appends a JSON list of images to [`Items`], one at a time.
+struct Append<'a>(&'a mut Items);
+
+impl<'de> DeserializeSeed<'de> for Append<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Append<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of images")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<ItemJson<'_>>()? {
+            self.0.push(item).map_err(de::Error::custom)?;
+        }
+        Ok(())
+    }
+}
+
+/// A manifest read back a part at a time: [`DataManifest::reader`].
+pub struct ManifestReader {
+    features_key: String,
+    split_hash: String,
+    items: Items,
+}
+
+impl ManifestReader {
+    /// Appends a part's images (a JSON list, as [`DataManifest::items_json`] wrote it).
+    pub fn part(&mut self, json: &str) -> Result<(), String> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        Append(&mut self.items).deserialize(&mut de).and_then(|()| de.end()).map_err(unreadable)
+    }
+
+    /// The manifest.
+    pub fn finish(self) -> DataManifest {
+        let Items { classes, labels, names, digests, .. } = self.items;
+        DataManifest { features_key: self.features_key, split_hash: self.split_hash, classes, labels, names, digests }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ManifestReader {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ManifestReader, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = ManifestReader;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of images")
+                f.write_str("a data manifest")
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
-                let mut items = Items { classes: Vec::new(), labels: Vec::new(), names: None, digests: Vec::new() };
-                let mut class_of: HashMap<String, u32> = HashMap::new();
-                let mut i = 0;
-                while let Some(item) = seq.next_element::<ItemJson<'_>>()? {
-                    let class = match class_of.get(item.label.as_ref()) {
-                        Some(&c) => c,
-                        None => {
-                            let c = items.classes.len() as u32;
-                            items.classes.push(item.label.clone().into_owned());
-                            class_of.insert(item.label.into_owned(), c);
-                            c
-                        }
-                    };
-                    items.labels.push(class);
-                    if item.id != i.to_string() || items.names.is_some() {
-                        items.names.get_or_insert_with(|| Names::positions(i)).push(&item.id);
-                    }
-                    match (item.digest.as_ref(), items.digests.len() == i) {
-                        ("", _) if items.digests.is_empty() => {}
-                        (hex, true) if hex.len() == 16 => {
-                            let digest = u64::from_str_radix(hex, 16).map_err(|_| {
-                                de::Error::custom(format!("image {}: digest {hex:?} is not hex", item.id))
-                            })?;
-                            items.digests.push(digest);
-                        }
-                        (hex, _) => {
-                            return Err(de::Error::custom(format!(
-                                "image {}: digest {hex:?} is not 16 hex digits like the other images'",
-                                item.id
-                            )))
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ManifestReader, A::Error> {
+                let (mut features_key, mut split_hash, mut items) = (None, None, Items::default());
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "features_key" => features_key = Some(map.next_value()?),
+                        "split_hash" => split_hash = Some(map.next_value()?),
+                        "items" => map.next_value_seed(Append(&mut items))?,
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
                         }
                     }
-                    i += 1;
                 }
-                Ok(items)
+                Ok(ManifestReader {
+                    features_key: features_key.ok_or_else(|| de::Error::missing_field("features_key"))?,
+                    split_hash: split_hash.ok_or_else(|| de::Error::missing_field("split_hash"))?,
+                    items,
+                })
             }
         }
-        let json = Json::deserialize(deserializer)?;
-        let Items { classes, labels, names, digests } = json.items;
-        Ok(DataManifest {
-            features_key: json.features_key,
-            split_hash: json.split_hash,
-            classes,
-            labels,
-            names,
-            digests,
-        })
+        deserializer.deserialize_map(Fields)
     }
+}
+
+fn unreadable(e: impl std::fmt::Display) -> String {
+    format!("a recorded data manifest is unreadable: {e}")
 }
 
 /// A file's name under the data root, `/`-separated.
@@ -456,6 +532,20 @@ mod tests {
         // Out of order, they do.
         let shuffled = generated.replace(r#""id":"0""#, r#""id":"7""#);
         assert_eq!(DataManifest::from_json(&shuffled).unwrap().to_json(), shuffled);
+    }
+
+    #[test]
+    fn a_manifest_read_back_a_part_at_a_time_is_the_manifest() {
+        let m = manifest(&[("a", "cat", ""), ("b", "dog", ""), ("c", "cat", "")]);
+        assert_eq!(m.header_json(), r#"{"features_key":"k","split_hash":"s","items":[]}"#);
+        let mut reader = DataManifest::reader(&m.header_json()).unwrap();
+        for range in [0..2, 2..3] {
+            reader.part(&m.items_json(range)).unwrap();
+        }
+        let back = reader.finish();
+        assert_eq!((back.to_json(), back.data_key()), (m.to_json(), m.data_key()));
+        let e = DataManifest::reader(&m.header_json()).unwrap().part("[{\"id\":1}]").unwrap_err();
+        assert!(e.starts_with("a recorded data manifest is unreadable: "), "{e}");
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use features::{
     cached_features, compute_features, compute_features_keyed, decode_image, join_shards, shard_key, CacheOutcome,
     FeatureCache, FeatureMatrix, FeatureSlice, Features, Progress, ShardPass,
 };
-pub use fingerprint::{DataChanges, DataManifest};
+pub use fingerprint::{DataChanges, DataManifest, ManifestReader};
 pub use image_check::{check_images, skip_bad_images, BadImage, BadImages};
 pub use preprocess::{preprocess, ChannelOrder, Transform};
 pub use sanity::{
