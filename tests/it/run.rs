@@ -357,3 +357,39 @@ fn f16_features_halve_the_cache_entry_and_train_like_f32() {
         assert!((acc32 - acc16).abs() <= 0.02, "best valid accuracy f32 {acc32}, f16 {acc16}");
     }
 }
+
+/// Issue 17: `dtype = "bf16"` on the CPU, which has no bf16 kernels (Candle's
+/// CPU matrix product refuses bf16: the run used to fail after registering
+/// the sweep), computes in f32 and says so in one line: the same features
+/// as `dtype = "f32"`, from the same cache entry, and the same results.
+#[test]
+fn bf16_on_the_cpu_computes_in_f32_and_says_so() {
+    let env = Env::new();
+    let sweep = |extra: &str| {
+        format!(
+            "name = \"bf\"\n[data]\nlayout = \"synthetic\"\nclasses = 3\nimages = 60\nwidth = 32\nheight = 32\n\
+             valid_fraction = 0.25\n[model]\nbackbone = \"resnet18\"\nweights = \"random\"\nimage_size = 32\n{extra}\
+             [train]\nbatch_size = 8\nepochs = 2\nlr = 0.01\n"
+        )
+    };
+    let run = |db: &str, file: &str, text: &str| {
+        let file = env.write(file, text);
+        let out = env.sweep(&["--db", db, "run", file.to_str().unwrap(), "--cache-dir", "cache", "--format", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out
+    };
+    let bf16 = run("bf16.db", "bf16.toml", &sweep("dtype = \"bf16\"\n"));
+    let err = stderr(&bf16);
+    let note = "dtype bf16: the backbone computes in f32 on the CPU (no bf16 CPU kernels); bf16 runs on CUDA";
+    assert_eq!(err.matches(note).count(), 1, "{err}");
+    assert!(err.contains("features: computed and cached"), "{err}");
+    // f32 finds the bf16 run's features in the cache: the same entry.
+    let f32 = run("f32.db", "f32.toml", &sweep(""));
+    assert!(stderr(&f32).contains("reused from the cache"), "{}", stderr(&f32));
+    assert!(!stderr(&f32).contains("dtype bf16"), "{}", stderr(&f32));
+    let scores = |out: &std::process::Output| -> Vec<(serde_json::Value, serde_json::Value)> {
+        json(out).as_array().unwrap().iter().map(|r| (r["best_valid_acc"].clone(), r["best_epoch"].clone())).collect()
+    };
+    assert_eq!(scores(&bf16), scores(&f32));
+    assert_eq!(std::fs::read_dir(env.path("cache")).unwrap().count(), 1);
+}

@@ -374,7 +374,16 @@ async fn run_sweep(
     // The data set; the weights file's declared backbone and normalisation
     // applied (checked against the sweep file's) and its names and shapes;
     // a split file checked whole (`preflight.rs`).
-    let crate::preflight::Checked { mut dataset, model, splits } = crate::preflight::check(&spec)?;
+    let crate::preflight::Checked { mut dataset, mut model, splits } = crate::preflight::check(&spec)?;
+    // What the backbone computes in on the device that runs it (bf16 on the
+    // CPU: f32), before the cache key and the data key depend on it.
+    let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
+    let (dtype, note) = model.model.dtype.on_device(&backbone_device);
+    model.model.dtype = dtype;
+    if let Some(note) = note {
+        tracing::info!("{note}");
+        observer.setup(&note);
+    }
     tracing::info!("{}", model.describe());
     // Said where a weights file may declare them (its metadata).
     if matches!(model.model.weights, sweep_worker::Weights::Safetensors(_)) {
@@ -406,7 +415,6 @@ async fn run_sweep(
     // The sanity check, before anything is registered, when the backbone is
     // to run: the backbone it loads is the one the pass then uses.
     let cache = FeatureCache::new(&opts.cache_dir);
-    let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
     let check = opts.sanity_check && !spec.model_given.no_sanity_check;
     let loaded = if check && !cache.has(&manifest.features_key) {
         sanity_check(&dataset, &model.model, &backbone_device, observer.as_ref())?

@@ -135,6 +135,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<Outcome> {
             "bf16" => DType::BF16,
             other => anyhow::bail!("--dtypes: unknown dtype `{other}` (f32, f16, bf16)"),
         };
+        if let (_, Some(note)) = dt.on_device(&args.device) {
+            // The pass would be f32's, measured as such.
+            eprintln!("bench: {note}: skipped");
+            continue;
+        }
         eprintln!("bench: resnet50 backbone, {dtype}, batch {}", args.backbone_batch);
         let rate =
             bench::backbone_throughput(Arch::Resnet50, dt, 224, args.backbone_batch, args.backbone_batches, &device)

@@ -68,7 +68,9 @@ pub fn synth(args: &SynthArgs) -> anyhow::Result<Outcome> {
 /// without a million-image pass (bench/scale.sh).
 pub fn synth_features(args: &SynthFeaturesArgs) -> anyhow::Result<Outcome> {
     let spec = sweep_scheduler::SweepSpec::load(&args.file)?;
-    let checked = sweep_scheduler::preflight::check(&spec)?;
+    let mut checked = sweep_scheduler::preflight::check(&spec)?;
+    // As `sweep run` on the CPU resolves it.
+    checked.model.model.dtype = checked.model.model.dtype.on_device("cpu").0;
     let model = &checked.model.model;
     let manifest = sweep_worker::DataManifest::new(&spec.data, &checked.dataset, model, &checked.splits)?;
     let (images, dim) = (checked.dataset.items.len(), model.arch.feature_dim());

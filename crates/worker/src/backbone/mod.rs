@@ -156,6 +156,26 @@ impl DType {
         }
     }
 
+    /// What a backbone pass on `device` (`cpu`, `cuda`, `cuda:N`) computes
+    /// in when `self` is asked for, and the line that says so when it is not
+    /// `self`. bf16 has no CPU kernels (neither sweep's nor Candle's: its CPU
+    /// matrix product refuses bf16), so on the CPU a bf16 pass computes in
+    /// f32: the same features as `dtype = "f32"`, under f32's cache key, so
+    /// a cache entry always holds what its key says.
+    pub fn on_device(self, device: &str) -> (DType, Option<String>) {
+        match self {
+            DType::BF16 if device == "cpu" => (
+                DType::F32,
+                Some(
+                    "dtype bf16: the backbone computes in f32 on the CPU (no bf16 CPU kernels); \
+                     bf16 runs on CUDA"
+                        .to_owned(),
+                ),
+            ),
+            dtype => (dtype, None),
+        }
+    }
+
     fn candle(self) -> CDType {
         match self {
             DType::F32 => CDType::F32,
