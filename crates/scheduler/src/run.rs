@@ -621,9 +621,9 @@ async fn run_sweep(
         cancel: cancel.child_token(),
         full: std::sync::OnceLock::new(),
     });
-    // Every slot's connections are open before any slot claims a job: the
-    // slots start together, and a database that cannot be opened twice
-    // more fails the run before anything is trained.
+    // Every slot's connections (its own and its writer's) are open before
+    // any slot claims a job: the slots start together, and a database that
+    // refuses another connection fails the run before anything is claimed.
     let mut connections = Vec::with_capacity(parallel);
     for _ in 0..parallel {
         let opened = Store::open(&opts.db).map_err(Error::from).and_then(|store| Ok((store, Writer::open(&opts.db)?)));
