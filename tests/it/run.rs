@@ -187,12 +187,13 @@ fn the_backbone_pass_prints_progress_lines_off_a_terminal() {
 }
 
 /// Issue 17: `sweep bench` says how far from the CPU's f32 peak the
-/// backbone and a head epoch run, and how it computes the peak.
+/// backbone and a head epoch run, and how it computes the peak: nominal, and
+/// measured on the threads the pass runs on (`RAYON_NUM_THREADS` here).
 #[test]
 fn bench_reports_the_share_of_the_cpu_peak() {
     let env = Env::new();
     let work = env.path("bench");
-    let out = env.sweep(&[
+    let args = [
         "bench",
         "--work-dir",
         work.to_str().unwrap(),
@@ -211,10 +212,25 @@ fn bench_reports_the_share_of_the_cpu_peak() {
         "--backbone-batches",
         "1",
         "--skip-end-to-end",
-    ]);
+    ];
+    let out = env.sweep_with(&args, &[("RAYON_NUM_THREADS", "1")]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = json(&out);
+    assert_eq!(report["threads"], 1, "{report}");
     let peak = &report["cpu_peak"];
+    if peak["isa"] == "sse2" {
+        assert!(peak["measured_gflops_per_core"].is_null(), "{peak}");
+    } else {
+        // One thread: the pass's threads are one core.
+        let measured = peak["measured_gflops_per_core"].as_f64().unwrap();
+        assert!(measured > 0.0 && measured.is_finite(), "{peak}");
+        assert!(peak["measured_gflops_all_threads"].as_f64().unwrap() > 0.0, "{peak}");
+        let rate = report["backbone_images_per_second_f32"].as_f64().unwrap();
+        let share = report["backbone_measured_peak_fraction_f32"].as_f64().unwrap();
+        let all = peak["measured_gflops_all_threads"].as_f64().unwrap();
+        assert!((share - rate * 8.18 / all).abs() < 1e-9, "{report}");
+        assert!(report["head_measured_peak_fraction"].as_f64().unwrap() > 0.0, "{report}");
+    }
     assert!(["avx512", "avx2", "sse2"].contains(&peak["isa"].as_str().unwrap()), "{peak}");
     assert!(peak["how"].as_str().unwrap().contains("/proc/cpuinfo"), "{peak}");
     let cores = report["threads"].as_f64().unwrap();

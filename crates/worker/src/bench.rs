@@ -259,6 +259,33 @@ impl Peak {
     }
 }
 
+/// f32 GFLOP/s that `threads` threads sustain together, each running the
+/// head kernels' widest multiply-adds (12 independent chains, no memory)
+/// for about a quarter of a second: the peak measured, with the clock the
+/// cores really run at under that load and as many multiply-add units as
+/// they really have, where [`Peak`] assumes both. `None` without AVX2 or
+/// AVX-512.
+pub fn measured_gflops(threads: usize) -> Option<f64> {
+    let start = std::sync::Barrier::new(threads);
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    crate::train::fma_gflops(0.25)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().expect("the multiply-add loop does not panic")).sum()
+    })
+}
+
+/// The threads the backbone pass computes on: `RAYON_NUM_THREADS`, else
+/// one a CPU (Candle's rule).
+pub fn compute_threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

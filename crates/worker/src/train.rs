@@ -238,6 +238,17 @@ impl HeadKernel {
     }
 }
 
+/// f32 GFLOP/s this thread sustains with the head kernels' widest
+/// multiply-adds, run for about `seconds`; `None` without AVX2 or AVX-512.
+pub(crate) fn fma_gflops(seconds: f64) -> Option<f64> {
+    let isa = kernel::Isa::detect()?;
+    let calibration = 100_000;
+    let start = std::time::Instant::now();
+    kernel::fma_rate(isa, calibration);
+    let rounds = (calibration as f64 * seconds / start.elapsed().as_secs_f64().max(1e-6)) as u64;
+    Some(kernel::fma_rate(isa, rounds.max(calibration)) / 1e9)
+}
+
 /// Whether a job on the CPU trains its head on one thread (this CPU runs
 /// the head kernels), so that a sweep trains one job per core; otherwise
 /// each job spreads its products over Candle's threads.

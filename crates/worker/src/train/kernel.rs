@@ -173,6 +173,56 @@ pub(crate) fn grad_step_forward(
     }
 }
 
+/// f32 operations a second this thread sustains with `isa`'s fused
+/// multiply-adds over `rounds` rounds: 12 independent chains (more than two
+/// units' worth of a multiply-add's latency, so the units, not the chains,
+/// set the pace), nothing from memory. What a kernel could reach at best.
+pub(crate) fn fma_rate(isa: Isa, rounds: u64) -> f64 {
+    assert!(isa.supported(), "{isa:?} is not supported by this CPU");
+    let start = std::time::Instant::now();
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU supports `isa` (checked above); no memory is touched.
+    let lanes = unsafe {
+        match isa {
+            Isa::Avx512 => fma_chains_avx512(rounds),
+            Isa::Avx2 => fma_chains_avx2(rounds),
+        }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let lanes = 0;
+    (rounds * FMA_CHAINS as u64 * lanes as u64 * 2) as f64 / start.elapsed().as_secs_f64()
+}
+
+#[cfg(target_arch = "x86_64")]
+const FMA_CHAINS: usize = 12;
+
+/// Runs the chains and returns the lanes of a vector.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn fma_chains<V: Lanes>(rounds: u64) -> usize {
+    let (a, b) = (V::splat(0.999), V::splat(1e-3));
+    let mut acc: [V; FMA_CHAINS] = std::array::from_fn(|i| V::splat(i as f32));
+    for _ in 0..rounds {
+        for v in &mut acc {
+            *v = V::fmadd(*v, a, b);
+        }
+    }
+    std::hint::black_box(acc);
+    V::N
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(rounds: u64) -> usize {
+    fma_chains::<Avx512>(rounds)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(rounds: u64) -> usize {
+    fma_chains::<Avx2>(rounds)
+}
+
 /// A SIMD register of `N` f32 lanes.
 #[cfg(target_arch = "x86_64")]
 trait Lanes: Copy {
