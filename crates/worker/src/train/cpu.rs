@@ -76,9 +76,15 @@ impl CpuHead {
         let (dim, classes, cp) = (self.dim, self.classes, self.cp);
         let untranspose = |wt: &[f32]| -> Result<Tensor, Error> {
             let mut w = vec![0f32; classes * dim];
-            for (k, row) in wt.chunks_exact(cp).enumerate() {
+            // 16 rows of `wt` at a time: a cache line of each row of `w`
+            // written whole (its rows are `dim` floats apart: with 2048, one
+            // set of L1 lines for every class, one element at a time).
+            for k0 in (0..dim).step_by(16) {
+                let rows = &wt[k0 * cp..(k0 + 16).min(dim) * cp];
                 for c in 0..classes {
-                    w[c * dim + k] = row[c];
+                    for (k, row) in rows.chunks_exact(cp).enumerate() {
+                        w[c * dim + k0 + k] = row[c];
+                    }
                 }
             }
             Ok(Tensor::from_vec(w, (classes, dim), &Device::Cpu)?)
