@@ -99,8 +99,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<Outcome> {
             "measured_gflops_per_core": measured[0],
             "measured_gflops_all_threads": measured[1],
             "measured_how": "each thread runs 12 independent chains of the widest fused multiply-adds \
-                    (no memory) for 0.25 s, all threads at once; the *_measured_peak_fraction fields divide \
-                    by it: the clock the cores really run at and the FMA units they really have",
+                    (no memory), all threads at once, and keeps its best of 5 windows of 0.1 s; the \
+                    *_measured_peak_fraction fields divide by it: the clock the cores really run at and \
+                    the FMA units they really have",
         },
     });
     // The share of the CPU's f32 peak that `gflops` reaches on `cores` cores.
