@@ -680,6 +680,39 @@ fn a_full_disk_stops_the_sweep_keeps_every_epoch_and_resume_completes() {
     assert_eq!(got, crate::resume::results(&env, &reference));
 }
 
+/// However the disk fills, a run that stops on it leaves no job `running`:
+/// the write that failed may have left no byte free, so the store keeps room
+/// beside the database (`sweep.db-reserve`) and frees it for the writes that
+/// mark the running jobs interrupted. Without it, some sizes in this range
+/// (656 KiB when it was written) left the job `running`, though the message
+/// said it was interrupted.
+#[test]
+fn a_full_disk_of_any_size_leaves_no_job_running() {
+    let outer = Env::new();
+    let flags = match private_mounts(&outer) {
+        Ok(flags) => flags,
+        Err(reason) => {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI must run this test: {reason}");
+            eprintln!("skipped: no private mount namespace: {reason}");
+            return;
+        }
+    };
+    let file = outer.write("full.toml", &synthetic("full", 48, 10, "lr = [0.01, 0.05]\nmomentum = [0.0, 0.9]"));
+    let (file, cache) = (file.to_str().unwrap(), outer.path("cache"));
+    let cache = cache.to_str().unwrap();
+    for kib in (480..=720).step_by(16) {
+        let env = Env::new();
+        let out = on_a_small_disk(&env, flags, kib, &["run", file, "--cache-dir", cache, "--parallel", "1"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{kib} KiB: {err}");
+        assert!(err.contains("the disk is full"), "{kib} KiB: {err}");
+        let kept = env.path("kept").join("sweep.db");
+        let status = json(&env.sweep(&["--db", kept.to_str().unwrap(), "status", "--format", "json"]));
+        assert_eq!(status[0]["running"].as_i64(), Some(0), "{kib} KiB: {status}\n{err}");
+        assert_eq!(status[0]["failed"].as_i64(), Some(0), "{kib} KiB: {status}\n{err}");
+    }
+}
+
 /// Issue 16: a job whose `last` checkpoint is damaged cannot resume, and
 /// `--retry-failed` fails it the same way forever. The error says what to do:
 /// `sweep resume SWEEP --restart JOB`, which starts the job again from epoch

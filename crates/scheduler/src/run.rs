@@ -978,6 +978,8 @@ impl Shared {
     fn disk_full(&self, checkpoint: usize) {
         if self.full.set(checkpoint).is_ok() {
             tracing::info!(db = %self.opts.db, "the disk is full: stopping every job at its last recorded epoch");
+            // Room for marking the running jobs interrupted.
+            sweep_store::release_reserve(&self.opts.db);
         }
         self.cancel.cancel();
     }

@@ -44,6 +44,7 @@ pub use binding::{ManifestJson, MANIFEST_PART};
 pub use error::Error;
 pub use location::{BadLocation, Location, PgUrl};
 pub use migrations::{latest_version, Migration, MIGRATIONS};
+pub use open::release_reserve;
 pub use prune::{Metric, PruneRow};
 pub use rows::{Claimed, EpochRow, FeatureRun, Finish, JobRow, NewJob, NewSweep, Registered, Status, SweepRow};
 pub use shards::{FeatureShard, ShardCounts};

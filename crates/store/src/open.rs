@@ -37,7 +37,9 @@ impl Store {
                     .map_err(|e| Error::Open { path: path.into(), reason: format!("cannot create its folder: {e}") })?;
             }
             let conn = Connection::open(path).map_err(|e| Error::Open { path: path.into(), reason: e.to_string() })?;
-            Store::setup(conn, path, migrations)
+            let store = Store::setup(conn, path, migrations)?;
+            keep_reserve(path);
+            Ok(store)
         };
         match open() {
             // SQLite's own words ("unable to open database file", "attempt to
@@ -81,4 +83,41 @@ fn pragmas(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")
+}
+
+/// Bytes kept beside an SQLite database, in its `-reserve` file, for the
+/// writes that close a run when the disk fills: marking the running jobs
+/// interrupted takes a few pages of WAL, and a write that failed for want
+/// of room may have left none.
+const RESERVE_BYTES: usize = 64 * 1024;
+
+/// The file that keeps room beside the database at `db`.
+pub(crate) fn reserve_path(db: &Path) -> std::path::PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_owned();
+    name.push("-reserve");
+    db.with_file_name(name)
+}
+
+/// Makes sure the reserve is there, as far as the disk allows (a full disk
+/// or a read-only folder leaves it smaller or absent: nothing else depends
+/// on it).
+fn keep_reserve(db: &Path) {
+    let reserve = reserve_path(db);
+    if std::fs::metadata(&reserve).is_ok_and(|m| m.len() >= RESERVE_BYTES as u64) {
+        return;
+    }
+    if let Err(e) = std::fs::write(&reserve, vec![0u8; RESERVE_BYTES]) {
+        tracing::debug!(path = %reserve.display(), error = %e, "no room kept beside the database");
+    }
+}
+
+/// Frees the room kept beside the SQLite database at `db` (nothing for
+/// PostgreSQL) when the disk is full, so that the writes that stop a run
+/// cleanly fit; the next open keeps it again once there is room. Whether
+/// there was any.
+pub fn release_reserve(db: &Location) -> bool {
+    match db {
+        Location::Sqlite(path) => std::fs::remove_file(reserve_path(path)).is_ok(),
+        Location::Postgres(_) => false,
+    }
 }
