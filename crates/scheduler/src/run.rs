@@ -1098,7 +1098,16 @@ fn slot_loop(
                 Finish::Interrupted
             }
         };
-        match store.finish(&claimed.id, &shared.owner, finish) {
+        let closed = match store.finish(&claimed.id, &shared.owner, finish.clone()) {
+            // The disk filled just now: once more, with the room the store
+            // kept for this freed.
+            Err(sweep_store::Error::Full { .. }) => {
+                shared.disk_full(0);
+                store.finish(&claimed.id, &shared.owner, finish)
+            }
+            other => other,
+        };
+        match closed {
             Ok(()) => {}
             Err(sweep_store::Error::LeaseLost { job_id }) => {
                 tracing::warn!(job = %job_id, "lease lost before the job could be closed; another runner holds it")
@@ -1107,8 +1116,7 @@ fn slot_loop(
             // runner's lease, which the next run on this host expires at once
             // (elsewhere, when it runs out).
             Err(sweep_store::Error::Full { .. }) => {
-                tracing::warn!(job = %claimed.id, "the disk is full: the job could not be marked interrupted");
-                shared.disk_full(0);
+                tracing::warn!(job = %claimed.id, "the disk is full: the job could not be closed");
             }
             Err(e) => return Err(e.into()),
         }

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::read::{CHECKPOINT_STATE, CHECKPOINT_WITH_LAST};
 use crate::sql::{args, Row, Tx};
 use crate::write::insert_epoch;
 use crate::{now_ms, now_text, Claimed, EpochRow, Error, Status, Store};
@@ -375,10 +376,14 @@ impl Store {
                  FROM epochs WHERE job_id = ?2 AND epoch <= ?3",
                 args![job_id, longer, epochs],
             )?;
+            // Its own copy of the best state: the `last` it may stand for is
+            // not copied unless it ended at `epochs`.
             tx.exec(
-                "INSERT INTO checkpoints (job_id, kind, epoch, state)
-                 SELECT CAST(?1 AS TEXT), kind, epoch, state FROM checkpoints
-                 WHERE job_id = ?2 AND (kind = 'best' OR (kind = 'last' AND epoch = ?3))",
+                &format!(
+                    "INSERT INTO checkpoints (job_id, kind, epoch, state)
+                     SELECT CAST(?1 AS TEXT), c.kind, c.epoch, {CHECKPOINT_STATE} {CHECKPOINT_WITH_LAST}
+                     WHERE c.job_id = ?2 AND (c.kind = 'best' OR (c.kind = 'last' AND c.epoch = ?3))"
+                ),
                 args![job_id, longer, epochs],
             )?;
             tx.exec(

@@ -6,6 +6,14 @@ use crate::{EpochRow, Error, FeatureRun, JobRow, Status, Store, SweepRow};
 /// The schema version that added the `feature_runs` table.
 const FEATURE_RUNS: i64 = 2;
 
+/// A checkpoint row `c`'s state: its own, or (an empty state: a best
+/// recorded at the epoch `last` holds, schema 8) its job's `last` one.
+pub(crate) const CHECKPOINT_STATE: &str = "CASE WHEN length(c.state) = 0 THEN l.state ELSE c.state END";
+
+/// The checkpoint rows `c`, each with its job's `last` row `l`.
+pub(crate) const CHECKPOINT_WITH_LAST: &str =
+    "FROM checkpoints c LEFT JOIN checkpoints l ON l.job_id = c.job_id AND l.kind = 'last'";
+
 impl Store {
     /// A sweep by id, id prefix or name; of several, the one last submitted
     /// or run (its latest feature pass, computed or reused: a sweep file run
@@ -81,7 +89,9 @@ impl Store {
     pub fn checkpoint_sizes(&self, job_id: &str) -> Result<Vec<(String, i64, i64)>, Error> {
         self.read(|tx| {
             tx.query(
-                "SELECT kind, epoch, length(state) FROM checkpoints WHERE job_id = ?1 ORDER BY kind",
+                "SELECT c.kind, c.epoch, CASE WHEN length(c.state) = 0 THEN length(l.state) ELSE length(c.state) END
+                 FROM checkpoints c LEFT JOIN checkpoints l ON l.job_id = c.job_id AND l.kind = 'last'
+                 WHERE c.job_id = ?1 ORDER BY c.kind",
                 args![job_id],
             )?
             .iter()
@@ -146,7 +156,7 @@ impl Store {
     /// The latest checkpoint of `kind` (`last` or `best`): its epoch and bytes.
     pub fn checkpoint(&self, job_id: &str, kind: &str) -> Result<Option<(i64, Vec<u8>)>, Error> {
         self.read(|tx| {
-            tx.query_opt("SELECT epoch, state FROM checkpoints WHERE job_id = ?1 AND kind = ?2", args![job_id, kind])?
+            tx.query_opt(&format!("SELECT c.epoch, {CHECKPOINT_STATE} {CHECKPOINT_WITH_LAST} WHERE c.job_id = ?1 AND c.kind = ?2"), args![job_id, kind])?
                 .map(|r| Ok((r.get(0)?, r.get(1)?)))
                 .transpose()
         })

@@ -120,16 +120,27 @@ pub(crate) fn insert_epoch(
             now_text()
         ],
     )?;
+    if !is_best {
+        // `last` moves past the best epoch: a best recorded as "`last`'s
+        // state" (schema 8) gets its own copy first.
+        tx.exec(
+            "UPDATE checkpoints SET state = (SELECT l.state FROM checkpoints l WHERE l.job_id = ?1 AND l.kind = 'last')
+             WHERE job_id = ?1 AND kind = 'best' AND length(state) = 0",
+            args![job_id],
+        )?;
+    }
     tx.exec(
         "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'last', ?2, ?3)
              ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
         args![job_id, epoch.epoch, state],
     )?;
     if is_best {
+        // The best is this epoch's state, which `last` holds: recorded as an
+        // empty state, which means `last`'s, rather than a second copy.
         tx.exec(
             "INSERT INTO checkpoints (job_id, kind, epoch, state) VALUES (?1, 'best', ?2, ?3)
                  ON CONFLICT (job_id, kind) DO UPDATE SET epoch = excluded.epoch, state = excluded.state",
-            args![job_id, epoch.epoch, state],
+            args![job_id, epoch.epoch, &[] as &[u8]],
         )?;
         tx.exec(
             "UPDATE jobs SET best_valid_acc = ?2, best_epoch = ?3 WHERE id = ?1",

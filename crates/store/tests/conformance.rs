@@ -307,7 +307,13 @@ fn an_epoch_its_checkpoints_and_best_are_one_transaction(db: Fresh) {
     // Binary state comes back byte for byte.
     let bytes: Vec<u8> = (0..=255).collect();
     store.record_epoch("a", "me", &epoch(3, 0.7), &bytes, true, LEASE).unwrap();
+    assert_eq!(store.checkpoint("a", "best").unwrap(), Some((3, bytes.clone())));
+    // A best taken at `last`'s epoch is recorded once (schema 8) and keeps
+    // its bytes when `last` moves on.
+    store.record_epoch("a", "me", &epoch(4, 0.6), b"four", false, LEASE).unwrap();
     assert_eq!(store.checkpoint("a", "best").unwrap(), Some((3, bytes)));
+    assert_eq!(store.checkpoint("a", "last").unwrap(), Some((4, b"four".to_vec())));
+    assert_eq!(store.checkpoint_sizes("a").unwrap(), [("best".to_owned(), 3, 256), ("last".to_owned(), 4, 4)]);
     store.finish("a", "me", Finish::Done).unwrap();
 }
 
