@@ -156,9 +156,14 @@ impl Store {
     /// The latest checkpoint of `kind` (`last` or `best`): its epoch and bytes.
     pub fn checkpoint(&self, job_id: &str, kind: &str) -> Result<Option<(i64, Vec<u8>)>, Error> {
         self.read(|tx| {
-            tx.query_opt(&format!("SELECT c.epoch, {CHECKPOINT_STATE} {CHECKPOINT_WITH_LAST} WHERE c.job_id = ?1 AND c.kind = ?2"), args![job_id, kind])?
-                .map(|r| Ok((r.get(0)?, r.get(1)?)))
-                .transpose()
+            tx.query_opt(
+                &format!(
+                    "SELECT c.epoch, {CHECKPOINT_STATE} {CHECKPOINT_WITH_LAST} WHERE c.job_id = ?1 AND c.kind = ?2"
+                ),
+                args![job_id, kind],
+            )?
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .transpose()
         })
     }
 
