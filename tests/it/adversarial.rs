@@ -577,6 +577,19 @@ fn private_mounts(env: &Env) -> Result<&'static [&'static str], String> {
     Err(why.join("; "))
 }
 
+/// [`private_mounts`]'s flags, or `None` where there is no private mount
+/// namespace, saying the test is skipped (under CI=true there must be one).
+fn mount_namespace(env: &Env) -> Option<&'static [&'static str]> {
+    match private_mounts(env) {
+        Ok(flags) => Some(flags),
+        Err(reason) => {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI must run this test: {reason}");
+            eprintln!("skipped: no private mount namespace: {reason}");
+            None
+        }
+    }
+}
+
 /// Mounts a tmpfs of `kib` KiB on `small`, runs `sweep --db small/sweep.db
 /// ARGS` there, and copies what it left into `kept` (the tmpfs goes with the
 /// namespace).
@@ -616,14 +629,7 @@ exit $rc"#;
 #[test]
 fn a_full_disk_stops_the_sweep_keeps_every_epoch_and_resume_completes() {
     let env = Env::new();
-    let flags = match private_mounts(&env) {
-        Ok(flags) => flags,
-        Err(reason) => {
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI must run this test: {reason}");
-            eprintln!("skipped: no private mount namespace: {reason}");
-            return;
-        }
-    };
+    let Some(flags) = mount_namespace(&env) else { return };
     let file = env.write("full.toml", &synthetic("full", 48, 10, "lr = [0.01, 0.05]\nmomentum = [0.0, 0.9]"));
     let (file, cache) = (file.to_str().unwrap(), env.path("cache"));
     let cache = cache.to_str().unwrap();
@@ -689,14 +695,7 @@ fn a_full_disk_stops_the_sweep_keeps_every_epoch_and_resume_completes() {
 #[test]
 fn a_full_disk_of_any_size_leaves_no_job_running() {
     let outer = Env::new();
-    let flags = match private_mounts(&outer) {
-        Ok(flags) => flags,
-        Err(reason) => {
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI must run this test: {reason}");
-            eprintln!("skipped: no private mount namespace: {reason}");
-            return;
-        }
-    };
+    let Some(flags) = mount_namespace(&outer) else { return };
     let file = outer.write("full.toml", &synthetic("full", 48, 10, "lr = [0.01, 0.05]\nmomentum = [0.0, 0.9]"));
     let (file, cache) = (file.to_str().unwrap(), outer.path("cache"));
     let cache = cache.to_str().unwrap();
