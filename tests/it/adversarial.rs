@@ -633,11 +633,11 @@ fn a_full_disk_stops_the_sweep_keeps_every_epoch_and_resume_completes() {
     let file = env.write("full.toml", &synthetic("full", 48, 10, "lr = [0.01, 0.05]\nmomentum = [0.0, 0.9]"));
     let (file, cache) = (file.to_str().unwrap(), env.path("cache"));
     let cache = cache.to_str().unwrap();
-    // Room for the schema and the sweep, not for its 40 epochs: the disk
-    // fills while training (grown with the schema: 0003 records the data,
-    // 0006 rebuilds `jobs`; 480 to 768 KiB pass, 448 is too small for the
-    // interrupted job's status, 1024 holds the whole sweep).
-    // One job slot: one job is running when the disk fills.
+    // Room for the schema, the sweep and the store's 64 KiB reserve, not for
+    // its 40 epochs: the disk fills while a job trains (grown with the
+    // schema: 0003 records the data, 0006 rebuilds `jobs`; at 464–480 KiB it
+    // fills as a job closes, with none left to interrupt; 1024 holds the
+    // whole sweep). One job slot: one job is running when the disk fills.
     let out = on_a_small_disk(&env, flags, 640, &["run", file, "--cache-dir", cache, "--parallel", "1"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");

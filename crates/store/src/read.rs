@@ -89,9 +89,11 @@ impl Store {
     pub fn checkpoint_sizes(&self, job_id: &str) -> Result<Vec<(String, i64, i64)>, Error> {
         self.read(|tx| {
             tx.query(
-                "SELECT c.kind, c.epoch, CASE WHEN length(c.state) = 0 THEN length(l.state) ELSE length(c.state) END
-                 FROM checkpoints c LEFT JOIN checkpoints l ON l.job_id = c.job_id AND l.kind = 'last'
-                 WHERE c.job_id = ?1 ORDER BY c.kind",
+                // `length` of the columns themselves: SQLite then reads no blob.
+                &format!(
+                    "SELECT c.kind, c.epoch, CASE WHEN length(c.state) = 0 THEN length(l.state) ELSE length(c.state) END
+                     {CHECKPOINT_WITH_LAST} WHERE c.job_id = ?1 ORDER BY c.kind"
+                ),
                 args![job_id],
             )?
             .iter()

@@ -165,9 +165,14 @@ pub(crate) fn grad_step_forward(
             Isa::Avx2 => grad_step_avx2(x, g, wt, buf, cp, d, step, next.x, out.as_mut_ptr()),
         }
     }
-    // The forward product's `acc + bias`, lane by lane.
+    add_bias(out, next.bias, cp);
+}
+
+/// The forward product's last step, `acc + bias`, lane by lane, for each
+/// row of `out` (`cp` long).
+fn add_bias(out: &mut [f32], bias: &[f32], cp: usize) {
     for row in out.chunks_exact_mut(cp) {
-        for (o, b) in row.iter_mut().zip(next.bias) {
+        for (o, b) in row.iter_mut().zip(bias) {
             *o += b;
         }
     }
@@ -418,11 +423,7 @@ unsafe fn forward_with<V: Lanes, const C: usize>(
             }
         }
     }
-    for row in out.chunks_exact_mut(cp) {
-        for (o, b) in row.iter_mut().zip(bias) {
-            *o += b;
-        }
-    }
+    add_bias(out, bias, cp);
 }
 
 #[cfg(target_arch = "x86_64")]
