@@ -375,8 +375,8 @@ async fn run_sweep(
     // applied (checked against the sweep file's) and its names and shapes;
     // a split file checked whole (`preflight.rs`).
     let crate::preflight::Checked { mut dataset, mut model, splits } = crate::preflight::check(&spec)?;
-    // What the backbone computes in on the device that runs it (bf16 on the
-    // CPU: f32), before the cache key and the data key depend on it.
+    // What the backbone computes in on the device that runs it (bf16 on a
+    // CPU without AMX tiles: f32), before the cache key and the data key depend on it.
     let backbone_device = opts.devices.first().cloned().unwrap_or_else(|| "cpu".to_owned());
     let (dtype, note) = model.model.dtype.on_device(&backbone_device);
     model.model.dtype = dtype;

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Defaults: resnet50, batch 16, 224x224, 5 timed passes after one warm-up,
-//! IMPL `sweep` (our backbone). IMPL `candle-transformers` times
+//! IMPL `sweep` (our backbone), `sweep-bf16` (ours with `dtype = "bf16"`:
+//! AMX tiles where the CPU has them, else f32). IMPL `candle-transformers` times
 //! candle-transformers' ResNet (candle's own NCHW conv2d, batch norms not
 //! folded) on the same weights, as a baseline.
 //! `bench/pytorch_backbone.py` times torchvision on the same shapes; run the
@@ -49,6 +50,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let backbone = Backbone::load(&cfg, &device)?;
             Box::new(move |x| Ok(backbone.forward(x)?))
         }
+        "sweep-bf16" => {
+            if !sweep_worker::bf16_on_cpu() {
+                println!("note: this CPU has no AMX bf16 tiles: sweep-bf16 computes in f32");
+            }
+            let backbone = Backbone::load(&ModelConfig { dtype: DType::BF16, ..cfg.clone() }, &device)?;
+            Box::new(move |x| Ok(backbone.forward(x)?))
+        }
         "candle-transformers" => {
             use candle_transformers::models::resnet;
             let vb = candle_nn::VarBuilder::from_tensors(random_weights(arch, 0)?, candle_core::DType::F32, &device);
@@ -60,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             Box::new(move |x| Ok(net.forward(x)?))
         }
-        other => return Err(format!("unknown IMPL `{other}`: sweep or candle-transformers").into()),
+        other => return Err(format!("unknown IMPL `{other}`: sweep, sweep-bf16 or candle-transformers").into()),
     };
     let x = Tensor::randn(0f32, 1f32, (batch, 3, size, size), &device)?;
     forward(&x)?; // warm-up

@@ -22,8 +22,8 @@ mod train;
 pub use candle_core::{Device, Tensor};
 
 pub use backbone::{
-    check_weights, declared, model_in_force, param_shapes, parse_fraction, random_weights, Arch, Backbone, DType,
-    Declared, FeatureDType, ModelConfig, ModelGiven, ModelInForce, Probe, Weights,
+    bf16_on_cpu, check_weights, declared, model_in_force, param_shapes, parse_fraction, random_weights, Arch, Backbone,
+    DType, Declared, FeatureDType, ModelConfig, ModelGiven, ModelInForce, Probe, Weights,
 };
 pub use data::{
     kfold, load_dataset, small_class_warnings, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig,
@@ -37,8 +37,9 @@ pub use fingerprint::{DataChanges, DataManifest, ManifestReader};
 pub use image_check::{check_images, skip_bad_images, BadImage, BadImages};
 pub use preprocess::{preprocess, ChannelOrder, Transform};
 pub use sanity::{
-    calibrated_weights, divergences, sample_indices, sanity_check, verdict, Sanity, SanityReport, Suspect,
-    VariantReport, SANITY_IMAGES, SANITY_LIMIT, SWAP_MIN, SWAP_RATIO, VARIANT_BN, VARIANT_RATIO, VARIANT_SHARE,
+    calibrated_weights, calibrated_weights_scaled, divergences, sample_indices, sanity_check, verdict, Sanity,
+    SanityReport, Suspect, VariantReport, SANITY_IMAGES, SANITY_LIMIT, SWAP_MIN, SWAP_RATIO, VARIANT_BN, VARIANT_RATIO,
+    VARIANT_SHARE,
 };
 pub use split::{item_ids, make_splits, pandas_split, split_csv, split_hash, SplitMethod};
 pub use synthetic::synthetic_image;

@@ -384,12 +384,44 @@ pub fn calibrated_weights(
     images: &[image::RgbImage],
     transform: &Transform,
 ) -> Result<HashMap<String, Tensor>, Error> {
+    calibrate(arch, seed, crate::random_weights(arch, seed)?, images, transform)
+}
+
+/// [`calibrated_weights`] with each residual branch's last batch norm
+/// scaled by `gamma` first (its weight and bias), so that a branch adds a
+/// fraction of the stream it joins instead of as much: seeded random
+/// weights otherwise make a ResNet-50 amplify every small difference of its
+/// input (see `tests/bf16.rs`). The stand-in for trained weights where a
+/// test measures numerical error (the bf16 backbone against f32).
+pub fn calibrated_weights_scaled(
+    arch: Arch,
+    seed: u64,
+    gamma: f32,
+    images: &[image::RgbImage],
+    transform: &Transform,
+) -> Result<HashMap<String, Tensor>, Error> {
+    let mut tensors = crate::random_weights(arch, seed)?;
+    let last = if arch.feature_dim() == 2048 { ".bn3." } else { ".bn2." };
+    for (name, t) in tensors.iter_mut() {
+        if name.starts_with("layer") && name.contains(last) && (name.ends_with("weight") || name.ends_with("bias")) {
+            *t = t.affine(f64::from(gamma), 0.0)?;
+        }
+    }
+    calibrate(arch, seed, tensors, images, transform)
+}
+
+fn calibrate(
+    arch: Arch,
+    seed: u64,
+    mut tensors: HashMap<String, Tensor>,
+    images: &[image::RgbImage],
+    transform: &Transform,
+) -> Result<HashMap<String, Tensor>, Error> {
     let mut pixels = vec![0f32; images.len() * transform.len()];
     for (img, out) in images.iter().zip(pixels.chunks_mut(transform.len())) {
         preprocess(img, transform, out);
     }
     let xs = Tensor::from_vec(pixels, (images.len(), 3, transform.size, transform.size), &Device::Cpu)?;
-    let mut tensors = crate::random_weights(arch, seed)?;
     let model = ModelConfig {
         arch,
         weights: crate::Weights::Random { seed },

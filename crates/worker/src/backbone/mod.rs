@@ -10,11 +10,14 @@
 //! - `model`: the ResNet itself (stem, blocks, forward pass);
 //! - `ops`: a convolution with its batch norm folded in, and the CPU kernels
 //!   it runs on (im2col, the bias/residual/ReLU epilogue);
+//! - `amx`: the same convolutions in bf16 on Intel AMX tiles (`dtype = "bf16"`
+//!   on a CPU that has them);
 //! - `weights`: where the tensors come from (safetensors, `.pth`, `hub:`,
 //!   seeded random) and the checks of their names and shapes;
 //! - `declared`: what a weights file declares about itself (architecture,
 //!   normalisation), used or checked against the sweep file.
 
+mod amx;
 mod declared;
 mod model;
 mod ops;
@@ -158,17 +161,17 @@ impl DType {
 
     /// What a backbone pass on `device` (`cpu`, `cuda`, `cuda:N`) computes
     /// in when `self` is asked for, and the line that says so when it is not
-    /// `self`. bf16 has no CPU kernels (neither sweep's nor Candle's: its CPU
-    /// matrix product refuses bf16), so on the CPU a bf16 pass computes in
-    /// f32: the same features as `dtype = "f32"`, under f32's cache key, so
-    /// a cache entry always holds what its key says.
+    /// `self`. On the CPU, bf16 runs on AMX tiles (see [`bf16_on_cpu`]);
+    /// a CPU without them computes a bf16 pass in f32 (Candle's CPU matrix
+    /// product refuses bf16): the same features as `dtype = "f32"`, under
+    /// f32's cache key, so a cache entry always holds what its key says.
     pub fn on_device(self, device: &str) -> (DType, Option<String>) {
         match self {
-            DType::BF16 if device == "cpu" => (
+            DType::BF16 if device == "cpu" && !bf16_on_cpu() => (
                 DType::F32,
                 Some(
-                    "dtype bf16: the backbone computes in f32 on the CPU (no bf16 CPU kernels); \
-                     bf16 runs on CUDA"
+                    "dtype bf16: this CPU has no AMX bf16 tiles (Intel Sapphire Rapids and later), \
+                     so the backbone computes in f32"
                         .to_owned(),
                 ),
             ),
@@ -183,6 +186,13 @@ impl DType {
             DType::BF16 => CDType::BF16,
         }
     }
+}
+
+/// Whether `dtype = "bf16"` computes in bf16 on this CPU: AMX tiles with
+/// bf16 and AVX-512 BF16 (Intel Sapphire Rapids and later), and Linux's
+/// permission to use them. Elsewhere a bf16 pass on the CPU computes in f32.
+pub fn bf16_on_cpu() -> bool {
+    amx::available()
 }
 
 /// The `[model]` section of a sweep.
@@ -250,8 +260,13 @@ impl Backbone {
         device: &Device,
     ) -> Result<Backbone, Error> {
         let untrained = weights::at_initial_statistics(&tensors)?;
-        let vb = VarBuilder::from_tensors(tensors, cfg.dtype.candle(), device);
-        let net = model::ResNet::build(cfg.arch, vb).map_err(|e| match file {
+        // bf16 on the CPU: the network in f32 (stem, pooling, the residual
+        // stream) with its convolutions' products on the AMX tiles; without
+        // them, f32 throughout (see `DType::on_device`).
+        let cpu_bf16 = cfg.dtype == DType::BF16 && device.is_cpu();
+        let dtype = if cpu_bf16 { CDType::F32 } else { cfg.dtype.candle() };
+        let vb = VarBuilder::from_tensors(tensors, dtype, device);
+        let net = model::ResNet::build(cfg.arch, vb, cpu_bf16 && bf16_on_cpu()).map_err(|e| match file {
             Some(path) => weights::weights_err(path, e),
             None => Error::from(e),
         })?;

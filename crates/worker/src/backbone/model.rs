@@ -4,7 +4,7 @@
 use candle_core::{DType as CDType, Module, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
-use super::ops::{affine, fold_bn, BnStats, ConvBn, Recorder};
+use super::ops::{affine, fold_bn, max_pool_after_relu, BnStats, ConvBn, Recorder};
 use super::Arch;
 
 struct Block {
@@ -31,13 +31,16 @@ impl Block {
         let (last, first) = self.convs.split_last().expect("a block has convolutions");
         let mut ys = xs.clone();
         for conv in first {
-            ys = conv.forward(&ys, None, true, record.as_deref_mut())?;
+            // Its output only feeds the next convolution: bf16 where that
+            // one reads bf16 anyway.
+            ys = conv.forward(&ys, None, true, record.as_deref_mut(), true)?;
         }
+        // The shortcut and the block's output stay f32 (the residual stream).
         let shortcut = match &self.downsample {
-            Some(ds) => ds.forward(xs, None, false, record.as_deref_mut())?,
+            Some(ds) => ds.forward(xs, None, false, record.as_deref_mut(), false)?,
             None => xs.clone(),
         };
-        last.forward(&ys, Some(&shortcut), true, record)
+        last.forward(&ys, Some(&shortcut), true, record, false)
     }
 }
 
@@ -54,6 +57,9 @@ pub struct Probe {
 /// The network of a [`super::Backbone`], its batch norms folded.
 pub(super) struct ResNet {
     stem: Conv2d,
+    /// The stem as a channels-last convolution on the AMX tiles, when the
+    /// backbone computes in bf16 on a CPU that has them.
+    stem_amx: Option<ConvBn>,
     /// The stem's batch norm weight and bias, for [`BnStats`].
     stem_bn: (Vec<f32>, Vec<f32>),
     blocks: Vec<Block>,
@@ -64,12 +70,26 @@ pub(super) struct ResNet {
 impl ResNet {
     /// Builds the network from torchvision-named tensors, folding each batch
     /// norm into its convolution.
-    pub(super) fn build(arch: Arch, vb: VarBuilder) -> candle_core::Result<ResNet> {
+    /// With `bf16`, every convolution past the stem also keeps its weight in
+    /// bf16 for the AMX tiles (see [`super::amx`]).
+    pub(super) fn build(arch: Arch, vb: VarBuilder, bf16: bool) -> candle_core::Result<ResNet> {
         let (w, bias) = fold_bn(&vb, "conv1", "bn1", 3, 64, 7)?;
         let cfg = Conv2dConfig { padding: 3, stride: 2, ..Default::default() };
         let stem = Conv2d::new(w.to_dtype(vb.dtype())?, Some(bias.to_dtype(vb.dtype())?), cfg);
         let host = |part: &str| vb.get(64, &format!("bn1.{part}"))?.to_dtype(CDType::F32)?.to_vec1::<f32>();
         let stem_bn = (host("weight")?, host("bias")?);
+        let stem_amx = match bf16 {
+            true => Some(ConvBn::new(&vb, "conv1", "bn1", 3, 64, 7, 2)?.for_amx()?).filter(ConvBn::on_amx),
+            false => None,
+        };
+        let conv_bn = |conv: &str, bn: &str, c_in, c_out, k, stride| {
+            let conv = ConvBn::new(&vb, conv, bn, c_in, c_out, k, stride)?;
+            if bf16 {
+                conv.for_amx()
+            } else {
+                Ok(conv)
+            }
+        };
         let mut blocks = Vec::new();
         let mut c_in = 64;
         for (layer, (&count, width)) in arch.blocks().iter().zip([64, 128, 256, 512]).enumerate() {
@@ -80,21 +100,21 @@ impl ResNet {
                     let (s1, s2) = if arch == Arch::Resnet50V1 { (stride, 1) } else { (1, stride) };
                     let c_out = width * 4;
                     let convs = vec![
-                        ConvBn::new(&vb, &format!("{p}.conv1"), &format!("{p}.bn1"), c_in, width, 1, s1)?,
-                        ConvBn::new(&vb, &format!("{p}.conv2"), &format!("{p}.bn2"), width, width, 3, s2)?,
-                        ConvBn::new(&vb, &format!("{p}.conv3"), &format!("{p}.bn3"), width, c_out, 1, 1)?,
+                        conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), c_in, width, 1, s1)?,
+                        conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), width, width, 3, s2)?,
+                        conv_bn(&format!("{p}.conv3"), &format!("{p}.bn3"), width, c_out, 1, 1)?,
                     ];
                     (convs, c_out)
                 } else {
                     let convs = vec![
-                        ConvBn::new(&vb, &format!("{p}.conv1"), &format!("{p}.bn1"), c_in, width, 3, stride)?,
-                        ConvBn::new(&vb, &format!("{p}.conv2"), &format!("{p}.bn2"), width, width, 3, 1)?,
+                        conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), c_in, width, 3, stride)?,
+                        conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), width, width, 3, 1)?,
                     ];
                     (convs, width)
                 };
                 let downsample = if stride != 1 || c_in != c_out {
                     let (conv, bn) = (format!("{p}.downsample.0"), format!("{p}.downsample.1"));
-                    Some(ConvBn::new(&vb, &conv, &bn, c_in, c_out, 1, stride)?)
+                    Some(conv_bn(&conv, &bn, c_in, c_out, 1, stride)?)
                 } else {
                     None
                 };
@@ -102,7 +122,7 @@ impl ResNet {
                 c_in = c_out;
             }
         }
-        Ok(ResNet { stem, stem_bn, blocks, arch, dtype: vb.dtype() })
+        Ok(ResNet { stem, stem_amx, stem_bn, blocks, arch, dtype: vb.dtype() })
     }
 
     /// Features of a batch: `[B, 3, S, S]` images in, `[B, D]` f32 out.
@@ -152,26 +172,37 @@ impl ResNet {
         record.stats.pop().ok_or_else(|| candle_core::Error::Msg("the stem recorded nothing".to_owned()))
     }
 
-    /// The forward pass through the first `blocks` residual blocks (all of
-    /// them: the features; fewer: the last block's activations).
-    fn run(&self, xs: &Tensor, mut record: Option<&mut Recorder>, blocks: usize) -> candle_core::Result<Tensor> {
-        let xs = xs.to_dtype(self.dtype)?;
-        let mut stem = self.stem.forward(&xs)?;
-        if let Some(record) = record.as_deref_mut() {
+    /// The stem (as candle's `conv2d`, NCHW), its ReLU and max pool:
+    /// channels-last `[B, H/4, W/4, 64]` out.
+    fn stem(&self, xs: &Tensor, record: Option<&mut Recorder>) -> candle_core::Result<Tensor> {
+        let mut stem = self.stem.forward(xs)?;
+        if let Some(record) = record {
             let (b, c, h, w) = stem.dims4()?;
             let ys = stem.permute((0, 2, 3, 1))?.reshape((b * h * w, c))?;
             if let Some(ab) = record.see("bn1", &ys, None, &self.stem_bn.0, &self.stem_bn.1)? {
                 stem = affine(&stem, &ab, &[1, c, 1, 1])?;
             }
         }
-        let mut xs = stem
-            .relu()?
+        stem.relu()?
             // After a ReLU every value is >= 0, so edge padding equals torch's -inf padding.
             .pad_with_same(D::Minus1, 1, 1)?
             .pad_with_same(D::Minus2, 1, 1)?
             .max_pool2d_with_stride(3, 2)?
             .permute((0, 2, 3, 1))?
-            .contiguous()?;
+            .contiguous()
+    }
+
+    /// The forward pass through the first `blocks` residual blocks (all of
+    /// them: the features; fewer: the last block's activations).
+    fn run(&self, xs: &Tensor, mut record: Option<&mut Recorder>, blocks: usize) -> candle_core::Result<Tensor> {
+        let xs = xs.to_dtype(self.dtype)?;
+        let mut xs = match (&self.stem_amx, &record) {
+            (Some(stem), None) => {
+                let xs = xs.permute((0, 2, 3, 1))?.contiguous()?;
+                max_pool_after_relu(&stem.forward(&xs, None, true, None, false)?)?
+            }
+            _ => self.stem(&xs, record.as_deref_mut())?,
+        };
         for block in &self.blocks[..blocks] {
             xs = block.forward(&xs, record.as_deref_mut())?;
         }
@@ -221,7 +252,7 @@ mod tests {
                 }
             }
             let vb = VarBuilder::from_tensors(tensors, CDType::F32, &Device::Cpu);
-            let ours = ResNet::build(arch, vb.clone())?;
+            let ours = ResNet::build(arch, vb.clone(), false)?;
             let theirs = reference(vb)?;
             // 67: odd sizes after the stem (34, 17, 9, 5, 3) test the padding of strided convolutions.
             let x = Tensor::randn(0f32, 1f32, (2, 3, 67, 67), &Device::Cpu)?;

@@ -7,6 +7,8 @@
 use candle_core::{DType as CDType, Tensor};
 use candle_nn::VarBuilder;
 
+use super::amx;
+
 /// A convolution with its batch norm folded in.
 ///
 /// Past the stem the network runs channels-last (`[B, H, W, C]`), so that
@@ -22,6 +24,9 @@ pub(super) struct ConvBn {
     bias: Tensor,
     /// The folded bias on the host, for the fused CPU epilogue.
     bias_host: Vec<f32>,
+    /// The folded weight in bf16 for the AMX tiles, when the backbone
+    /// computes in bf16 on a CPU that has them.
+    packed: Option<std::sync::Arc<amx::PackedWeights>>,
     k: usize,
     stride: usize,
     c_out: usize,
@@ -167,6 +172,7 @@ impl ConvBn {
             weight: weight.to_dtype(dtype)?,
             bias: bias.to_dtype(dtype)?,
             bias_host,
+            packed: None,
             k,
             stride,
             c_out,
@@ -181,6 +187,21 @@ impl ConvBn {
         ConvBn { stride, ..self.clone() }
     }
 
+    /// The same convolution on the AMX tiles (its weight also kept in bf16,
+    /// packed for them), where its shape allows (see
+    /// [`amx::PackedWeights::new`]).
+    pub(super) fn for_amx(self) -> candle_core::Result<ConvBn> {
+        let (k, n) = self.weight.dims2()?;
+        let host = self.weight.to_device(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let packed = amx::PackedWeights::new(&host, k, n).map(std::sync::Arc::new);
+        Ok(ConvBn { packed, ..self })
+    }
+
+    /// Whether it runs on the AMX tiles (bf16).
+    pub(super) fn on_amx(&self) -> bool {
+        self.packed.is_some()
+    }
+
     /// Its stride.
     pub(super) fn stride(&self) -> usize {
         self.stride
@@ -188,16 +209,29 @@ impl ConvBn {
 
     /// `relu(conv(xs) + bias [+ residual])` on channels-last `[B, H, W, C]`
     /// activations; `residual` has the output's shape. With `record`, what
-    /// the batch norm saw is pushed to it.
+    /// the batch norm saw is pushed to it (in f32). On the AMX tiles (a bf16
+    /// backbone on a CPU that has them, not recording) the output is bf16
+    /// when `bf16_out`; it is f32 otherwise.
     pub(super) fn forward(
         &self,
         xs: &Tensor,
         residual: Option<&Tensor>,
         relu: bool,
         record: Option<&mut Recorder>,
+        bf16_out: bool,
     ) -> candle_core::Result<Tensor> {
-        let (b, h, w, c) = xs.dims4()?;
         let pad = self.k / 2;
+        if let (Some(packed), None) = (&self.packed, &record) {
+            let geometry = amx::Geometry { k: self.k, stride: self.stride, pad };
+            return amx::conv(xs, packed, &self.bias_host, geometry, residual, relu, bf16_out);
+        }
+        // The f32 path reads f32 (a bf16 input comes only from the AMX path).
+        let xs = &if xs.dtype() == CDType::BF16 && self.weight.dtype() == CDType::F32 {
+            xs.to_dtype(CDType::F32)?
+        } else {
+            xs.clone()
+        };
+        let (b, h, w, c) = xs.dims4()?;
         let (ho, wo) = ((h + 2 * pad - self.k) / self.stride + 1, (w + 2 * pad - self.k) / self.stride + 1);
         let cols = if self.k == 1 && self.stride == 1 {
             xs.reshape((b * h * w, c))?
@@ -230,6 +264,45 @@ impl ConvBn {
         };
         ys.reshape((b, ho, wo, self.c_out))
     }
+}
+
+/// The stem's 3x3 stride-2 max pool (padding 1) on channels-last f32
+/// `[B, H, W, C]` activations on the CPU, after a ReLU: every value is
+/// `>= 0`, so leaving the padding out equals torch's `-inf` padding.
+pub(super) fn max_pool_after_relu(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, h, w, c) = xs.dims4()?;
+    let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+    let (storage, layout) = xs.storage_and_layout();
+    let src = match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((start, end))) => &v[start..end],
+        _ => candle_core::bail!("max pool: needs contiguous f32 activations on the CPU"),
+    };
+    let mut out = vec![0f32; b * ho * wo * c];
+    let per_image = ho * wo * c;
+    let threads = candle_core::utils::get_num_threads().clamp(1, b.max(1));
+    let images_per_thread = b.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (t, chunk) in out.chunks_mut(images_per_thread * per_image).enumerate() {
+            scope.spawn(move || {
+                for (i, image) in chunk.chunks_exact_mut(per_image).enumerate() {
+                    let bi = t * images_per_thread + i;
+                    for (o, dst) in image.chunks_exact_mut(c).enumerate() {
+                        let (oy, ox) = (o / wo, o % wo);
+                        for iy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h) {
+                            for ix in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w) {
+                                let s = ((bi * h + iy) * w + ix) * c;
+                                for (d, v) in dst.iter_mut().zip(&src[s..s + c]) {
+                                    *d = d.max(*v);
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    drop(storage);
+    Tensor::from_vec(out, (b, ho, wo, c), xs.device())
 }
 
 /// The patches of a `k`x`k` convolution (zero padding `pad`) of channels-last
