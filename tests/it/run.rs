@@ -376,11 +376,12 @@ fn f16_features_halve_the_cache_entry_and_train_like_f32() {
 
 /// Issue 17: `dtype = "bf16"` on the CPU. Where the CPU has AMX bf16 tiles
 /// it computes in bf16: no note, features of their own (a cache entry that
-/// f32 does not reuse). Elsewhere (Candle's CPU matrix product refuses
-/// bf16: the run used to fail after registering the sweep) it computes in
-/// f32 and says so in one line: the same features as `dtype = "f32"`, from
-/// the same cache entry, and the same results. How close bf16's features
-/// are to f32's is `crates/worker/tests/bf16.rs`'s.
+/// f32 does not reuse). Elsewhere, or with `SWEEP_NO_AMX` set (Candle's CPU
+/// matrix product refuses bf16: the run used to fail after registering
+/// the sweep), it computes in f32 and says so in one line: the same
+/// features as `dtype = "f32"`, from the same cache entry, and the same
+/// results. How close bf16's features are to f32's is
+/// `crates/worker/tests/bf16.rs`'s.
 #[test]
 fn bf16_on_the_cpu_computes_in_bf16_or_says_why_not() {
     let env = Env::new();
@@ -391,35 +392,49 @@ fn bf16_on_the_cpu_computes_in_bf16_or_says_why_not() {
              [train]\nbatch_size = 8\nepochs = 2\nlr = 0.01\n"
         )
     };
-    let run = |db: &str, file: &str, text: &str| {
+    let run = |db: &str, file: &str, text: &str, vars: &[(&str, &str)]| {
         let file = env.write(file, text);
-        let out = env.sweep(&["--db", db, "run", file.to_str().unwrap(), "--cache-dir", "cache", "--format", "json"]);
+        let args = ["--db", db, "run", file.to_str().unwrap(), "--cache-dir", "cache", "--format", "json"];
+        let out = env.sweep_with(&args, vars);
         assert!(out.status.success(), "{}", stderr(&out));
         out
     };
-    let bf16 = run("bf16.db", "bf16.toml", &sweep("dtype = \"bf16\"\n"));
-    let err = stderr(&bf16);
-    assert!(err.contains("features: computed and cached"), "{err}");
-    let f32 = run("f32.db", "f32.toml", &sweep(""));
-    assert!(!stderr(&f32).contains("dtype bf16"), "{}", stderr(&f32));
     let scores = |out: &std::process::Output| -> Vec<(serde_json::Value, serde_json::Value)> {
         json(out).as_array().unwrap().iter().map(|r| (r["best_valid_acc"].clone(), r["best_epoch"].clone())).collect()
     };
-    let entries = std::fs::read_dir(env.path("cache")).unwrap().count();
+    let entries = || std::fs::read_dir(env.path("cache")).unwrap().count();
+    let says_f32 = |out: &std::process::Output| {
+        // Why (no tiles, Linux's refusal, SWEEP_NO_AMX), then what instead.
+        let err = stderr(out);
+        let note: Vec<&str> = err.lines().filter(|l| l.contains("dtype bf16: ")).collect();
+        assert_eq!(note.len(), 1, "{err}");
+        assert!(note[0].ends_with(", so the backbone computes in f32"), "{err}");
+    };
+
+    // Without the tiles: f32's features, said once, under f32's entry.
+    let off = run("off.db", "bf16.toml", &sweep("dtype = \"bf16\"\n"), &[("SWEEP_NO_AMX", "1")]);
+    says_f32(&off);
+    assert!(stderr(&off).contains("SWEEP_NO_AMX is set") || !sweep_worker::bf16_on_cpu(), "{}", stderr(&off));
+    assert!(stderr(&off).contains("features: computed and cached"), "{}", stderr(&off));
+    let f32 = run("f32.db", "f32.toml", &sweep(""), &[]);
+    assert!(stderr(&f32).contains("reused from the cache"), "{}", stderr(&f32));
+    assert!(!stderr(&f32).contains("dtype bf16"), "{}", stderr(&f32));
+    assert_eq!(scores(&off), scores(&f32));
+    assert_eq!(entries(), 1);
+
+    // As the machine allows.
+    let bf16 = run("bf16.db", "bf16.toml", &sweep("dtype = \"bf16\"\n"), &[]);
     if sweep_worker::bf16_on_cpu() {
         eprintln!("this CPU has AMX bf16 tiles: dtype bf16 computes in bf16");
-        assert!(!err.contains("dtype bf16"), "{err}");
-        assert!(stderr(&f32).contains("features: computed and cached"), "{}", stderr(&f32));
-        assert_eq!(entries, 2);
+        assert!(!stderr(&bf16).contains("dtype bf16"), "{}", stderr(&bf16));
+        assert!(stderr(&bf16).contains("features: computed and cached"), "{}", stderr(&bf16));
+        assert_eq!(entries(), 2);
         assert_eq!(scores(&bf16).len(), scores(&f32).len());
     } else {
         eprintln!("this CPU has no AMX bf16 tiles: dtype bf16 computes in f32");
-        let note = "dtype bf16: this CPU has no AMX bf16 tiles (Intel Sapphire Rapids and later), \
-                    so the backbone computes in f32";
-        assert_eq!(err.matches(note).count(), 1, "{err}");
-        // f32 finds the bf16 run's features in the cache: the same entry.
-        assert!(stderr(&f32).contains("reused from the cache"), "{}", stderr(&f32));
+        says_f32(&bf16);
+        assert!(stderr(&bf16).contains("reused from the cache"), "{}", stderr(&bf16));
         assert_eq!(scores(&bf16), scores(&f32));
-        assert_eq!(entries, 1);
+        assert_eq!(entries(), 1);
     }
 }

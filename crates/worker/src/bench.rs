@@ -281,6 +281,25 @@ pub fn measured_gflops(threads: usize) -> Option<f64> {
     })
 }
 
+/// bf16 GFLOP/s that `threads` threads' AMX tiles sustain together (four
+/// independent `tdpbf16ps` accumulators a thread, no memory), each its best
+/// of 5 windows of 0.1 s: the peak the bf16 backbone is measured against.
+/// `None` where the CPU has no AMX bf16 tiles.
+pub fn measured_tile_gflops(threads: usize) -> Option<f64> {
+    let start = std::sync::Barrier::new(threads);
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    (0..5).map(|_| crate::backbone::tile_gflops(0.1)).reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))?
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().expect("the tile loop does not panic")).sum()
+    })
+}
+
 /// The threads the backbone pass computes on: `RAYON_NUM_THREADS`, else
 /// one a CPU (Candle's rule).
 pub fn compute_threads() -> usize {

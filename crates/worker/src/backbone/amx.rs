@@ -28,37 +28,48 @@ const TILE_ROW: usize = 64;
 /// tiles with bf16 (Intel Sapphire Rapids and later), AVX-512 BF16 for the
 /// conversions, and Linux's permission to use the tile state.
 pub(crate) fn available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(detect)
+    unavailable().is_none()
 }
 
+/// Why [`available`] is not, in words. `SWEEP_NO_AMX` (set, not empty)
+/// turns the tiles off: bf16 then computes in f32, as on a CPU without them.
+pub(crate) fn unavailable() -> Option<&'static str> {
+    static WHY: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+    *WHY.get_or_init(detect)
+}
+
+const NO_TILES: &str = "this CPU has no AMX bf16 tiles (Intel Sapphire Rapids and later)";
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn detect() -> bool {
+fn detect() -> Option<&'static str> {
     use std::arch::x86_64::{__cpuid_count, _xgetbv};
+    if std::env::var_os("SWEEP_NO_AMX").is_some_and(|v| !v.is_empty()) {
+        return Some("SWEEP_NO_AMX is set");
+    }
     if !(std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bf16")
         && std::arch::is_x86_feature_detected!("xsave"))
     {
-        return false;
+        return Some(NO_TILES);
     }
     // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
     #[allow(unused_unsafe)]
     let leaf7 = unsafe { __cpuid_count(7, 0) };
     if leaf7.edx & (1 << 22) == 0 || leaf7.edx & (1 << 24) == 0 {
-        return false;
+        return Some(NO_TILES);
     }
     // The OS saves the tile configuration and data (XCR0 bits 17 and 18).
     // SAFETY: `xsave` is detected above, and with it XGETBV.
     let xcr0 = unsafe { _xgetbv(0) };
-    if xcr0 & (0b11 << 17) != 0b11 << 17 {
-        return false;
+    if xcr0 & (0b11 << 17) != 0b11 << 17 || !request_tile_data() {
+        return Some("Linux does not let this process use the AMX tiles (it needs Linux 5.16 or later)");
     }
-    request_tile_data()
+    None
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-fn detect() -> bool {
-    false
+fn detect() -> Option<&'static str> {
+    Some(NO_TILES)
 }
 
 /// Linux (5.16 and later) gives a process the tile data state only when it
@@ -143,7 +154,6 @@ enum Src<'a> {
 /// activations (f32 or bf16), `residual` f32 of the output's shape. The
 /// output is bf16 when `bf16_out` (for a convolution whose output only
 /// feeds another), else f32. Needs [`available`].
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
     xs: &Tensor,
     weights: &PackedWeights,
@@ -153,8 +163,8 @@ pub(crate) fn conv(
     relu: bool,
     bf16_out: bool,
 ) -> candle_core::Result<Tensor> {
-    if !available() {
-        candle_core::bail!("bf16 convolution: this CPU has no AMX bf16 tiles");
+    if let Some(why) = unavailable() {
+        candle_core::bail!("bf16 convolution: {why}");
     }
     let (b, h, w, c) = xs.dims4()?;
     let Geometry { k, stride, pad } = geometry;
@@ -527,6 +537,57 @@ unsafe fn block(a: *const u16, b: *const u16, steps: usize, sums: &mut Sums) {
         c = in(reg) sums.0.as_mut_ptr(),
         options(nostack),
     );
+}
+
+/// bf16 multiply-add operations (2 a multiply-add) a core's tiles do a
+/// second, measured: `tdpbf16ps` on four independent accumulators (no
+/// memory), for about `seconds`. `None` where [`available`] is not.
+pub(crate) fn tile_flops(seconds: f64) -> Option<f64> {
+    if !available() {
+        return None;
+    }
+    let ones = [half::bf16::ONE.to_bits(); 16 * BLOCK];
+    let rate = |rounds: usize| {
+        let mut config = TileConfig([0; 64]);
+        config.0[0] = 1;
+        for tile in 0..8 {
+            config.0[16 + 2 * tile] = TILE_ROW as u8;
+            config.0[48 + tile] = 16;
+        }
+        let start = std::time::Instant::now();
+        // SAFETY: `available()`: AMX is usable; a valid configuration; the
+        // four tiles loaded from `ones`, 16 rows of 64 bytes.
+        unsafe {
+            std::arch::asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+            std::arch::asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "tileloadd tmm4, [{p} + {s}*1]",
+                "tileloadd tmm5, [{p} + {s}*1]",
+                "tileloadd tmm6, [{p} + {s}*1]",
+                "tileloadd tmm7, [{p} + {s}*1]",
+                "2:",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "dec {n}",
+                "jnz 2b",
+                "tilerelease",
+                p = in(reg) ones.as_ptr(),
+                s = in(reg) TILE_ROW,
+                n = inout(reg) rounds.max(1) => _,
+                options(nostack, readonly),
+            );
+        }
+        // Each round: 4 products of 16 x 16 outputs, 32 deep.
+        (rounds * 4 * 16 * 16 * 32 * 2) as f64 / start.elapsed().as_secs_f64().max(1e-9)
+    };
+    let calibration = 20_000;
+    let first = rate(calibration);
+    Some(rate(((first * seconds) / (4.0 * 16.0 * 16.0 * 32.0 * 2.0)) as usize).max(first))
 }
 
 #[cfg(test)]

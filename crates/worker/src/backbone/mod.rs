@@ -167,14 +167,10 @@ impl DType {
     /// f32's cache key, so a cache entry always holds what its key says.
     pub fn on_device(self, device: &str) -> (DType, Option<String>) {
         match self {
-            DType::BF16 if device == "cpu" && !bf16_on_cpu() => (
-                DType::F32,
-                Some(
-                    "dtype bf16: this CPU has no AMX bf16 tiles (Intel Sapphire Rapids and later), \
-                     so the backbone computes in f32"
-                        .to_owned(),
-                ),
-            ),
+            DType::BF16 if device == "cpu" => match amx::unavailable() {
+                Some(why) => (DType::F32, Some(format!("dtype bf16: {why}, so the backbone computes in f32"))),
+                None => (DType::BF16, None),
+            },
             dtype => (dtype, None),
         }
     }
@@ -193,6 +189,12 @@ impl DType {
 /// permission to use them. Elsewhere a bf16 pass on the CPU computes in f32.
 pub fn bf16_on_cpu() -> bool {
     amx::available()
+}
+
+/// bf16 GFLOP/s one core's AMX tiles sustain, measured for about
+/// `seconds` (see `sweep bench`); `None` where [`bf16_on_cpu`] is not.
+pub fn tile_gflops(seconds: f64) -> Option<f64> {
+    amx::tile_flops(seconds).map(|f| f / 1e9)
 }
 
 /// The `[model]` section of a sweep.
