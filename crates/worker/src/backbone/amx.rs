@@ -1,5 +1,5 @@
-//! The bf16 backbone on the CPU: each convolution past the stem as one
-//! matrix product on Intel AMX tiles (`tdpbf16ps`: bf16 inputs, f32 sums),
+//! The bf16 backbone on the CPU: each convolution (the stem's included) as
+//! one matrix product on Intel AMX tiles (`tdpbf16ps`: bf16 inputs, f32 sums),
 //! its patches gathered a block of rows at a time into the product, and the
 //! bias + residual + ReLU applied to each 32x32 block of the output as it
 //! leaves the tile registers.
@@ -302,6 +302,19 @@ struct Job<'a> {
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
+impl TileConfig {
+    fn new() -> TileConfig {
+        let mut config = TileConfig([0; 64]);
+        config.0[0] = 1;
+        for tile in 0..8 {
+            // Bytes a row (u16 at 16 + 2t), then rows (u8 at 48 + t).
+            config.0[16 + 2 * tile] = TILE_ROW as u8;
+            config.0[48 + tile] = 16;
+        }
+        config
+    }
+}
+
 /// 32x32 f32 sums, as the tiles store them.
 #[repr(C, align(64))]
 struct Sums([f32; BLOCK * BLOCK]);
@@ -324,12 +337,7 @@ impl Job<'_> {
         let chunk = ((512 << 10) / (self.weights.k_padded * 2)).clamp(BLOCK, 512) / BLOCK * BLOCK;
         let mut patches = vec![0u16; chunk.min(rows.next_multiple_of(BLOCK)) * self.weights.k_padded];
         let mut sums = Sums([0.0; BLOCK * BLOCK]);
-        let mut config = TileConfig([0; 64]);
-        config.0[0] = 1;
-        for tile in 0..8 {
-            config.0[16 + 2 * tile] = TILE_ROW as u8;
-            config.0[48 + tile] = 16;
-        }
+        let config = TileConfig::new();
         // SAFETY: a valid palette-1 configuration of 8 tiles.
         std::arch::asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
         let mut start = 0;
@@ -548,12 +556,7 @@ pub(crate) fn tile_flops(seconds: f64) -> Option<f64> {
     }
     let ones = [half::bf16::ONE.to_bits(); 16 * BLOCK];
     let rate = |rounds: usize| {
-        let mut config = TileConfig([0; 64]);
-        config.0[0] = 1;
-        for tile in 0..8 {
-            config.0[16 + 2 * tile] = TILE_ROW as u8;
-            config.0[48 + tile] = 16;
-        }
+        let config = TileConfig::new();
         let start = std::time::Instant::now();
         // SAFETY: `available()`: AMX is usable; a valid configuration; the
         // four tiles loaded from `ones`, 16 rows of 64 bytes.
@@ -638,7 +641,7 @@ mod tests {
     #[test]
     fn amx_convolutions_equal_plain_arithmetic_on_bf16_inputs() -> candle_core::Result<()> {
         if !available() {
-            eprintln!("skipped: this CPU has no AMX bf16 tiles (the bf16 backbone falls back to f32 here)");
+            eprintln!("skipped: {} (the bf16 backbone computes in f32 here)", unavailable().unwrap_or_default());
             return Ok(());
         }
         // Odd row counts (partial blocks), strides, padding, both input and

@@ -159,6 +159,7 @@ pub(super) fn sgd_epoch_half(
     lr: f64,
     sink: &dyn EpochSink,
 ) -> Result<Option<EpochSteps>, Error> {
+    let _flush = kernel::FlushDenormals::new();
     let (cp, bs, dim) = (head.cp, cfg.batch_size, x.dim);
     let mut logits = vec![0f32; bs * cp];
     let mut grad = vec![0f32; bs * cp];
@@ -214,6 +215,7 @@ pub(super) fn sgd_epoch_half(
 
 /// [`evaluate`] on f16 rows, converted a chunk at a time.
 pub(super) fn evaluate_half(head: &CpuHead, x: &HalfRows<'_>, labels: &[u32], set: &[usize], loss: Loss) -> (f64, u64) {
+    let _flush = kernel::FlushDenormals::new();
     const CHUNK: usize = 256;
     let cp = head.cp;
     let mut logits = vec![0f32; CHUNK * cp];
@@ -244,6 +246,7 @@ pub(super) fn sgd_epoch<'a>(
     lr: f64,
     sink: &dyn EpochSink,
 ) -> Result<Option<EpochSteps>, Error> {
+    let _flush = kernel::FlushDenormals::new();
     let (cp, bs) = (head.cp, cfg.batch_size);
     let mut logits = vec![0f32; bs * cp];
     let mut grad = vec![0f32; bs * cp];
@@ -306,6 +309,7 @@ pub(super) fn lockstep_epoch<'a>(
     order: &[u32],
     cfg: &TrainConfig,
 ) -> Vec<f64> {
+    let _flush = kernel::FlushDenormals::new();
     let bs = cfg.batch_size;
     let cp = heads.first().map_or(0, |h| h.cp);
     let mut logits = vec![vec![0f32; bs * cp]; heads.len()];
@@ -354,6 +358,7 @@ pub(super) fn lockstep_epoch<'a>(
 
 /// Mean loss and number correct over `set` (sample indices), without gradients.
 pub(super) fn evaluate(head: &CpuHead, x: &Rows<'_>, labels: &[u32], set: &[usize], loss: Loss) -> (f64, u64) {
+    let _flush = kernel::FlushDenormals::new();
     const CHUNK: usize = 256;
     let cp = head.cp;
     let mut logits = vec![0f32; CHUNK * cp];
