@@ -70,8 +70,9 @@ pub(super) struct ResNet {
 impl ResNet {
     /// Builds the network from torchvision-named tensors, folding each batch
     /// norm into its convolution.
-    /// With `bf16`, every convolution past the stem also keeps its weight in
-    /// bf16 for the AMX tiles (see [`super::amx`]).
+    /// With `bf16`, every convolution also keeps its weight in bf16 for the
+    /// AMX tiles (see [`super::amx`]), the stem's as a channels-last
+    /// convolution of its own (`stem_amx`).
     pub(super) fn build(arch: Arch, vb: VarBuilder, bf16: bool) -> candle_core::Result<ResNet> {
         let (w, bias) = fold_bn(&vb, "conv1", "bn1", 3, 64, 7)?;
         let cfg = Conv2dConfig { padding: 3, stride: 2, ..Default::default() };
