@@ -267,18 +267,7 @@ impl Peak {
 /// neighbour on a shared machine only ever lowers a window's rate). `None`
 /// without AVX2 or AVX-512.
 pub fn measured_gflops(threads: usize) -> Option<f64> {
-    let start = std::sync::Barrier::new(threads);
-    std::thread::scope(|s| {
-        let runs: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    start.wait();
-                    (0..5).map(|_| crate::train::fma_gflops(0.1)).reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))?
-                })
-            })
-            .collect();
-        runs.into_iter().map(|run| run.join().expect("the multiply-add loop does not panic")).sum()
-    })
+    best_windows_together(threads, crate::train::fma_gflops)
 }
 
 /// bf16 GFLOP/s that `threads` threads' AMX tiles sustain together (four
@@ -286,17 +275,23 @@ pub fn measured_gflops(threads: usize) -> Option<f64> {
 /// of 5 windows of 0.1 s: the peak the bf16 backbone is measured against.
 /// `None` where the CPU has no AMX bf16 tiles.
 pub fn measured_tile_gflops(threads: usize) -> Option<f64> {
+    best_windows_together(threads, crate::backbone::tile_gflops)
+}
+
+/// `rate` (GFLOP/s over a window of the seconds it is given) on `threads`
+/// threads at once, each keeping its best of 5 windows of 0.1 s; summed.
+fn best_windows_together(threads: usize, rate: fn(f64) -> Option<f64>) -> Option<f64> {
     let start = std::sync::Barrier::new(threads);
     std::thread::scope(|s| {
         let runs: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
                     start.wait();
-                    (0..5).map(|_| crate::backbone::tile_gflops(0.1)).reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))?
+                    (0..5).map(|_| rate(0.1)).reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))?
                 })
             })
             .collect();
-        runs.into_iter().map(|run| run.join().expect("the tile loop does not panic")).sum()
+        runs.into_iter().map(|run| run.join().expect("a peak loop does not panic")).sum()
     })
 }
 
