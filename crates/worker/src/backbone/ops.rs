@@ -192,7 +192,7 @@ impl ConvBn {
     /// [`amx::PackedWeights::new`]).
     pub(super) fn for_amx(self) -> candle_core::Result<ConvBn> {
         let (k, n) = self.weight.dims2()?;
-        let host = self.weight.to_device(&candle_core::Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let host = self.weight.flatten_all()?.to_vec1::<f32>()?;
         let packed = amx::PackedWeights::new(&host, k, n).map(std::sync::Arc::new);
         Ok(ConvBn { packed, ..self })
     }
