@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::resume::{
-    assert_complete, is_epoch_line, job_of, reference, results, results_of, Rng, Runner, LONG, PATIENCE,
+    assert_complete, is_epoch_line, job_of, reference, results, results_of, signalled, Rng, Runner, LONG, PATIENCE,
 };
 use crate::{json, stderr, stdout, Env};
 
@@ -58,7 +58,8 @@ fn submit_registers_without_running_and_two_workers_finish_it_like_one_run() {
 #[test]
 fn a_worker_stops_at_max_jobs_exits_when_idle_and_sigterm_leaves_its_jobs_resumable() {
     let env = Env::new();
-    let file = env.write("long.toml", LONG);
+    // Jobs long enough that the SIGTERM lands inside one.
+    let file = env.write("long.toml", &signalled());
     // Nothing submitted: a worker with nothing to claim exits after --idle-exit.
     let started = Instant::now();
     let out = env.sweep(&["worker", "--idle-exit", "1"]);
