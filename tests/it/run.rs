@@ -375,8 +375,9 @@ fn f16_features_halve_the_cache_entry_and_train_like_f32() {
 }
 
 /// Issue 17: `dtype = "bf16"` on the CPU. Where the CPU has AMX bf16 tiles
-/// it computes in bf16: no note, features of their own (a cache entry that
-/// f32 does not reuse). Elsewhere, or with `SWEEP_NO_AMX` set (Candle's CPU
+/// or AVX-512 BF16 it computes in bf16: no note, features of their own (a
+/// cache entry that f32 does not reuse). Elsewhere, or with
+/// `SWEEP_CPU_BF16=off` (Candle's CPU
 /// matrix product refuses bf16: the run used to fail after registering
 /// the sweep), it computes in f32 and says so in one line: the same
 /// features as `dtype = "f32"`, from the same cache entry, and the same
@@ -404,17 +405,18 @@ fn bf16_on_the_cpu_computes_in_bf16_or_says_why_not() {
     };
     let entries = || std::fs::read_dir(env.path("cache")).unwrap().count();
     let says_f32 = |out: &std::process::Output| {
-        // Why (no tiles, Linux's refusal, SWEEP_NO_AMX), then what instead.
+        // Why (no AVX-512 BF16, Linux's refusal, SWEEP_CPU_BF16), then what
+        // instead.
         let err = stderr(out);
         let note: Vec<&str> = err.lines().filter(|l| l.contains("dtype bf16: ")).collect();
         assert_eq!(note.len(), 1, "{err}");
         assert!(note[0].ends_with(", so the backbone computes in f32"), "{err}");
     };
 
-    // Without the tiles: f32's features, said once, under f32's entry.
-    let off = run("off.db", "bf16.toml", &sweep("dtype = \"bf16\"\n"), &[("SWEEP_NO_AMX", "1")]);
+    // Without a bf16 kernel: f32's features, said once, under f32's entry.
+    let off = run("off.db", "bf16.toml", &sweep("dtype = \"bf16\"\n"), &[("SWEEP_CPU_BF16", "off")]);
     says_f32(&off);
-    assert!(stderr(&off).contains("SWEEP_NO_AMX is set") || !sweep_worker::bf16_on_cpu(), "{}", stderr(&off));
+    assert!(stderr(&off).contains("SWEEP_CPU_BF16 is off"), "{}", stderr(&off));
     assert!(stderr(&off).contains("features: computed and cached"), "{}", stderr(&off));
     let f32 = run("f32.db", "f32.toml", &sweep(""), &[]);
     assert!(stderr(&f32).contains("reused from the cache"), "{}", stderr(&f32));
@@ -424,17 +426,33 @@ fn bf16_on_the_cpu_computes_in_bf16_or_says_why_not() {
 
     // As the machine allows.
     let bf16 = run("bf16.db", "bf16.toml", &sweep("dtype = \"bf16\"\n"), &[]);
-    if sweep_worker::bf16_on_cpu() {
-        eprintln!("this CPU has AMX bf16 tiles: dtype bf16 computes in bf16");
+    if let Ok(kernel) = sweep_worker::bf16_kernel() {
+        eprintln!("dtype bf16 computes in bf16 here, on {}", kernel.name());
         assert!(!stderr(&bf16).contains("dtype bf16"), "{}", stderr(&bf16));
         assert!(stderr(&bf16).contains("features: computed and cached"), "{}", stderr(&bf16));
         assert_eq!(entries(), 2);
         assert_eq!(scores(&bf16).len(), scores(&f32).len());
     } else {
-        eprintln!("this CPU has no AMX bf16 tiles: dtype bf16 computes in f32");
+        eprintln!("this CPU has no bf16 kernel: dtype bf16 computes in f32");
         says_f32(&bf16);
         assert!(stderr(&bf16).contains("reused from the cache"), "{}", stderr(&bf16));
         assert_eq!(scores(&bf16), scores(&f32));
         assert_eq!(entries(), 1);
     }
+
+    // Where the tiles are, the AVX-512 BF16 kernel (Zen 4's) runs too when
+    // asked: bf16 too, no note, its features computed (its own cache here).
+    if sweep_worker::bf16_kernel() == Ok(sweep_worker::Bf16Kernel::Amx) {
+        let file = env.write("dots.toml", &sweep("dtype = \"bf16\"\n"));
+        let args = ["--db", "dots.db", "run", file.to_str().unwrap(), "--cache-dir", "dots", "--format", "json"];
+        let dots = env.sweep_with(&args, &[("SWEEP_CPU_BF16", "avx512")]);
+        assert!(dots.status.success(), "{}", stderr(&dots));
+        assert!(!stderr(&dots).contains("dtype bf16"), "{}", stderr(&dots));
+        assert!(stderr(&dots).contains("features: computed and cached"), "{}", stderr(&dots));
+        assert_eq!(scores(&dots).len(), scores(&bf16).len());
+    }
+    // And a value it does not know is said, not ignored.
+    let odd = run("odd.db", "bf16.toml", &sweep("dtype = \"bf16\"\n"), &[("SWEEP_CPU_BF16", "tiles")]);
+    says_f32(&odd);
+    assert!(stderr(&odd).contains("SWEEP_CPU_BF16 is none of amx, avx512 and off"), "{}", stderr(&odd));
 }

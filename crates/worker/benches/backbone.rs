@@ -7,7 +7,7 @@
 //!
 //! Defaults: resnet50, batch 16, 224x224, 5 timed passes after one warm-up,
 //! IMPL `sweep` (our backbone), `sweep-bf16` (ours with `dtype = "bf16"`:
-//! AMX tiles where the CPU has them, else f32). IMPL `candle-transformers` times
+//! AMX tiles or AVX-512 BF16 where the CPU has them, else f32; `SWEEP_CPU_BF16` caps). IMPL `candle-transformers` times
 //! candle-transformers' ResNet (candle's own NCHW conv2d, batch norms not
 //! folded) on the same weights, as a baseline.
 //! `bench/pytorch_backbone.py` times torchvision on the same shapes; run the
@@ -51,8 +51,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Box::new(move |x| Ok(backbone.forward(x)?))
         }
         "sweep-bf16" => {
-            if !sweep_worker::bf16_on_cpu() {
-                println!("note: this CPU has no AMX bf16 tiles: sweep-bf16 computes in f32");
+            match sweep_worker::bf16_kernel() {
+                Ok(kernel) => println!("note: sweep-bf16 computes on {}", kernel.name()),
+                Err(why) => println!("note: {why}: sweep-bf16 computes in f32"),
             }
             let backbone = Backbone::load(&ModelConfig { dtype: DType::BF16, ..cfg.clone() }, &device)?;
             Box::new(move |x| Ok(backbone.forward(x)?))

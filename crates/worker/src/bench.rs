@@ -270,12 +270,13 @@ pub fn measured_gflops(threads: usize) -> Option<f64> {
     best_windows_together(threads, crate::train::fma_gflops)
 }
 
-/// bf16 GFLOP/s that `threads` threads' AMX tiles sustain together (four
-/// independent `tdpbf16ps` accumulators a thread, no memory), each its best
-/// of 5 windows of 0.1 s: the peak the bf16 backbone is measured against.
-/// `None` where the CPU has no AMX bf16 tiles.
-pub fn measured_tile_gflops(threads: usize) -> Option<f64> {
-    best_windows_together(threads, crate::backbone::tile_gflops)
+/// bf16 GFLOP/s that `threads` threads sustain together on the bf16
+/// backbone's kernel (AMX: four independent `tdpbf16ps` accumulators a
+/// thread; AVX-512 BF16: sixteen `vdpbf16ps`; no memory), each its best of
+/// 5 windows of 0.1 s: the peak the bf16 backbone is measured against.
+/// `None` where bf16 computes in f32.
+pub fn measured_bf16_gflops(threads: usize) -> Option<f64> {
+    best_windows_together(threads, crate::backbone::bf16_peak_gflops)
 }
 
 /// `rate` (GFLOP/s over a window of the seconds it is given) on `threads`

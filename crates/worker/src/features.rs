@@ -21,7 +21,7 @@ use crate::synthetic::synthetic_image;
 use crate::Error;
 
 /// Bumped whenever what a cache entry holds, or how it is computed, changes.
-const CACHE_FORMAT: &str = "sweep-features-v2";
+const CACHE_FORMAT: &str = "sweep-features-v3";
 
 /// An entry's bytes beyond its features (the safetensors header), rounded up.
 const ENTRY_OVERHEAD: u64 = 64 << 10;

@@ -22,8 +22,8 @@ mod train;
 pub use candle_core::{Device, Tensor};
 
 pub use backbone::{
-    bf16_on_cpu, check_weights, declared, model_in_force, param_shapes, parse_fraction, random_weights, Arch, Backbone,
-    DType, Declared, FeatureDType, ModelConfig, ModelGiven, ModelInForce, Probe, Weights,
+    bf16_kernel, bf16_on_cpu, check_weights, declared, model_in_force, param_shapes, parse_fraction, random_weights,
+    Arch, Backbone, Bf16Kernel, DType, Declared, FeatureDType, ModelConfig, ModelGiven, ModelInForce, Probe, Weights,
 };
 pub use data::{
     kfold, load_dataset, small_class_warnings, split, DataConfig, Dataset, Item, Layout, Source, Split, SyntheticConfig,

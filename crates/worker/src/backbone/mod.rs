@@ -10,14 +10,15 @@
 //! - `model`: the ResNet itself (stem, blocks, forward pass);
 //! - `ops`: a convolution with its batch norm folded in, and the CPU kernels
 //!   it runs on (im2col, the bias/residual/ReLU epilogue);
-//! - `amx`: the same convolutions in bf16 on Intel AMX tiles (`dtype = "bf16"`
-//!   on a CPU that has them);
+//! - `cpu_conv`: the same convolutions on a CPU with AVX-512, patches
+//!   gathered into the product: in f32, and in bf16 (`dtype = "bf16"`) on
+//!   AMX tiles or AVX-512 BF16;
 //! - `weights`: where the tensors come from (safetensors, `.pth`, `hub:`,
 //!   seeded random) and the checks of their names and shapes;
 //! - `declared`: what a weights file declares about itself (architecture,
 //!   normalisation), used or checked against the sweep file.
 
-mod amx;
+mod cpu_conv;
 mod declared;
 mod model;
 mod ops;
@@ -27,6 +28,7 @@ use candle_core::{DType as CDType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::path::PathBuf;
 
+pub use cpu_conv::Kernel as Bf16Kernel;
 pub use declared::{declared, model_in_force, parse_fraction, Declared, ModelGiven, ModelInForce};
 pub use model::Probe;
 pub use ops::BnStats;
@@ -161,13 +163,13 @@ impl DType {
 
     /// What a backbone pass on `device` (`cpu`, `cuda`, `cuda:N`) computes
     /// in when `self` is asked for, and the line that says so when it is not
-    /// `self`. On the CPU, bf16 runs on AMX tiles (see [`bf16_on_cpu`]);
-    /// a CPU without them computes a bf16 pass in f32 (Candle's CPU matrix
+    /// `self`. On the CPU, bf16 runs on AMX tiles or AVX-512 BF16 (see
+    /// [`bf16_on_cpu`]); a CPU without either computes a bf16 pass in f32 (Candle's CPU matrix
     /// product refuses bf16): the same features as `dtype = "f32"`, under
     /// f32's cache key, so a cache entry always holds what its key says.
     pub fn on_device(self, device: &str) -> (DType, Option<String>) {
         match self {
-            DType::BF16 if device == "cpu" => match amx::unavailable() {
+            DType::BF16 if device == "cpu" => match cpu_conv::unavailable() {
                 Some(why) => (DType::F32, Some(format!("dtype bf16: {why}, so the backbone computes in f32"))),
                 None => (DType::BF16, None),
             },
@@ -184,17 +186,24 @@ impl DType {
     }
 }
 
-/// Whether `dtype = "bf16"` computes in bf16 on this CPU: AMX tiles with
-/// bf16 and AVX-512 BF16 (Intel Sapphire Rapids and later), and Linux's
-/// permission to use them. Elsewhere a bf16 pass on the CPU computes in f32.
+/// Whether `dtype = "bf16"` computes in bf16 on this CPU: AVX-512 BF16
+/// (AMD Zen 4 and later, Intel Cooper Lake and later), on AMX tiles where
+/// the CPU and Linux allow them (Intel Sapphire Rapids and later).
+/// Elsewhere a bf16 pass on the CPU computes in f32.
 pub fn bf16_on_cpu() -> bool {
-    amx::available()
+    cpu_conv::available()
 }
 
-/// bf16 GFLOP/s one core's AMX tiles sustain, measured for about
-/// `seconds` (see `sweep bench`); `None` where [`bf16_on_cpu`] is not.
-pub fn tile_gflops(seconds: f64) -> Option<f64> {
-    amx::tile_flops(seconds).map(|f| f / 1e9)
+/// What computes a bf16 pass's products on this CPU, or why nothing does
+/// (see `SWEEP_CPU_BF16` in the README).
+pub fn bf16_kernel() -> Result<Bf16Kernel, &'static str> {
+    cpu_conv::kernel()
+}
+
+/// bf16 GFLOP/s that one core's [`bf16_kernel`] sustains, measured for
+/// about `seconds` (see `sweep bench`); `None` where [`bf16_on_cpu`] is not.
+pub fn bf16_peak_gflops(seconds: f64) -> Option<f64> {
+    cpu_conv::peak_flops(seconds).map(|f| f / 1e9)
 }
 
 /// The `[model]` section of a sweep.
@@ -263,12 +272,19 @@ impl Backbone {
     ) -> Result<Backbone, Error> {
         let untrained = weights::at_initial_statistics(&tensors)?;
         // bf16 on the CPU: the network in f32 (stem, pooling, the residual
-        // stream) with its convolutions' products on the AMX tiles; without
-        // them, f32 throughout (see `DType::on_device`).
-        let cpu_bf16 = cfg.dtype == DType::BF16 && device.is_cpu();
-        let dtype = if cpu_bf16 { CDType::F32 } else { cfg.dtype.candle() };
+        // stream) with its convolutions' products in bf16; on a CPU that
+        // cannot, f32 throughout (see `DType::on_device`).
+        let wants_bf16 = cfg.dtype == DType::BF16 && device.is_cpu();
+        let dtype = if wants_bf16 { CDType::F32 } else { cfg.dtype.candle() };
         let vb = VarBuilder::from_tensors(tensors, dtype, device);
-        let net = model::ResNet::build(cfg.arch, vb, cpu_bf16 && bf16_on_cpu()).map_err(|e| match file {
+        // On a CPU with AVX-512 the convolutions run on `cpu_conv`'s kernels
+        // (f32 too), elsewhere on Candle's matrix product.
+        let pack = match (device.is_cpu(), dtype) {
+            (true, CDType::F32) if wants_bf16 && bf16_on_cpu() => ops::Pack::Bf16,
+            (true, CDType::F32) if cpu_conv::f32_available() => ops::Pack::F32,
+            _ => ops::Pack::No,
+        };
+        let net = model::ResNet::build(cfg.arch, vb, pack).map_err(|e| match file {
             Some(path) => weights::weights_err(path, e),
             None => Error::from(e),
         })?;

@@ -4,7 +4,7 @@
 use candle_core::{DType as CDType, Module, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
-use super::ops::{affine, fold_bn, max_pool_after_relu, BnStats, ConvBn, Recorder};
+use super::ops::{affine, fold_bn, max_pool_after_relu, BnStats, ConvBn, Pack, Recorder};
 use super::Arch;
 
 struct Block {
@@ -57,9 +57,9 @@ pub struct Probe {
 /// The network of a [`super::Backbone`], its batch norms folded.
 pub(super) struct ResNet {
     stem: Conv2d,
-    /// The stem as a channels-last convolution on the AMX tiles, when the
-    /// backbone computes in bf16 on a CPU that has them.
-    stem_amx: Option<ConvBn>,
+    /// The stem as a channels-last convolution on the CPU kernels, when the
+    /// network runs on them.
+    stem_packed: Option<ConvBn>,
     /// The stem's batch norm weight and bias, for [`BnStats`].
     stem_bn: (Vec<f32>, Vec<f32>),
     blocks: Vec<Block>,
@@ -70,26 +70,21 @@ pub(super) struct ResNet {
 impl ResNet {
     /// Builds the network from torchvision-named tensors, folding each batch
     /// norm into its convolution.
-    /// With `bf16`, every convolution also keeps its weight in bf16 for the
-    /// AMX tiles (see [`super::amx`]), the stem's as a channels-last
-    /// convolution of its own (`stem_amx`).
-    pub(super) fn build(arch: Arch, vb: VarBuilder, bf16: bool) -> candle_core::Result<ResNet> {
+    /// With `pack` (not `No`), every convolution also keeps its weight
+    /// packed for the CPU kernels (see [`super::cpu_conv`]), the stem's as a
+    /// channels-last convolution of its own (`stem_packed`).
+    pub(super) fn build(arch: Arch, vb: VarBuilder, pack: Pack) -> candle_core::Result<ResNet> {
         let (w, bias) = fold_bn(&vb, "conv1", "bn1", 3, 64, 7)?;
         let cfg = Conv2dConfig { padding: 3, stride: 2, ..Default::default() };
         let stem = Conv2d::new(w.to_dtype(vb.dtype())?, Some(bias.to_dtype(vb.dtype())?), cfg);
         let host = |part: &str| vb.get(64, &format!("bn1.{part}"))?.to_dtype(CDType::F32)?.to_vec1::<f32>();
         let stem_bn = (host("weight")?, host("bias")?);
-        let stem_amx = match bf16 {
-            true => Some(ConvBn::new(&vb, "conv1", "bn1", 3, 64, 7, 2)?.for_amx()?).filter(ConvBn::on_amx),
-            false => None,
+        let stem_packed = match pack {
+            Pack::No => None,
+            _ => Some(ConvBn::new(&vb, "conv1", "bn1", 3, 64, 7, 2)?.packed(pack)?).filter(ConvBn::is_packed),
         };
         let conv_bn = |conv: &str, bn: &str, c_in, c_out, k, stride| {
-            let conv = ConvBn::new(&vb, conv, bn, c_in, c_out, k, stride)?;
-            if bf16 {
-                conv.for_amx()
-            } else {
-                Ok(conv)
-            }
+            ConvBn::new(&vb, conv, bn, c_in, c_out, k, stride)?.packed(pack)
         };
         let mut blocks = Vec::new();
         let mut c_in = 64;
@@ -123,7 +118,7 @@ impl ResNet {
                 c_in = c_out;
             }
         }
-        Ok(ResNet { stem, stem_amx, stem_bn, blocks, arch, dtype: vb.dtype() })
+        Ok(ResNet { stem, stem_packed, stem_bn, blocks, arch, dtype: vb.dtype() })
     }
 
     /// Features of a batch: `[B, 3, S, S]` images in, `[B, D]` f32 out.
@@ -197,7 +192,7 @@ impl ResNet {
     /// them: the features; fewer: the last block's activations).
     fn run(&self, xs: &Tensor, mut record: Option<&mut Recorder>, blocks: usize) -> candle_core::Result<Tensor> {
         let xs = xs.to_dtype(self.dtype)?;
-        let mut xs = match (&self.stem_amx, &record) {
+        let mut xs = match (&self.stem_packed, &record) {
             (Some(stem), None) => {
                 let xs = xs.permute((0, 2, 3, 1))?.contiguous()?;
                 max_pool_after_relu(&stem.forward(&xs, None, true, None, false)?)?
@@ -253,16 +248,27 @@ mod tests {
                 }
             }
             let vb = VarBuilder::from_tensors(tensors, CDType::F32, &Device::Cpu);
-            let ours = ResNet::build(arch, vb.clone(), false)?;
-            let theirs = reference(vb)?;
+            let theirs = reference(vb.clone())?;
             // 67: odd sizes after the stem (34, 17, 9, 5, 3) test the padding of strided convolutions.
             let x = Tensor::randn(0f32, 1f32, (2, 3, 67, 67), &Device::Cpu)?;
-            let a = ours.forward(&x)?;
             let b = theirs.forward(&x)?;
-            assert_eq!(a.dims(), &[2, arch.feature_dim()]);
-            let diff = a.sub(&b)?.abs()?.max_all()?.to_scalar::<f32>()?;
             let scale = b.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(diff <= 1e-4 * scale.max(1e-6), "{}: max diff {diff} at scale {scale}", arch.name());
+            // Candle's matrix product, and the f32 kernel where the CPU has it.
+            let mut packs = vec![Pack::No];
+            if crate::backbone::cpu_conv::f32_available() {
+                packs.push(Pack::F32);
+            } else {
+                eprintln!("skipped the f32 kernel: this CPU has no AVX-512");
+            }
+            for pack in packs {
+                let ours = ResNet::build(arch, vb.clone(), pack)?;
+                assert_eq!(ours.stem_packed.is_some(), pack != Pack::No);
+                let a = ours.forward(&x)?;
+                assert_eq!(a.dims(), &[2, arch.feature_dim()]);
+                let diff = a.sub(&b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                let at = format!("{} {pack:?}", arch.name());
+                assert!(diff <= 1e-4 * scale.max(1e-6), "{at}: max diff {diff} at scale {scale}");
+            }
         }
         Ok(())
     }

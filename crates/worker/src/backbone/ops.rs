@@ -7,7 +7,18 @@
 use candle_core::{DType as CDType, Tensor};
 use candle_nn::VarBuilder;
 
-use super::amx;
+use super::cpu_conv;
+
+/// Which CPU kernels a network's convolutions run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pack {
+    /// Candle's matrix product (f32 on any device, f16 and bf16 on CUDA).
+    No,
+    /// [`cpu_conv`]'s f32 kernel (a CPU with AVX-512).
+    F32,
+    /// [`cpu_conv`]'s bf16 kernels (a CPU with AVX-512 BF16).
+    Bf16,
+}
 
 /// A convolution with its batch norm folded in.
 ///
@@ -24,9 +35,9 @@ pub(super) struct ConvBn {
     bias: Tensor,
     /// The folded bias on the host, for the fused CPU epilogue.
     bias_host: Vec<f32>,
-    /// The folded weight in bf16 for the AMX tiles, when the backbone
-    /// computes in bf16 on a CPU that has them.
-    packed: Option<std::sync::Arc<amx::PackedWeights>>,
+    /// The folded weight packed for the CPU kernels of [`cpu_conv`] (in
+    /// bf16 or f32), when the backbone runs on them.
+    packed: Option<std::sync::Arc<cpu_conv::PackedWeights>>,
     k: usize,
     stride: usize,
     c_out: usize,
@@ -187,18 +198,24 @@ impl ConvBn {
         ConvBn { stride, ..self.clone() }
     }
 
-    /// The same convolution on the AMX tiles (its weight also kept in bf16,
-    /// packed for them), where its shape allows (see
-    /// [`amx::PackedWeights::new`]).
-    pub(super) fn for_amx(self) -> candle_core::Result<ConvBn> {
+    /// The same convolution on the CPU kernels of [`cpu_conv`] (its weight
+    /// also kept packed for them, in bf16 or f32), where its shape allows
+    /// (see [`cpu_conv::PackedWeights::new`]).
+    pub(super) fn packed(self, pack: Pack) -> candle_core::Result<ConvBn> {
+        if pack == Pack::No {
+            return Ok(self);
+        }
         let (k, n) = self.weight.dims2()?;
         let host = self.weight.flatten_all()?.to_vec1::<f32>()?;
-        let packed = amx::PackedWeights::new(&host, k, n).map(std::sync::Arc::new);
-        Ok(ConvBn { packed, ..self })
+        let packed = match pack {
+            Pack::Bf16 => cpu_conv::PackedWeights::new(&host, k, n),
+            _ => cpu_conv::PackedWeights::f32(&host, k, n),
+        };
+        Ok(ConvBn { packed: packed.map(std::sync::Arc::new), ..self })
     }
 
-    /// Whether it runs on the AMX tiles (bf16).
-    pub(super) fn on_amx(&self) -> bool {
+    /// Whether it runs on the CPU kernels of [`cpu_conv`].
+    pub(super) fn is_packed(&self) -> bool {
         self.packed.is_some()
     }
 
@@ -222,8 +239,9 @@ impl ConvBn {
     ) -> candle_core::Result<Tensor> {
         let pad = self.k / 2;
         if let (Some(packed), None) = (&self.packed, &record) {
-            let geometry = amx::Geometry { k: self.k, stride: self.stride, pad };
-            return amx::conv(xs, packed, &self.bias_host, geometry, residual, relu, bf16_out);
+            let geometry = cpu_conv::Geometry { k: self.k, stride: self.stride, pad };
+            let bf16_out = bf16_out && packed.is_bf16();
+            return cpu_conv::conv(xs, packed, &self.bias_host, geometry, residual, relu, bf16_out);
         }
         // The f32 path reads f32 (a bf16 input comes only from the AMX path).
         let xs = &if xs.dtype() == CDType::BF16 && self.weight.dtype() == CDType::F32 {
