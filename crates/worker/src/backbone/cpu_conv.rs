@@ -810,13 +810,22 @@ const DOT_ROWS: usize = 8;
 unsafe fn block_dots(a: *const u16, b: *const u16, steps: usize, sums: &mut Sums) {
     use std::arch::x86_64::*;
     // One step is 32 of the inner dimension: 32 rows x 32 of the patches,
-    // 16 pairs x 32 columns of the weights (1024 values each).
+    // 16 pairs x 32 columns of the weights (1024 values each). A step's
+    // weights (2 KiB) stay in L1 while each group of rows passes over
+    // them; the groups' sums wait in `sums` between steps.
     const STEP: usize = BLOCK * BLOCK;
-    for rows in (0..BLOCK).step_by(DOT_ROWS) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; DOT_ROWS];
-        for step in 0..steps {
+    for step in 0..steps {
+        let b = b.add(step * STEP);
+        for rows in (0..BLOCK).step_by(DOT_ROWS) {
             let a = a.add(step * STEP + rows * BLOCK);
-            let b = b.add(step * STEP);
+            let sum = sums.0[rows * BLOCK..].as_mut_ptr();
+            let mut acc = [[_mm512_setzero_ps(); 2]; DOT_ROWS];
+            if step > 0 {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    acc[0] = _mm512_loadu_ps(sum.add(r * BLOCK));
+                    acc[1] = _mm512_loadu_ps(sum.add(r * BLOCK + 16));
+                }
+            }
             for pair in 0..BLOCK / 2 {
                 let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(pair * 2 * BLOCK).cast()));
                 let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(pair * 2 * BLOCK + BLOCK).cast()));
@@ -827,11 +836,10 @@ unsafe fn block_dots(a: *const u16, b: *const u16, steps: usize, sums: &mut Sums
                     acc[1] = _mm512_dpbf16_ps(acc[1], x, w1);
                 }
             }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            let row = sums.0[(rows + r) * BLOCK..].as_mut_ptr();
-            _mm512_storeu_ps(row, acc[0]);
-            _mm512_storeu_ps(row.add(16), acc[1]);
+            for (r, acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(sum.add(r * BLOCK), acc[0]);
+                _mm512_storeu_ps(sum.add(r * BLOCK + 16), acc[1]);
+            }
         }
     }
 }
