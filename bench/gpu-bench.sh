@@ -1,32 +1,84 @@
 #!/usr/bin/env bash
-# The whole GPU benchmark in one prepared run (issue #8), for the GPU machine:
-# both tools on the same generated data (10,222 JPEGs of 500x375, 120 classes).
+# The whole GPU benchmark in one prepared run, for the GPU machine, each
+# part under its own time limit so that what ran comes back when a later
+# part does not finish:
+#   1. fused heads (issue 12): bench/search-256.toml's trials on CUDA,
+#      K = 1, 8, 64, 256 heads as one group, and 8 trained alone
+#      (`--no-fuse`); the PyTorch head loop on the same GPU beside them;
+#   2. the backbone pass (issues 8, 17): `sweep bench --device cuda` for
+#      f32, f16 and bf16 on 10,222 generated JPEGs of 500x375;
+#   3. the paper's loop and the features loop in PyTorch on the same data.
 #
 # Here:   bash ../shared/gpu/build-cuda.sh -p sweep-cli      (makes gpu-bundle/)
-# There:  OUT=$OUT bash bench/gpu-bench.sh                   (writes $OUT/*.json)
-# Budget: about 5 minutes on an H100 (synth ~30 s, sweep bench ~2 min, PyTorch ~2 min).
-set -euo pipefail
+# There:  OUT=$OUT bash bench/gpu-bench.sh                   (writes $OUT/*)
+# Budget: about 8 minutes on an H200 with the default limits.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/sweep-gpu-bench}"
 DATA="${DATA:-/tmp/sweep-bench-data}"
+WORK="${WORK:-/tmp/sweep-gpu-work}"
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
   for p in /opt/torch/.venv/bin/python python3; do
     if "$p" -c "import torch, torchvision" 2>/dev/null; then PY="$p"; break; fi
   done
 fi
-mkdir -p "$OUT"
-run() { bash gpu-bundle/run-on-gpu.sh sweep "$@"; }
+mkdir -p "$OUT" "$WORK"
+# A program, not a function, so that `timeout` can run it.
+printf '#!/usr/bin/env bash\nexec bash %q/gpu-bundle/run-on-gpu.sh sweep "$@"\n' "$PWD" > "$WORK/sweep"
+chmod +x "$WORK/sweep"
+sweep() { "$WORK/sweep" "$@"; }
+# limit SECONDS NAME CMD...: runs CMD, its output appended to $OUT/log.txt
+# (few files: the GPU machine sends back at most 8).
+limit() {
+  local seconds=$1 name=$2
+  shift 2
+  local start end rc
+  start=$(date +%s%N)
+  echo "=== $name: $*" >> "$OUT/log.txt"
+  timeout -k 5 "$seconds" "$@" >> "$OUT/log.txt" 2>&1
+  rc=$?
+  end=$(date +%s%N)
+  echo "$name rc=$rc wall_ms=$(( (end - start) / 1000000 ))" | tee -a "$OUT/walls.txt"
+}
 
 nvidia-smi -L | tee "$OUT/card.txt" || true
-[ -f "$DATA/labels.csv" ] || run synth --out "$DATA"
-run bench --device cuda --data "$DATA" --work-dir /tmp/sweep-bench-work --dtypes f32,f16,bf16 \
-  --backbone-batch 64 --backbone-batches 20 > "$OUT/sweep.json"
-cat "$OUT/sweep.json"
+nproc >> "$OUT/card.txt"
+
+# 1. Fused heads. The features once (untimed beyond its line), then each K.
+trials_file() { # K FILE
+  sed -e "s/^trials = 256/trials = $1/" bench/search-256.toml > "$2"
+}
+sed -e 's/^trials = 256/trials = 1/' -e 's/^epochs = 14/epochs = 1/' -e 's/^name = .*/name = "features"/' \
+  bench/search-256.toml > "$WORK/features.toml"
+limit 90 features "$WORK/sweep" --db "$WORK/features.db" -q run "$WORK/features.toml" --cache-dir "$WORK/cache" --device cuda
+for k in 1 8 64 256; do
+  trials_file "$k" "$WORK/k$k.toml"
+  limit 60 "fused-k$k" "$WORK/sweep" --db "$WORK/fused-k$k.db" -q run "$WORK/k$k.toml" --cache-dir "$WORK/cache" \
+    --device cuda --parallel 1 --fuse --format json
+done
+limit 75 alone-k8 "$WORK/sweep" --db "$WORK/alone-k8.db" -q run "$WORK/k8.toml" --cache-dir "$WORK/cache" \
+  --device cuda --parallel 1 --no-fuse --format json
+limit 45 asha-k256 "$WORK/sweep" --db "$WORK/asha.db" -q run bench/search-256-asha.toml --cache-dir "$WORK/cache" \
+  --device cuda --parallel 1 --fuse --format json
+for db in fused-k8 alone-k8; do
+  echo "=== $db table" >> "$OUT/log.txt"
+  sweep --db "$WORK/$db.db" table --format json >> "$OUT/log.txt" 2>&1 || true
+done
 if [ -n "$PY" ]; then
-  "$PY" bench/pytorch_reference.py --data "$DATA" --device cuda --paper-epochs 1 --epochs 14 \
-    --batch-size 16 --workers 2 > "$OUT/pytorch.json"
-  cat "$OUT/pytorch.json"
-else
-  echo "no python with torch and torchvision found: PyTorch side skipped" | tee "$OUT/pytorch.json"
+  limit 45 pytorch-head "$PY" bench/pytorch_head.py --device cuda --epochs 4
 fi
+
+# 2. The backbone pass.
+[ -f "$DATA/labels.csv" ] || limit 60 synth "$WORK/sweep" synth --out "$DATA"
+limit 150 sweep-bench "$WORK/sweep" bench --device cuda --data "$DATA" --work-dir "$WORK/bench" --dtypes f32,f16,bf16 \
+  --backbone-batch 64 --backbone-batches 20
+
+# 3. PyTorch, the paper's loop and the features loop, decoding on every core.
+if [ -n "$PY" ]; then
+  limit 120 pytorch-reference "$PY" bench/pytorch_reference.py --data "$DATA" --device cuda --paper-epochs 1 \
+    --epochs 14 --batch-size 16 --workers "$(nproc)"
+else
+  echo "no python with torch and torchvision found: PyTorch side skipped" | tee -a "$OUT/log.txt"
+fi
+cat "$OUT/walls.txt"

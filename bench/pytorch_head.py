@@ -9,6 +9,7 @@ threads, as the bench machine has.
 
     python3 bench/pytorch_head.py            # 3 epochs
     python3 bench/pytorch_head.py --epochs 5
+    python3 bench/pytorch_head.py --device cuda
 """
 
 import argparse
@@ -21,6 +22,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -32,7 +34,9 @@ def main():
     x_train, y_train = features[perm[:n_train]].contiguous(), labels[perm[:n_train]].contiguous()
     x_valid, y_valid = features[perm[n_train:]].contiguous(), labels[perm[n_train:]].contiguous()
 
-    head = torch.nn.Linear(dim, classes)
+    device = torch.device(args.device)
+    x_train, y_train, x_valid, y_valid = (t.to(device) for t in (x_train, y_train, x_valid, y_valid))
+    head = torch.nn.Linear(dim, classes).to(device)
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=15, gamma=0.1)
@@ -42,7 +46,7 @@ def main():
         started = time.perf_counter()
         head.train()
         running_loss, running_correct = 0.0, 0
-        order = torch.randperm(n_train)
+        order = torch.randperm(n_train, device=device)
         for start in range(0, n_train, batch):
             idx = order[start : start + batch]
             xb, yb = x_train[idx], y_train[idx]
@@ -62,6 +66,8 @@ def main():
                 logits = head(xb)
                 valid_loss += criterion(logits, yb).item() * xb.size(0)
                 valid_correct += (logits.argmax(1) == yb).sum().item()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
         print(
             f"epoch {epoch + 1}: train loss {running_loss / n_train:.4f} acc {running_correct / n_train:.4f} "
@@ -71,7 +77,7 @@ def main():
     print(
         f"pytorch head: {n_train} x {dim}, {classes} classes, batch {batch}: "
         f"{sum(times) / len(times):.3f} s/epoch (epochs: {' '.join(f'{t:.3f}' for t in times)}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads)"
+        f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads)"
     )
 
 

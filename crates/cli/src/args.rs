@@ -113,6 +113,15 @@ pub struct ExecArgs {
     /// wrong normalisation stops the run).
     #[arg(long)]
     pub no_sanity_check: bool,
+
+    /// Train the heads of jobs that see the same mini-batches (same fold, batch size, seed and loss) as
+    /// one group: one product for up to 256 heads [default: on a GPU; on a CPU a head alone on a core is faster].
+    #[arg(long, conflicts_with = "no_fuse")]
+    pub fuse: bool,
+
+    /// Train every job's head alone, even on a GPU.
+    #[arg(long)]
+    pub no_fuse: bool,
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +206,15 @@ pub struct WorkerArgs {
     /// Skip the check that the weights' first batch norms see, on 32 of the images, what they were trained on.
     #[arg(long)]
     pub no_sanity_check: bool,
+
+    /// Train the heads of jobs that see the same mini-batches (same fold, batch size, seed and loss) as
+    /// one group: one product for up to 256 heads [default: on a GPU; on a CPU a head alone on a core is faster].
+    #[arg(long, conflicts_with = "no_fuse")]
+    pub fuse: bool,
+
+    /// Train every job's head alone, even on a GPU.
+    #[arg(long)]
+    pub no_fuse: bool,
 }
 
 #[derive(Debug, Args)]

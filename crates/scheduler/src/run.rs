@@ -135,6 +135,10 @@ pub struct RunOptions {
     /// Run the sanity check before the backbone pass (unless the sweep file
     /// sets `sanity_check = false`).
     pub sanity_check: bool,
+    /// Train the heads of jobs that see the same mini-batches as one group
+    /// ([`sweep_worker::train_fused`]); `None`: on a GPU, not on a CPU (where
+    /// a head alone on one core is faster).
+    pub fuse: Option<bool>,
 }
 
 impl RunOptions {
@@ -162,6 +166,7 @@ impl RunOptions {
             claims_left: None,
             shard_images: DEFAULT_SHARD_IMAGES,
             sanity_check: true,
+            fuse: None,
         }
     }
 
@@ -1061,6 +1066,16 @@ fn slot_loop(
             release(store, &claimed.id, &shared.owner)?;
             return Ok(());
         }
+        // Jobs that see the same mini-batches train as one group of heads.
+        if fuses(shared, &device) && groupable(shared, &claimed.id) {
+            let group = claim_group(shared, store, &claimed.id)?;
+            if group.len() > 1 {
+                for (id, end) in run_group(shared, store, writer, &group, &device) {
+                    close(shared, store, &id, end, counts)?;
+                }
+                continue;
+            }
+        }
         let end = match shared.twins.get(&claimed.id) {
             // Never trained on its own (a job recorded before it was linked keeps training).
             Some(trained) if store.checkpoint(&claimed.id, "last")?.is_none() => {
@@ -1068,58 +1083,66 @@ fn slot_loop(
             }
             _ => run_job(shared, store, writer, &claimed.id, &device),
         };
-        shared.observer.job_finished(&claimed.id, &end);
-        let finish = match &end {
-            JobEnd::Done { .. } => {
-                counts.done += 1;
-                Finish::Done
-            }
-            // Closed with its last epoch, in the same transaction; a trial
-            // waiting at its rung is counted when it ends.
-            JobEnd::Pruned { waiting, .. } => {
-                if !waiting {
-                    counts.pruned += 1;
-                }
-                continue;
-            }
-            // Closed when linked, or given its epochs.
-            JobEnd::SameAs(_) | JobEnd::PrefixOf { .. } => {
-                counts.done += 1;
-                continue;
-            }
-            JobEnd::Failed(msg) => {
-                counts.failed += 1;
-                // The observer shows it; the log keeps it for -v.
-                tracing::info!(job = %claimed.id, error = %msg, "job failed");
-                Finish::Failed(msg)
-            }
-            JobEnd::Interrupted(_) => {
-                counts.interrupted += 1;
-                Finish::Interrupted
-            }
-        };
-        let closed = match store.finish(&claimed.id, &shared.owner, finish.clone()) {
-            // The disk filled just now: once more, with the room the store
-            // kept for this freed.
-            Err(sweep_store::Error::Full { .. }) => {
-                shared.disk_full(0);
-                store.finish(&claimed.id, &shared.owner, finish)
-            }
-            other => other,
-        };
-        match closed {
-            Ok(()) => {}
-            Err(sweep_store::Error::LeaseLost { job_id }) => {
-                tracing::warn!(job = %job_id, "lease lost before the job could be closed; another runner holds it")
-            }
-            // Not even its status fits: it stays `running` under this
-            // runner's lease, which the next run on this host expires at once
-            // (elsewhere, when it runs out).
-            Err(sweep_store::Error::Full { .. }) => {
-                tracing::warn!(job = %claimed.id, "the disk is full: the job could not be closed");
-            }
-            Err(e) => return Err(e.into()),
+        close(shared, store, &claimed.id, end, counts)?;
+    }
+}
+
+/// Counts how a claimed job ended and closes its claim in the store (the
+/// ends that were closed with their last write excepted).
+fn close(shared: &Shared, store: &mut Store, id: &str, end: JobEnd, counts: &mut Counts) -> Result<(), Error> {
+    shared.observer.job_finished(id, &end);
+    let finish = match &end {
+        JobEnd::Done { .. } => {
+            counts.done += 1;
+            Finish::Done
         }
+        // Closed with its last epoch, in the same transaction; a trial
+        // waiting at its rung is counted when it ends.
+        JobEnd::Pruned { waiting, .. } => {
+            if !waiting {
+                counts.pruned += 1;
+            }
+            return Ok(());
+        }
+        // Closed when linked, or given its epochs.
+        JobEnd::SameAs(_) | JobEnd::PrefixOf { .. } => {
+            counts.done += 1;
+            return Ok(());
+        }
+        JobEnd::Failed(msg) => {
+            counts.failed += 1;
+            // The observer shows it; the log keeps it for -v.
+            tracing::info!(job = %id, error = %msg, "job failed");
+            Finish::Failed(msg)
+        }
+        JobEnd::Interrupted(_) => {
+            counts.interrupted += 1;
+            Finish::Interrupted
+        }
+    };
+    let closed = match store.finish(id, &shared.owner, finish.clone()) {
+        // The disk filled just now: once more, with the room the store
+        // kept for this freed.
+        Err(sweep_store::Error::Full { .. }) => {
+            shared.disk_full(0);
+            store.finish(id, &shared.owner, finish)
+        }
+        other => other,
+    };
+    match closed {
+        Ok(()) => Ok(()),
+        Err(sweep_store::Error::LeaseLost { job_id }) => {
+            tracing::warn!(job = %job_id, "lease lost before the job could be closed; another runner holds it");
+            Ok(())
+        }
+        // Not even its status fits: it stays `running` under this
+        // runner's lease, which the next run on this host expires at once
+        // (elsewhere, when it runs out).
+        Err(sweep_store::Error::Full { .. }) => {
+            tracing::warn!(job = %id, "the disk is full: the job could not be closed");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -1312,39 +1335,15 @@ fn run_job(shared: &Shared, store: &mut Store, writer: &Writer, job_id: &str, de
             Err(e) => return JobEnd::Failed(e.to_string()),
         }
     }
-    let resume = match store.checkpoint(job_id, "last") {
-        Ok(Some((_, bytes))) => match TrainState::from_bytes(&bytes, device) {
-            Ok(state) => Some(state),
-            Err(e) => {
-                return JobEnd::Failed(format!(
-                    "cannot resume: its last checkpoint is damaged ({e}): start it again with `sweep resume {} \
-                     --restart {job_id}`",
-                    shared.sweep_id
-                ))
-            }
-        },
-        Ok(None) => None,
-        Err(e) => return JobEnd::Failed(e.to_string()),
+    let resume = match resume_state(shared, store, job_id, device) {
+        Ok(resume) => resume,
+        Err(end) => return end,
     };
     let from_epoch = resume.as_ref().map_or(0, |s| s.epoch);
     shared.observer.job_started(job_id, params, from_epoch);
     tracing::info!(from_epoch, "job started");
     let cfg = params.train_config();
-    let mut sink = StoreSink {
-        store,
-        writer,
-        pending: std::cell::RefCell::new(None),
-        stopping: Cell::new(false),
-        job_id,
-        shared,
-        last_renew: Cell::new(Instant::now()),
-        lost: Cell::new(false),
-        busy: Cell::new(false),
-        full: Cell::new(false),
-        recorded: Cell::new(from_epoch),
-        epochs: cfg.epochs as u64,
-        pruned: std::cell::RefCell::new(None),
-    };
+    let mut sink = StoreSink::new(shared, store, writer, job_id, from_epoch, cfg.epochs, false);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let job = sweep_worker::TrainJob {
             features: &shared.features.data,
@@ -1356,8 +1355,42 @@ fn run_job(shared: &Shared, store: &mut Store, writer: &Writer, job_id: &str, de
             device,
         };
         sweep_worker::train(job, &mut sink)
-    }));
-    // The last epoch's write may still be committing: the job ends with it.
+    }))
+    .map_err(panic_message);
+    job_end(result, &sink)
+}
+
+/// The state job `job_id` resumes from (`None`: it starts at epoch 0), or
+/// how it ends when its last checkpoint cannot be read.
+fn resume_state(
+    shared: &Shared,
+    store: &Store,
+    job_id: &str,
+    device: &sweep_worker::Device,
+) -> Result<Option<TrainState>, JobEnd> {
+    match store.checkpoint(job_id, "last") {
+        Ok(Some((_, bytes))) => match TrainState::from_bytes(&bytes, device) {
+            Ok(state) => Ok(Some(state)),
+            Err(e) => Err(JobEnd::Failed(format!(
+                "cannot resume: its last checkpoint is damaged ({e}): start it again with `sweep resume {} \
+                 --restart {job_id}`",
+                shared.sweep_id
+            ))),
+        },
+        Ok(None) => Ok(None),
+        Err(e) => Err(JobEnd::Failed(e.to_string())),
+    }
+}
+
+/// What a panic in the worker said.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+    format!("the worker panicked: {}", msg.unwrap_or_default())
+}
+
+/// How a job ends, from its training's result (`Err`: the worker panicked)
+/// and its sink; the last epoch's write, still committing, ends with it.
+fn job_end(result: Result<Result<TrainOutcome, sweep_worker::Error>, String>, sink: &StoreSink<'_>) -> JobEnd {
     let result = match (result, sink.settle()) {
         (Ok(Ok(_)), Err(e)) => Ok(Err(sweep_worker::Error::Sink(e))),
         (result, _) => result,
@@ -1379,12 +1412,138 @@ fn run_job(shared: &Shared, store: &mut Store, writer: &Writer, job_id: &str, de
         // Nor is a full disk: the whole run stops (`Shared::disk_full`).
         Ok(Err(_)) if sink.full.get() => JobEnd::Interrupted(sink.recorded.get()),
         Ok(Err(e)) => JobEnd::Failed(e.to_string()),
-        Err(panic) => {
-            let msg =
-                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-            JobEnd::Failed(format!("the worker panicked: {}", msg.unwrap_or_default()))
+        Err(panic) => JobEnd::Failed(panic),
+    }
+}
+
+/// The most heads trained as one group.
+const MAX_FUSED: usize = 256;
+
+/// Whether a slot on `device` fuses heads: as `--fuse`/`--no-fuse` say, else
+/// on a GPU only.
+fn fuses(shared: &Shared, device: &sweep_worker::Device) -> bool {
+    shared.opts.fuse.unwrap_or(!device.is_cpu())
+}
+
+/// Whether job `id` may train in a group: it is trained (no twin gives it
+/// its result), takes no epochs from a longer job nor continues a shorter
+/// one, and waits for no other.
+fn groupable(shared: &Shared, id: &str) -> bool {
+    shared.params.contains_key(id)
+        && !shared.twins.contains_key(id)
+        && shared.longer.get(id).is_none_or(Vec::is_empty)
+        && shared.prefixes.get(id).is_none_or(Vec::is_empty)
+        && shared.after.get(id).is_none_or(Vec::is_empty)
+}
+
+/// The jobs that train with the claimed job `leader` as one group: the
+/// runnable jobs of the sweep, in its order, that are at the same epoch and
+/// see the same mini-batches (fold, batch size, seed, loss), each claimed
+/// here; `leader` first. Up to [`MAX_FUSED`].
+fn claim_group(shared: &Shared, store: &mut Store, leader: &str) -> Result<Vec<String>, Error> {
+    let mut group = vec![leader.to_owned()];
+    let Some(lead) = shared.params.get(leader) else { return Ok(group) };
+    let key = |p: &TrainParams| {
+        let c = p.train_config();
+        (p.fold(), c.batch_size, c.seed, c.loss)
+    };
+    let rows = store.jobs(&shared.sweep_id)?;
+    let Some(at) = rows.iter().find(|r| r.id == leader).map(|r| r.epochs_done) else { return Ok(group) };
+    for row in &rows {
+        if group.len() >= MAX_FUSED || shared.cancel.is_cancelled() {
+            break;
+        }
+        use sweep_store::Status;
+        let fits = row.id != leader
+            && matches!(row.status, Status::Pending | Status::Interrupted)
+            && row.epochs_done == at
+            && groupable(shared, &row.id)
+            && shared.params.get(&row.id).is_some_and(|p| key(p) == key(lead));
+        if !fits || !shared.opts.take_claim() {
+            continue;
+        }
+        match store.claim_job(&row.id, &shared.owner, shared.opts.lease)? {
+            Some(claimed) => group.push(claimed.id),
+            None => shared.opts.give_back_claim(),
         }
     }
+    Ok(group)
+}
+
+/// Trains the claimed jobs `ids` as one group of fused heads
+/// ([`sweep_worker::train_fused`]), each with its own sink; a job that
+/// resumes from another epoch than the first trains alone after. Returns how
+/// each ended, in order.
+fn run_group(
+    shared: &Shared,
+    store: &mut Store,
+    writer: &Writer,
+    ids: &[String],
+    device: &sweep_worker::Device,
+) -> Vec<(String, JobEnd)> {
+    let mut ends = Vec::with_capacity(ids.len());
+    let (mut members, mut alone) = (Vec::new(), Vec::new());
+    for id in ids {
+        let Some(params) = shared.params.get(id) else {
+            ends.push((id.clone(), JobEnd::Failed(format!("job {id} is not part of this sweep's file"))));
+            continue;
+        };
+        match resume_state(shared, store, id, device) {
+            Err(end) => ends.push((id.clone(), end)),
+            Ok(resume) => members.push((id.as_str(), params, params.train_config(), resume)),
+        }
+    }
+    let start = members.first().map_or(0, |m| m.3.as_ref().map_or(0, |s| s.epoch));
+    members.retain(|m| {
+        let same = m.3.as_ref().map_or(0, |s| s.epoch) == start;
+        if !same {
+            alone.push(m.0.to_owned());
+        }
+        same
+    });
+    tracing::info!(heads = members.len(), from_epoch = start, "fused heads started");
+    for (id, params, _, _) in &members {
+        shared.observer.job_started(id, params, start);
+    }
+    let mut sinks: Vec<StoreSink> = members
+        .iter()
+        .map(|(id, _, cfg, _)| StoreSink::new(shared, store, writer, id, start, cfg.epochs, true))
+        .collect();
+    let jobs: Vec<sweep_worker::TrainJob> = members
+        .iter_mut()
+        .map(|(_, params, cfg, resume)| sweep_worker::TrainJob {
+            features: &shared.features.data,
+            labels: &shared.labels,
+            classes: shared.classes,
+            split: &shared.splits[params.fold().unwrap_or(0)],
+            config: cfg,
+            resume: resume.take(),
+            device,
+        })
+        .collect();
+    let outcomes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut dyn_sinks: Vec<&mut dyn EpochSink> = sinks.iter_mut().map(|s| s as &mut dyn EpochSink).collect();
+        sweep_worker::train_fused(jobs, &mut dyn_sinks)
+    }));
+    match outcomes {
+        Ok(outcomes) => {
+            for (sink, outcome) in sinks.iter().zip(outcomes) {
+                ends.push((sink.job_id.to_owned(), job_end(Ok(outcome), sink)));
+            }
+        }
+        Err(panic) => {
+            let msg = panic_message(panic);
+            for sink in &sinks {
+                ends.push((sink.job_id.to_owned(), job_end(Err(msg.clone()), sink)));
+            }
+        }
+    }
+    drop(sinks);
+    for id in alone {
+        let end = run_job(shared, store, writer, &id, device);
+        ends.push((id, end));
+    }
+    ends
 }
 
 /// A job slot's second connection to the store, on a thread of its own: it
@@ -1488,7 +1647,7 @@ struct Pending {
 /// ([`StoreSink::settle`]); a process killed in between resumes from the
 /// epoch before, as from any epoch not yet recorded.
 struct StoreSink<'a> {
-    store: &'a mut Store,
+    store: &'a Store,
     writer: &'a Writer,
     /// The epoch being written.
     pending: std::cell::RefCell<Option<Pending>>,
@@ -1509,9 +1668,40 @@ struct StoreSink<'a> {
     /// Set when the pruner stopped the job, to why and whether it waits at
     /// an ASHA rung: it was recorded with its last epoch, and training stops.
     pruned: std::cell::RefCell<Option<(String, bool)>>,
+    /// Wait for each epoch's write before returning (fused heads: the next
+    /// head's pruning decision then sees this one's epoch, and the slot's
+    /// writer answers its heads in order).
+    settle_now: bool,
 }
 
-impl StoreSink<'_> {
+impl<'a> StoreSink<'a> {
+    fn new(
+        shared: &'a Shared,
+        store: &'a Store,
+        writer: &'a Writer,
+        job_id: &'a str,
+        from_epoch: usize,
+        epochs: usize,
+        settle_now: bool,
+    ) -> StoreSink<'a> {
+        StoreSink {
+            store,
+            writer,
+            pending: std::cell::RefCell::new(None),
+            stopping: Cell::new(false),
+            job_id,
+            shared,
+            last_renew: Cell::new(Instant::now()),
+            lost: Cell::new(false),
+            busy: Cell::new(false),
+            full: Cell::new(false),
+            recorded: Cell::new(from_epoch),
+            epochs: epochs as u64,
+            pruned: std::cell::RefCell::new(None),
+            settle_now,
+        }
+    }
+
     /// Waits for the epoch being written: once it is recorded, reports it;
     /// when its write failed, says why, as `epoch` would have.
     fn settle(&self) -> Result<(), SinkError> {
@@ -1615,6 +1805,9 @@ impl EpochSink for StoreSink<'_> {
         self.stopping.set(stop.is_some());
         *self.pending.borrow_mut() =
             Some(Pending { report: report.clone(), bytes: size, stop: stop.map(|s| (s.reason, s.rung.is_some())) });
+        if self.settle_now {
+            self.settle()?;
+        }
         Ok(())
     }
 

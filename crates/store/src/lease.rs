@@ -18,6 +18,14 @@ const NEXT_JOB: &str = "SELECT j.id FROM sweep_jobs s JOIN jobs j ON j.id = s.jo
        AND (j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?3))
      ORDER BY s.position LIMIT 1";
 
+/// Claims job `?5` for owner `?1` at time `?2` until `?3` (`?4`: now, as
+/// text) if it is still runnable: taken only once when two claimers race.
+const CLAIM_JOB: &str = "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_expires = ?3,
+        heartbeat_at = ?2, attempts = attempts + 1, error = NULL, started_at = COALESCE(started_at, ?4)
+     WHERE id = ?5
+       AND (status IN ('pending', 'interrupted') OR (status = 'running' AND lease_expires < ?2))
+     RETURNING id, config_json, attempts";
+
 /// Which jobs of sweep `?1` are runnable at time `?2`: pending,
 /// interrupted, or running under an expired lease.
 const RUNNABLE: &str = "(j.status IN ('pending', 'interrupted') OR (j.status = 'running' AND j.lease_expires < ?2))";
@@ -107,13 +115,7 @@ impl Store {
                     if waits(tx, after.get(id))? {
                         continue;
                     }
-                    let sql = "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_expires = ?3,
-                                heartbeat_at = ?2, attempts = attempts + 1, error = NULL,
-                                started_at = COALESCE(started_at, ?4)
-                         WHERE id = ?5
-                           AND (status IN ('pending', 'interrupted') OR (status = 'running' AND lease_expires < ?2))
-                         RETURNING id, config_json, attempts";
-                    if let Some(row) = tx.query_opt(sql, args![owner, now, expires, now_text(), id])? {
+                    if let Some(row) = tx.query_opt(CLAIM_JOB, args![owner, now, expires, now_text(), id])? {
                         return claimed(&row).map(Some);
                     }
                 }
@@ -122,6 +124,18 @@ impl Store {
                 }
                 offset += PAGE;
             }
+        })
+    }
+
+    /// Claims job `job_id` for `owner` if it is runnable now (pending,
+    /// interrupted, or running under an expired lease): the members of a
+    /// group of fused heads, chosen by the caller. `None` when it is not
+    /// (another runner took it first).
+    pub fn claim_job(&mut self, job_id: &str, owner: &str, lease: Duration) -> Result<Option<Claimed>, Error> {
+        self.write(|tx| {
+            let now = now_ms();
+            let row = tx.query_opt(CLAIM_JOB, args![owner, now, now + lease.as_millis() as i64, now_text(), job_id])?;
+            row.as_ref().map(claimed).transpose()
         })
     }
 

@@ -44,8 +44,8 @@ pub use sanity::{
 pub use split::{item_ids, make_splits, pandas_split, split_csv, split_hash, SplitMethod};
 pub use synthetic::synthetic_image;
 pub use train::{
-    heads_train_on_one_thread, train, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob, TrainOutcome,
-    TrainState,
+    heads_train_on_one_thread, train, train_fused, EpochReport, EpochSink, Loss, SinkError, TrainConfig, TrainJob,
+    TrainOutcome, TrainState,
 };
 #[doc(hidden)]
 pub use train::{train_with, HeadKernel, Hooks};

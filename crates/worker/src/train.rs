@@ -15,7 +15,10 @@ use crate::features::{FeatureMatrix, FeatureSlice};
 use crate::Error;
 
 mod cpu;
+mod fused;
 mod kernel;
+
+pub use fused::train_fused;
 
 /// The loss the head minimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ fn options(global: &GlobalArgs, exec: &ExecArgs) -> RunOptions {
     opts.retry_failed = exec.retry_failed;
     opts.shard_images = exec.shard_images as usize;
     opts.sanity_check = !exec.no_sanity_check;
+    opts.fuse = (exec.fuse || exec.no_fuse).then_some(exec.fuse);
     opts
 }
 

@@ -55,6 +55,7 @@ pub fn worker(global: &GlobalArgs, args: &WorkerArgs) -> anyhow::Result<Outcome>
     opts.devices = args.device.clone();
     opts.shard_images = args.shard_images as usize;
     opts.sanity_check = !args.no_sanity_check;
+    opts.fuse = (args.fuse || args.no_fuse).then_some(args.fuse);
     let worker = WorkerOptions {
         sweep: args.sweep.clone(),
         max_jobs: args.max_jobs.map(|n| n as usize),
