@@ -11,6 +11,7 @@
 #
 # Here:   bash ../shared/gpu/build-cuda.sh -p sweep-cli      (makes gpu-bundle/)
 # There:  OUT=$OUT bash bench/gpu-bench.sh                   (writes $OUT/*)
+#         PARTS="fused" OUT=$OUT bash bench/gpu-bench.sh     (part 1 only; "fused backbone pytorch": all)
 # Budget: about 8 minutes on an H200 with the default limits.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,8 @@ if [ -z "$PY" ]; then
     if "$p" -c "import torch, torchvision" 2>/dev/null; then PY="$p"; break; fi
   done
 fi
+PARTS="${PARTS:-fused backbone pytorch}"
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$OUT" "$WORK"
 # A program, not a function, so that `timeout` can run it.
 printf '#!/usr/bin/env bash\nexec bash %q/gpu-bundle/run-on-gpu.sh sweep "$@"\n' "$PWD" > "$WORK/sweep"
@@ -46,6 +49,7 @@ nvidia-smi -L | tee "$OUT/card.txt" || true
 nproc >> "$OUT/card.txt"
 
 # 1. Fused heads. The features once (untimed beyond its line), then each K.
+if part fused; then
 trials_file() { # K FILE
   sed -e "s/^trials = 256/trials = $1/" bench/search-256.toml > "$2"
 }
@@ -54,7 +58,7 @@ sed -e 's/^trials = 256/trials = 1/' -e 's/^epochs = 14/epochs = 1/' -e 's/^name
 limit 90 features "$WORK/sweep" --db "$WORK/features.db" -q run "$WORK/features.toml" --cache-dir "$WORK/cache" --device cuda
 for k in 1 8 64 256; do
   trials_file "$k" "$WORK/k$k.toml"
-  limit 60 "fused-k$k" "$WORK/sweep" --db "$WORK/fused-k$k.db" -q run "$WORK/k$k.toml" --cache-dir "$WORK/cache" \
+  limit 90 "fused-k$k" "$WORK/sweep" --db "$WORK/fused-k$k.db" -q run "$WORK/k$k.toml" --cache-dir "$WORK/cache" \
     --device cuda --parallel 1 --fuse --format json
 done
 limit 75 alone-k8 "$WORK/sweep" --db "$WORK/alone-k8.db" -q run "$WORK/k8.toml" --cache-dir "$WORK/cache" \
@@ -68,17 +72,20 @@ done
 if [ -n "$PY" ]; then
   limit 45 pytorch-head "$PY" bench/pytorch_head.py --device cuda --epochs 4
 fi
+fi
 
 # 2. The backbone pass.
+if part backbone; then
 [ -f "$DATA/labels.csv" ] || limit 60 synth "$WORK/sweep" synth --out "$DATA"
 limit 150 sweep-bench "$WORK/sweep" bench --device cuda --data "$DATA" --work-dir "$WORK/bench" --dtypes f32,f16,bf16 \
   --backbone-batch 64 --backbone-batches 20
+fi
 
 # 3. PyTorch, the paper's loop and the features loop, decoding on every core.
-if [ -n "$PY" ]; then
+if part pytorch && [ -n "$PY" ] && [ -f "$DATA/labels.csv" ]; then
   limit 120 pytorch-reference "$PY" bench/pytorch_reference.py --data "$DATA" --device cuda --paper-epochs 1 \
     --epochs 14 --batch-size 16 --workers "$(nproc)"
-else
-  echo "no python with torch and torchvision found: PyTorch side skipped" | tee -a "$OUT/log.txt"
+elif part pytorch; then
+  echo "no python with torch and torchvision, or no data: PyTorch side skipped" | tee -a "$OUT/log.txt"
 fi
 cat "$OUT/walls.txt"

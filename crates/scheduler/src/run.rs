@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sweep_store::{Finish, Location, NewJob, NewSweep, Store};
+use sweep_store::{EpochRecord, Finish, Location, NewJob, NewSweep, Store};
 use sweep_worker::{
     CacheOutcome, DataManifest, EpochReport, EpochSink, FeatureCache, Features, SinkError, Split, TrainOutcome,
     TrainState,
@@ -1507,7 +1507,7 @@ fn run_group(
     }
     let mut sinks: Vec<StoreSink> = members
         .iter()
-        .map(|(id, _, cfg, _)| StoreSink::new(shared, store, writer, id, start, cfg.epochs, true))
+        .map(|(id, _, cfg, _)| StoreSink::new(shared, store, writer, id, start, cfg.epochs, shared.prune.is_some()))
         .collect();
     let jobs: Vec<sweep_worker::TrainJob> = members
         .iter_mut()
@@ -1549,28 +1549,24 @@ fn run_group(
 /// A job slot's second connection to the store, on a thread of its own: it
 /// commits an epoch (its row, its state and the pruner's decision, one
 /// transaction, `synchronous = FULL`) while the next epoch trains, so that
-/// the wait for the disk overlaps the work. One write at a time.
+/// the wait for the disk overlaps the work. The epochs that wait while one
+/// commits (a group of fused heads sends one per head) go in the next
+/// transaction together: one wait for the disk for all of them.
 struct Writer {
-    records: Option<std::sync::mpsc::Sender<Record>>,
-    results: std::sync::mpsc::Receiver<Result<(), sweep_store::Error>>,
+    records: Option<std::sync::mpsc::Sender<EpochRecord>>,
+    /// Each record's result, with its job.
+    results: std::sync::mpsc::Receiver<(String, Result<(), sweep_store::Error>)>,
+    /// Results received while waiting for another job's.
+    early: std::cell::RefCell<HashMap<String, Result<(), sweep_store::Error>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// One epoch to record.
-struct Record {
-    job_id: String,
-    owner: String,
-    row: sweep_store::EpochRow,
-    state: Vec<u8>,
-    is_best: bool,
-    lease: Duration,
-    /// The pruner's stop, recorded with the epoch: rung, reason, waits.
-    stop: Option<(Option<i64>, String, bool)>,
-}
+/// The most epochs committed in one transaction.
+const MAX_GROUP_COMMIT: usize = 512;
 
 impl Writer {
     fn open(db: &Location) -> Result<Writer, Error> {
-        let (records, requests) = std::sync::mpsc::channel::<Record>();
+        let (records, requests) = std::sync::mpsc::channel::<EpochRecord>();
         let (answer, results) = std::sync::mpsc::channel();
         let db = db.clone();
         let thread = std::thread::Builder::new()
@@ -1578,45 +1574,73 @@ impl Writer {
             .spawn(move || {
                 let mut store = match Store::open(&db) {
                     Ok(store) => {
-                        let _ = answer.send(Ok(()));
+                        let _ = answer.send((String::new(), Ok(())));
                         store
                     }
                     Err(e) => {
-                        let _ = answer.send(Err(e));
+                        let _ = answer.send((String::new(), Err(e)));
                         return;
                     }
                 };
-                for r in requests {
-                    let written = match &r.stop {
-                        None => store.record_epoch(&r.job_id, &r.owner, &r.row, &r.state, r.is_best, r.lease),
-                        Some((rung, reason, waits)) => store.record_pruned_epoch(
-                            &r.job_id, &r.owner, &r.row, &r.state, r.is_best, r.lease, *rung, reason, *waits,
-                        ),
+                while let Ok(first) = requests.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_GROUP_COMMIT {
+                        match requests.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    let written: Vec<Result<(), sweep_store::Error>> = match batch.len() {
+                        1 => vec![store.record(&batch[0])],
+                        _ => match store.record_epochs(&batch) {
+                            Ok(held) => held
+                                .iter()
+                                .zip(&batch)
+                                .map(|(&held, r)| match held {
+                                    true => Ok(()),
+                                    false => Err(sweep_store::Error::LeaseLost { job_id: r.job_id.clone() }),
+                                })
+                                .collect(),
+                            // Nothing was written: one at a time, each with its own result.
+                            Err(_) => batch.iter().map(|r| store.record(r)).collect(),
+                        },
                     };
-                    if answer.send(written).is_err() {
-                        return;
+                    for (r, written) in batch.into_iter().zip(written) {
+                        if answer.send((r.job_id, written)).is_err() {
+                            return;
+                        }
                     }
                 }
             })
             .map_err(|e| Error::Join(format!("cannot start the store's writer thread: {e}")))?;
-        let writer = Writer { records: Some(records), results, thread: Some(thread) };
+        let writer = Writer { records: Some(records), results, early: Default::default(), thread: Some(thread) };
         match writer.results.recv() {
-            Ok(Ok(())) => Ok(writer),
-            Ok(Err(e)) => Err(e.into()),
+            Ok((_, Ok(()))) => Ok(writer),
+            Ok((_, Err(e))) => Err(e.into()),
             Err(_) => Err(Error::Join("the store's writer thread stopped".to_owned())),
         }
     }
 
-    fn send(&self, record: Record) -> Result<(), SinkError> {
+    fn send(&self, record: EpochRecord) -> Result<(), SinkError> {
         match &self.records {
             Some(records) if records.send(record).is_ok() => Ok(()),
             _ => Err(WRITER_GONE.into()),
         }
     }
 
-    /// The result of the write sent last; `None` if the thread is gone.
-    fn wait(&self) -> Option<Result<(), sweep_store::Error>> {
-        self.results.recv().ok()
+    /// The result of the write sent last for job `job_id` (one at a time
+    /// per job); `None` if the thread is gone.
+    fn wait(&self, job_id: &str) -> Option<Result<(), sweep_store::Error>> {
+        if let Some(result) = self.early.borrow_mut().remove(job_id) {
+            return Some(result);
+        }
+        loop {
+            let (id, result) = self.results.recv().ok()?;
+            if id == job_id {
+                return Some(result);
+            }
+            self.early.borrow_mut().insert(id, result);
+        }
     }
 }
 
@@ -1668,9 +1692,10 @@ struct StoreSink<'a> {
     /// Set when the pruner stopped the job, to why and whether it waits at
     /// an ASHA rung: it was recorded with its last epoch, and training stops.
     pruned: std::cell::RefCell<Option<(String, bool)>>,
-    /// Wait for each epoch's write before returning (fused heads: the next
-    /// head's pruning decision then sees this one's epoch, and the slot's
-    /// writer answers its heads in order).
+    /// Wait for each epoch's write before returning: fused heads under a
+    /// pruner, so that the next head's decision sees this one's epoch, as
+    /// it would trained after it. Without a pruner their epochs are written
+    /// while the group trains on, each group's in one transaction.
     settle_now: bool,
 }
 
@@ -1706,7 +1731,7 @@ impl<'a> StoreSink<'a> {
     /// when its write failed, says why, as `epoch` would have.
     fn settle(&self) -> Result<(), SinkError> {
         let Some(pending) = self.pending.borrow_mut().take() else { return Ok(()) };
-        match self.writer.wait() {
+        match self.writer.wait(self.job_id) {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(self.write_failed(e, pending.bytes)),
             None => return Err(WRITER_GONE.into()),
@@ -1791,7 +1816,7 @@ impl EpochSink for StoreSink<'_> {
         // decision is never lost between the two, nor made twice.
         let stop = self.prune_decision(report).map_err(|e| self.write_failed(e, 0))?;
         let size = bytes.len();
-        let record = Record {
+        let record = EpochRecord {
             job_id: self.job_id.to_owned(),
             owner: self.shared.owner.clone(),
             row,

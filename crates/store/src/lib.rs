@@ -48,6 +48,7 @@ pub use open::release_reserve;
 pub use prune::{Metric, PruneRow};
 pub use rows::{Claimed, EpochRow, FeatureRun, Finish, JobRow, NewJob, NewSweep, Registered, Status, SweepRow};
 pub use shards::{FeatureShard, ShardCounts};
+pub use write::EpochRecord;
 
 /// `PRAGMA application_id` of a sweep database ("SWPE").
 pub const APPLICATION_ID: i32 = 0x5357_5045;

@@ -105,17 +105,11 @@ impl Store {
         reason: &str,
         wait: bool,
     ) -> Result<(), Error> {
-        let status = if wait { "waiting" } else { "pruned" };
         let held = self.write(|tx| {
             if !insert_epoch(tx, job_id, owner, epoch, state, is_best, lease)? {
                 return Ok(false);
             }
-            tx.exec(
-                "UPDATE jobs SET status = ?5, prune_epoch = ?2, prune_rung = ?3, prune_reason = ?4,
-                        lease_owner = NULL, lease_expires = NULL
-                 WHERE id = ?1",
-                args![job_id, epoch.epoch, rung, reason, status],
-            )?;
+            mark_pruned(tx, job_id, epoch.epoch, rung, reason, wait)?;
             Ok(true)
         })?;
         match held {
@@ -400,6 +394,27 @@ impl Store {
 /// A prune decision's row: id, epoch, rung, reason.
 /// Whether `owner` holds `job_id`, running, with no epoch recorded yet: a
 /// job that may take another's epochs.
+/// Marks job `job_id` stopped by the pruner after `epoch` (`wait`: waiting
+/// at ASHA rung `rung` for a promotion), its lease released: the second half
+/// of [`Store::record_pruned_epoch`]'s transaction.
+pub(crate) fn mark_pruned(
+    tx: &mut Tx<'_, '_>,
+    job_id: &str,
+    epoch: i64,
+    rung: Option<i64>,
+    reason: &str,
+    wait: bool,
+) -> Result<(), Error> {
+    let status = if wait { "waiting" } else { "pruned" };
+    tx.exec(
+        "UPDATE jobs SET status = ?5, prune_epoch = ?2, prune_rung = ?3, prune_reason = ?4,
+                lease_owner = NULL, lease_expires = NULL
+         WHERE id = ?1",
+        args![job_id, epoch, rung, reason, status],
+    )?;
+    Ok(())
+}
+
 fn held_without_epochs(tx: &mut Tx<'_, '_>, job_id: &str, owner: &str) -> Result<bool, Error> {
     let held: i64 = tx.value(
         "SELECT count(*) FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'

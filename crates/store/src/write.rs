@@ -84,6 +84,58 @@ impl Store {
     }
 }
 
+/// One epoch for [`Store::record_epochs`]: what [`Store::record_epoch`]
+/// takes, and the pruner's stop when it stopped the job there.
+#[derive(Debug, Clone)]
+pub struct EpochRecord {
+    /// The job.
+    pub job_id: String,
+    /// The runner that must hold the job's lease.
+    pub owner: String,
+    /// The epoch's metrics.
+    pub row: EpochRow,
+    /// The state to resume from (safetensors bytes).
+    pub state: Vec<u8>,
+    /// The best epoch so far: its state is also the job's best.
+    pub is_best: bool,
+    /// How long the lease is renewed for.
+    pub lease: Duration,
+    /// Stopped by the pruner: `(rung, reason, waits at the rung)`, as
+    /// [`Store::record_pruned_epoch`] takes them.
+    pub stop: Option<(Option<i64>, String, bool)>,
+}
+
+impl Store {
+    /// Records `records` in one transaction (one wait for the disk: the
+    /// epochs of a group of fused heads), each as [`Store::record_epoch`] or
+    /// [`Store::record_pruned_epoch`] would. Returns, in order, whether each
+    /// job's lease was still held (`false`: nothing written for it); an error
+    /// writes nothing.
+    pub fn record_epochs(&mut self, records: &[EpochRecord]) -> Result<Vec<bool>, Error> {
+        self.write(|tx| {
+            let mut held = Vec::with_capacity(records.len());
+            for r in records {
+                let ok = insert_epoch(tx, &r.job_id, &r.owner, &r.row, &r.state, r.is_best, r.lease)?;
+                if let (true, Some((rung, reason, wait))) = (ok, &r.stop) {
+                    crate::prune::mark_pruned(tx, &r.job_id, r.row.epoch, *rung, reason, *wait)?;
+                }
+                held.push(ok);
+            }
+            Ok(held)
+        })
+    }
+
+    /// Records `record` as [`Store::record_epoch`] or, with a stop,
+    /// [`Store::record_pruned_epoch`] does.
+    pub fn record(&mut self, r: &EpochRecord) -> Result<(), Error> {
+        match &r.stop {
+            None => self.record_epoch(&r.job_id, &r.owner, &r.row, &r.state, r.is_best, r.lease),
+            Some((rung, reason, waits)) => self
+                .record_pruned_epoch(&r.job_id, &r.owner, &r.row, &r.state, r.is_best, r.lease, *rung, reason, *waits),
+        }
+    }
+}
+
 /// [`Store::record_epoch`]'s transaction, shared with the pruner's
 /// (`prune.rs`): false, writing nothing, when `owner` no longer holds the lease.
 pub(crate) fn insert_epoch(

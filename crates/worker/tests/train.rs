@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use sweep_worker::{
-    split, train, train_with, EpochReport, EpochSink, Error, FeatureMatrix, HeadKernel, Hooks, Loss, SinkError, Split,
-    TrainConfig, TrainJob, TrainOutcome, TrainState,
+    split, train, train_fused, train_with, EpochReport, EpochSink, Error, FeatureMatrix, HeadKernel, Hooks, Loss,
+    SinkError, Split, TrainConfig, TrainJob, TrainOutcome, TrainState,
 };
 
 /// Collects every report and the bytes of the last state; stops after
@@ -360,4 +360,43 @@ fn the_best_epoch_is_the_first_with_the_highest_valid_accuracy() {
     }
     let restored = TrainState::from_bytes(sink.states.last().unwrap(), &Device::Cpu).unwrap();
     assert_eq!((restored.best_epoch, restored.best_valid_acc), (first_best, best));
+}
+
+/// Issue 12: heads trained as one group give each head its epochs alone
+/// (accuracies, learning rates and best epochs equal, losses to 1e-5
+/// relative: only the products' summation order differs), a head leaves the
+/// group when its epochs are done, and each head's state holds its own rows
+/// only, not a copy of the group's.
+#[test]
+fn fused_heads_give_each_head_its_epochs_alone_in_states_of_their_own() {
+    let (features, labels, split, cfg) = resume_problem();
+    let configs = [
+        cfg.clone(),
+        TrainConfig { lr: 0.05, momentum: 0.0, ..cfg.clone() },
+        TrainConfig { weight_decay: 0.0, epochs: 3, loss: Loss::CrossEntropy, ..cfg.clone() },
+    ];
+    let mut fused: Vec<Recorder> = configs.iter().map(|_| Recorder::default()).collect();
+    let jobs = configs.iter().map(|c| job(&features, &labels, 4, &split, c)).collect();
+    let mut sinks: Vec<&mut dyn EpochSink> = fused.iter_mut().map(|r| r as &mut dyn EpochSink).collect();
+    let outcomes = train_fused(jobs, &mut sinks);
+    for ((c, got), outcome) in configs.iter().zip(&fused).zip(outcomes) {
+        assert!(matches!(outcome.unwrap(), TrainOutcome::Finished { .. }));
+        let mut alone = Recorder::default();
+        train(job(&features, &labels, 4, &split, c), &mut alone).unwrap();
+        assert_eq!(got.reports.len(), c.epochs);
+        assert_eq!(alone.reports.len(), c.epochs);
+        for (a, b) in got.reports.iter().zip(&alone.reports) {
+            let key = |r: &EpochReport| (r.epoch, r.train_acc, r.valid_acc, r.lr, r.is_best);
+            assert_eq!(key(a), key(b));
+            for (x, y) in [(a.train_loss, b.train_loss), (a.valid_loss, b.valid_loss)] {
+                assert!((x - y).abs() <= 1e-5 * y.abs(), "{x} fused, {y} alone: {a:?} {b:?}");
+            }
+        }
+        let state = got.last.as_ref().unwrap();
+        for (t, n) in [(&state.weight, 4 * 16), (&state.bias, 4)] {
+            let (storage, _) = t.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else { panic!("not on the CPU") };
+            assert_eq!(cpu.as_slice::<f32>().unwrap().len(), n, "a head's state holds more than its rows");
+        }
+    }
 }

@@ -194,3 +194,43 @@ fn a_job_is_claimed_only_after_the_jobs_it_comes_after() {
     let last = store.claim_after("s", "me", lease, &after).unwrap().unwrap();
     assert_eq!((last.id.as_str(), last.attempts), ("long", 1));
 }
+
+/// Fused heads' epochs in one transaction: each as `record_epoch` (or, with
+/// a stop, `record_pruned_epoch`) records it, a job whose lease is lost
+/// skipped without failing the others.
+#[test]
+fn a_group_of_epochs_records_each_held_one() {
+    let mut store = Store::open_in_memory().unwrap();
+    store
+        .register_sweep(
+            &NewSweep { id: "s", name: "n", spec_json: "{}", source: None, source_path: None },
+            &[job("a"), job("b"), job("c")],
+        )
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    for _ in 0..3 {
+        store.claim("s", "me", lease).unwrap().unwrap();
+    }
+    let record = |id: &str, owner: &str, stop: Option<(Option<i64>, String, bool)>| EpochRecord {
+        job_id: id.to_owned(),
+        owner: owner.to_owned(),
+        row: epoch(1),
+        state: id.as_bytes().to_vec(),
+        is_best: true,
+        lease,
+        stop,
+    };
+    let held = store
+        .record_epochs(&[
+            record("a", "me", None),
+            record("b", "other", None),
+            record("c", "me", Some((Some(0), "behind".to_owned(), false))),
+        ])
+        .unwrap();
+    assert_eq!(held, [true, false, true]);
+    assert_eq!(store.checkpoint("a", "last").unwrap(), Some((1, b"a".to_vec())));
+    assert_eq!(store.epochs("b").unwrap().len(), 0);
+    assert_eq!(store.checkpoint("c", "last").unwrap(), Some((1, b"c".to_vec())));
+    let status: Vec<Status> = store.jobs("s").unwrap().iter().map(|r| r.status).collect();
+    assert_eq!(status, [Status::Running, Status::Running, Status::Pruned]);
+}

@@ -356,13 +356,16 @@ impl Group {
     }
 
     /// Head `k`'s rows, copied into `state` (its momentum buffers only for a
-    /// head with momentum, as the alone path keeps them).
+    /// head with momentum, as the alone path keeps them). Copied into
+    /// storage of their own: Candle's `copy` of a view copies the whole
+    /// group's buffer, which made K heads hold K copies of it.
     fn store(&self, k: usize, momentum: bool, state: &mut TrainState) -> Result<(), Error> {
         let c = self.classes;
-        state.weight = self.weight.narrow(0, k * c, c)?.copy()?;
-        state.bias = self.bias.narrow(0, k * c, c)?.copy()?;
+        let rows = |t: &Tensor| t.narrow(0, k * c, c)?.force_contiguous();
+        state.weight = rows(&self.weight)?;
+        state.bias = rows(&self.bias)?;
         if let (true, Some((w, b))) = (momentum, &self.momentum) {
-            state.momentum = Some((w.narrow(0, k * c, c)?.copy()?, b.narrow(0, k * c, c)?.copy()?));
+            state.momentum = Some((rows(w)?, rows(b)?));
         }
         Ok(())
     }

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue 12's fused-heads table on the CPU: bench/search-256.toml's first K
+# random trials (K = 1, 8, 64, 256) for EPOCHS epochs on features of the
+# paper's size, trained as one group (`--fuse --parallel 1`: one group,
+# Candle's products on every core) and alone (`--no-fuse`, one job a core,
+# sweep's one-thread kernels), RUNS times in turn, each on a fresh database
+# beside one feature cache computed beforehand (untimed). Prints each run's
+# wall seconds and head-seconds, then the medians per trial-epoch.
+#
+#   cargo build --release --locked && bash bench/fused-cpu.sh [WORK_DIR] [RUNS] [EPOCHS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sweep=${SWEEP:-$PWD/target/release/sweep}
+work=${1:-/tmp/fused-cpu}
+runs=${2:-3}
+epochs=${3:-2}
+mkdir -p "$work"
+if [ ! -e "$work/cache.done" ]; then
+    sed -e 's/^trials = 256/trials = 1/' -e 's/^epochs = 14/epochs = 1/' -e 's/^name = .*/name = "features"/' \
+        bench/search-256.toml > "$work/features.toml"
+    "$sweep" --db "$work/features.db" -q run "$work/features.toml" --cache-dir "$work/cache" > /dev/null
+    touch "$work/cache.done"
+fi
+declare -A walls
+for run in $(seq 1 "$runs"); do
+    for k in ${KS:-1 8 64 256}; do
+        sed -e "s/^trials = 256/trials = $k/" -e "s/^epochs = 14/epochs = $epochs/" bench/search-256.toml > "$work/k$k.toml"
+        for mode in fuse no-fuse; do
+            db="$work/run-$mode-$k-$run.db"
+            rm -f "$db" "$db"-*
+            args=(--"$mode")
+            [ "$mode" = fuse ] && args+=(--parallel 1)
+            start=$(date +%s.%N)
+            "$sweep" --db "$db" -q run "$work/k$k.toml" --cache-dir "$work/cache" "${args[@]}" > /dev/null
+            end=$(date +%s.%N)
+            wall=$(echo "$end - $start" | bc)
+            walls[$mode-$k]+="$wall "
+            head=$(sqlite3 "$db" "SELECT printf('%.2f', sum(seconds)) FROM epochs")
+            echo "run $run K=$k $mode: wall ${wall} s, head-seconds ${head}"
+            rm -f "$db" "$db"-*
+        done
+    done
+done
+for k in ${KS:-1 8 64 256}; do
+    for mode in fuse no-fuse; do
+        median=$(printf '%s\n' ${walls[$mode-$k]} | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+        echo "K=$k $mode: median wall ${median} s of ${runs}, $(echo "scale=4; $median / ($k * $epochs)" | bc) s per trial-epoch"
+    done
+done
