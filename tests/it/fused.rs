@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::resume::results;
+use crate::resume::{results, Runner};
 use crate::{stderr, Env};
 
 /// The largest relative difference allowed between a loss trained fused and
@@ -126,5 +126,71 @@ fn fused_heads_leave_the_group_when_asha_prunes_them() {
             assert!(matches!(done, 1 | 3), "{row}");
         }
         same_epochs(job, epochs, &rows(&full["epochs"][job])[..done]);
+    }
+}
+
+/// Slow epochs (one sample a batch, 900 an epoch), and many, for a Ctrl-C in
+/// the middle of a group.
+const LONG: &str = r#"
+name = "long-fused"
+
+[data]
+layout = "synthetic"
+classes = 4
+images = 1200
+width = 40
+height = 32
+valid_fraction = 0.25
+
+[model]
+backbone = "resnet18"
+weights = "random"
+image_size = 32
+
+[train]
+batch_size = 1
+epochs = 12
+weight_decay = 0.001
+
+[grid]
+lr = [0.0001, 0.001, 0.01, 0.05]
+momentum = [0.0, 0.9]
+"#;
+
+/// Ctrl-C in the middle of a group's second epoch: every head stops at its
+/// last recorded epoch, and `sweep resume --fuse` finishes them (in groups
+/// by the epoch each is at) with the epoch rows of an uninterrupted run.
+#[test]
+fn a_fused_sweep_stopped_by_ctrl_c_resumes_to_the_uninterrupted_rows() {
+    let env = Env::new();
+    let file = env.write("long.toml", LONG);
+    let file = file.to_str().unwrap();
+    let (reference, groups) = run(&env, file, "reference.db", &["--fuse", "--parallel", "1"]);
+    assert_eq!(groups, [8]);
+
+    let mut runner = Runner::spawn(&env, &["run", file, "--fuse", "--parallel", "1"]);
+    assert!(runner.wait_epochs(12), "the sweep ended before 12 epochs:\n{}", runner.seen.join("\n"));
+    runner.interrupt();
+    let (status, _, lines) = runner.finish();
+    assert_eq!(status.code(), Some(130), "{}", lines.join("\n"));
+    let partial = results(&env, &env.path("sweep.db"));
+    let table = rows(&partial["table"]);
+    let done: Vec<u64> = table.iter().map(|r| r["epochs_done"].as_u64().unwrap()).collect();
+    assert!(done.iter().all(|&d| (1..12).contains(&d)), "the Ctrl-C came too late: {done:?}");
+    assert!(table.iter().all(|r| r["status"] == "interrupted"), "{partial}");
+
+    let out = env.sweep(&["-v", "resume", "--fuse", "--parallel", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("fused heads started"), "{}", stderr(&out));
+    let got = results(&env, &env.path("sweep.db"));
+    let (table, reference_table) = (rows(&got["table"]), rows(&reference["table"]));
+    assert_eq!(table.len(), 8);
+    for (row, other) in table.iter().zip(reference_table) {
+        let job = row["job_id"].as_str().unwrap();
+        assert_eq!(row["job_id"], other["job_id"]);
+        for key in ["status", "epochs_done", "best_valid_acc", "best_epoch"] {
+            assert_eq!(row[key], other[key], "{job}: {key}");
+        }
+        same_epochs(job, rows(&got["epochs"][job]), rows(&reference["epochs"][job]));
     }
 }
