@@ -325,6 +325,40 @@ fn init_head(dim: usize, classes: usize, seed: u64, device: &Device) -> Result<(
     Ok((w, b))
 }
 
+/// The state a job starts from: `resume` moved to `device` (checked to be a
+/// `[classes, dim]` head), or a new head from `seed`.
+fn start_state(
+    resume: Option<TrainState>,
+    dim: usize,
+    classes: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<TrainState, Error> {
+    let Some(state) = resume else {
+        let (weight, bias) = init_head(dim, classes, seed, device)?;
+        return Ok(TrainState {
+            epoch: 0,
+            weight,
+            bias,
+            momentum: None,
+            best_valid_acc: f64::NEG_INFINITY,
+            best_epoch: 0,
+        });
+    };
+    if state.weight.dims() != [classes, dim] {
+        return Err(Error::State(format!("head is {:?}, this job needs [{classes}, {dim}]", state.weight.dims())));
+    }
+    Ok(TrainState {
+        weight: state.weight.to_device(device)?,
+        bias: state.bias.to_device(device)?,
+        momentum: match state.momentum {
+            Some((w, b)) => Some((w.to_device(device)?, b.to_device(device)?)),
+            None => None,
+        },
+        ..state
+    })
+}
+
 /// The order of training samples in 0-based `epoch`: a shuffle seeded by the
 /// job's seed and the epoch alone, so a resumed run draws the same orders.
 fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
@@ -696,29 +730,7 @@ pub fn train_with(job: TrainJob<'_>, sink: &mut dyn EpochSink, mut hooks: Hooks<
         }
     }
 
-    let mut state = match resume {
-        Some(state) => {
-            if state.weight.dims() != [classes, dim] {
-                return Err(Error::State(format!(
-                    "head is {:?}, this job needs [{classes}, {dim}]",
-                    state.weight.dims()
-                )));
-            }
-            TrainState {
-                weight: state.weight.to_device(device)?,
-                bias: state.bias.to_device(device)?,
-                momentum: match state.momentum {
-                    Some((w, b)) => Some((w.to_device(device)?, b.to_device(device)?)),
-                    None => None,
-                },
-                ..state
-            }
-        }
-        None => {
-            let (weight, bias) = init_head(dim, classes, cfg.seed, device)?;
-            TrainState { epoch: 0, weight, bias, momentum: None, best_valid_acc: f64::NEG_INFINITY, best_epoch: 0 }
-        }
-    };
+    let mut state = start_state(resume, dim, classes, cfg.seed, device)?;
 
     // The kernels read the rows in place from the features (a mapped cache
     // entry: nothing copied); Candle's ops take each set gathered onto the device.

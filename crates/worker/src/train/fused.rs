@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::{epoch_order, init_head, EpochReport, EpochSink, Loss, Samples, TrainJob, TrainOutcome, TrainState};
+use super::{epoch_order, start_state, EpochReport, EpochSink, Loss, Samples, TrainJob, TrainOutcome, TrainState};
 use crate::Error;
 
 /// One head of the group.
@@ -76,26 +76,11 @@ fn fused(jobs: Vec<TrainJob<'_>>, sinks: &mut [&mut dyn EpochSink]) -> Result<Ve
     let mut outcomes: Vec<Option<Result<TrainOutcome, Error>>> = (0..jobs.len()).map(|_| None).collect();
     let mut heads = Vec::with_capacity(jobs.len());
     for (index, job) in jobs.into_iter().enumerate() {
-        let state = match job.resume {
-            Some(state) if state.weight.dims() != [classes, dim] => {
-                outcomes[index] = Some(Err(Error::State(format!(
-                    "head is {:?}, this job needs [{classes}, {dim}]",
-                    state.weight.dims()
-                ))));
+        let state = match start_state(job.resume, dim, classes, job.config.seed, device) {
+            Ok(state) => state,
+            Err(e) => {
+                outcomes[index] = Some(Err(e));
                 continue;
-            }
-            Some(state) => TrainState {
-                weight: state.weight.to_device(device)?,
-                bias: state.bias.to_device(device)?,
-                momentum: match state.momentum {
-                    Some((w, b)) => Some((w.to_device(device)?, b.to_device(device)?)),
-                    None => None,
-                },
-                ..state
-            },
-            None => {
-                let (weight, bias) = init_head(dim, classes, job.config.seed, device)?;
-                TrainState { epoch: 0, weight, bias, momentum: None, best_valid_acc: f64::NEG_INFINITY, best_epoch: 0 }
             }
         };
         heads.push(Head { index, state });
