@@ -1590,20 +1590,18 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    let written: Vec<Result<(), sweep_store::Error>> = match batch.len() {
-                        1 => vec![store.record(&batch[0])],
-                        _ => match store.record_epochs(&batch) {
-                            Ok(held) => held
-                                .iter()
-                                .zip(&batch)
-                                .map(|(&held, r)| match held {
-                                    true => Ok(()),
-                                    false => Err(sweep_store::Error::LeaseLost { job_id: r.job_id.clone() }),
-                                })
-                                .collect(),
-                            // Nothing was written: one at a time, each with its own result.
-                            Err(_) => batch.iter().map(|r| store.record(r)).collect(),
-                        },
+                    let written: Vec<Result<(), sweep_store::Error>> = match store.record_epochs(&batch) {
+                        Ok(held) => held
+                            .iter()
+                            .zip(&batch)
+                            .map(|(&held, r)| match held {
+                                true => Ok(()),
+                                false => Err(sweep_store::Error::LeaseLost { job_id: r.job_id.clone() }),
+                            })
+                            .collect(),
+                        Err(e) if batch.len() == 1 => vec![Err(e)],
+                        // Nothing was written: one at a time, each with its own result.
+                        Err(_) => batch.iter().map(|r| store.record(r)).collect(),
                     };
                     for (r, written) in batch.into_iter().zip(written) {
                         if answer.send((r.job_id, written)).is_err() {

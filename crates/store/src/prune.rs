@@ -391,9 +391,6 @@ impl Store {
     }
 }
 
-/// A prune decision's row: id, epoch, rung, reason.
-/// Whether `owner` holds `job_id`, running, with no epoch recorded yet: a
-/// job that may take another's epochs.
 /// Marks job `job_id` stopped by the pruner after `epoch` (`wait`: waiting
 /// at ASHA rung `rung` for a promotion), its lease released: the second half
 /// of [`Store::record_pruned_epoch`]'s transaction.
@@ -415,6 +412,8 @@ pub(crate) fn mark_pruned(
     Ok(())
 }
 
+/// Whether `owner` holds `job_id`, running, with no epoch recorded yet: a
+/// job that may take another's epochs.
 fn held_without_epochs(tx: &mut Tx<'_, '_>, job_id: &str, owner: &str) -> Result<bool, Error> {
     let held: i64 = tx.value(
         "SELECT count(*) FROM jobs WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'
@@ -424,6 +423,7 @@ fn held_without_epochs(tx: &mut Tx<'_, '_>, job_id: &str, owner: &str) -> Result
     Ok(held == 1)
 }
 
+/// A prune decision's row: id, epoch, rung, reason.
 fn prune_row(r: &Row) -> Result<PruneRow, Error> {
     Ok(PruneRow {
         job_id: r.get(0)?,
