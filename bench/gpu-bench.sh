@@ -7,7 +7,9 @@
 #      (`--no-fuse`); the PyTorch head loop on the same GPU beside them;
 #   2. the backbone pass (issues 8, 17): `sweep bench --device cuda` for
 #      f32, f16 and bf16 on 10,222 generated JPEGs of 500x375;
-#   3. the paper's loop and the features loop in PyTorch on the same data.
+#   3. the paper's loop and the features loop in PyTorch on the same data;
+#   4. (PARTS=pass) the pass through `sweep run`: plain, short of device
+#      memory, split over two backbones.
 #
 # Here:   bash ../shared/gpu/build-cuda.sh -p sweep-cli      (makes gpu-bundle/)
 # There:  OUT=$OUT bash bench/gpu-bench.sh                   (writes $OUT/*)
@@ -25,7 +27,7 @@ if [ -z "$PY" ]; then
     if "$p" -c "import torch, torchvision" 2>/dev/null; then PY="$p"; break; fi
   done
 fi
-PARTS="${PARTS:-fused backbone pytorch}"
+PARTS="${PARTS:-fused backbone pytorch pass}"
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$OUT" "$WORK"
 # A program, not a function, so that `timeout` can run it.
@@ -80,6 +82,36 @@ if part backbone; then
 [ -f "$DATA/labels.csv" ] || limit 60 synth "$WORK/sweep" synth --out "$DATA"
 limit 150 sweep-bench "$WORK/sweep" bench --device cuda --data "$DATA" --work-dir "$WORK/bench" --dtypes f32,f16,bf16 \
   --backbone-batch 64 --backbone-batches 20
+fi
+
+# 4. The backbone pass through `sweep run` (issue 17), cold cache each time:
+#    plain; with the device short of memory (SWEEP_DEVICE_MEMORY_MB: the
+#    batch is halved until it fits); split over two backbones on the one GPU
+#    (`--device cuda:0,cuda:0`). Each run's features are compared with the
+#    plain run's (`cmp` of the cache entries; on a GPU the products may pick
+#    other algorithms for other batch sizes, so a difference is reported, not
+#    fatal), and its pass's images/s are in `sweep status`.
+if part pass && [ -f "$DATA/labels.csv" ]; then
+  printf 'name = "pass"\n[data]\nlayout = "kaggle"\nroot = "%s"\nvalid_fraction = 0.1\n[model]\nbackbone = "resnet50"\nweights = "random"\nimage_size = 224\n[train]\nepochs = 1\nbatch_size = 16\nworkers = 2\n' \
+    "$DATA" > "$WORK/pass.toml"
+  for run in plain short split; do
+    rm -rf "$WORK/pass-$run"
+    case $run in
+      plain) vars=() flags=(--device cuda) ;;
+      short) vars=(SWEEP_DEVICE_MEMORY_MB=1200) flags=(--device cuda) ;;
+      split) vars=() flags=(--device cuda:0,cuda:0) ;;
+    esac
+    limit 60 "pass-$run" env "${vars[@]}" "$WORK/sweep" --db "$WORK/pass-$run/s.db" -v run "$WORK/pass.toml" \
+      --cache-dir "$WORK/pass-$run/cache" --no-sanity-check "${flags[@]}"
+    sweep --db "$WORK/pass-$run/s.db" status >> "$OUT/log.txt" 2>&1 || true
+  done
+  grep -h "out of memory\|split across" "$OUT/log.txt" | tail -5
+  for run in short split; do
+    for f in "$WORK/pass-plain/cache"/*.safetensors; do
+      cmp -s "$f" "$WORK/pass-$run/cache/$(basename "$f")" && echo "pass-$run: features identical to plain" \
+        || echo "pass-$run: features differ from plain (or missing)"
+    done | tee -a "$OUT/log.txt"
+  done
 fi
 
 # 3. PyTorch, the paper's loop and the features loop, decoding on every core.

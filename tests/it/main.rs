@@ -4,6 +4,7 @@ mod adversarial;
 mod cdp;
 mod cluster;
 mod data;
+mod devices;
 mod fused;
 mod hostile;
 mod own_data;

@@ -86,7 +86,7 @@ pub struct ExecArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: Option<u16>,
 
-    /// Devices for training: cpu, cuda, cuda:N, or a comma-separated list that jobs share.
+    /// Devices: cpu, cuda, cuda:N, or a comma-separated list (jobs share them; the backbone pass is split across them).
     #[arg(long, default_value = "cpu", value_delimiter = ',', value_name = "DEVICE")]
     pub device: Vec<String>,
 
@@ -190,7 +190,7 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: Option<u16>,
 
-    /// Devices for training: cpu, cuda, cuda:N, or a comma-separated list that jobs share.
+    /// Devices: cpu, cuda, cuda:N, or a comma-separated list (jobs share them; the backbone pass is split across them).
     #[arg(long, default_value = "cpu", value_delimiter = ',', value_name = "DEVICE")]
     pub device: Vec<String>,
 

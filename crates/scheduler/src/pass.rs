@@ -47,7 +47,7 @@ pub(crate) fn features(
     cache: &FeatureCache,
     workers: usize,
     batch_size: usize,
-    device: &Device,
+    devices: &[Device],
     progress: sweep_worker::Progress<'_>,
     backbone: Option<sweep_worker::Backbone>,
     sharing: &Sharing<'_>,
@@ -56,7 +56,7 @@ pub(crate) fn features(
     let per_shard = sharing.per_shard.max(1).div_ceil(batch_size.max(1)) * batch_size.max(1);
     if n <= per_shard {
         return Ok(sweep_worker::compute_features_keyed(
-            dataset, model, key, cache, workers, batch_size, device, progress, backbone,
+            dataset, model, key, cache, workers, batch_size, devices, progress, backbone,
         )?);
     }
     if let Some(data) = sweep_worker::cached_features(cache, key, n, dim) {
@@ -113,7 +113,7 @@ pub(crate) fn features(
         };
         let pass = match &mut pass {
             Some(pass) => pass,
-            None => pass.insert(ShardPass::new(dataset, model, cache, workers, batch_size, device, loaded.take())?),
+            None => pass.insert(ShardPass::new(dataset, model, cache, workers, batch_size, devices, loaded.take())?),
         };
         let started = Instant::now();
         let done_before = lock().feature_shard_counts(key)?.images_done as usize;

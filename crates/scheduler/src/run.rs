@@ -372,6 +372,8 @@ async fn run_sweep(
     resuming: Option<(&str, &Path)>,
 ) -> Result<RunSummary, Error> {
     let mut jobs = spec.jobs(opts.max_jobs)?;
+    // A bad forced device memory (tests and benchmarks of the out-of-memory path).
+    sweep_worker::forced_device_memory()?;
     // What fails at once is found before anything is registered, so a
     // missing data folder, a bad labels file, a broken image or a weights
     // file that does not fit leaves no sweep with pending jobs behind.
@@ -397,9 +399,11 @@ async fn run_sweep(
     // `skip_bad_images`: the bad files are left out before anything depends
     // on the images (the data key, the cache key, the split), and recorded.
     let skipped = match spec.data.skip_bad_images {
-        true => sweep_worker::skip_bad_images(&mut dataset, workers).map_err(sweep_worker::Error::from)?,
+        true => sweep_worker::skip_bad_images(&mut dataset, sweep_worker::decode_threads(workers))
+            .map_err(sweep_worker::Error::from)?,
         false => {
-            sweep_worker::check_images(&dataset, workers).map_err(sweep_worker::Error::from)?;
+            sweep_worker::check_images(&dataset, sweep_worker::decode_threads(workers))
+                .map_err(sweep_worker::Error::from)?;
             None
         }
     };
@@ -527,12 +531,18 @@ async fn run_sweep(
     let features_key = manifest.features_key.clone();
     let (db, owner, lease, shard_images) = (opts.db.clone(), lease_owner(), opts.lease, opts.shard_images);
     let pass_cancel = cancel.clone();
+    let pass_devices = opts.devices.clone();
     let pass = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         obs.features_started(dataset.items.len());
-        let (device, backbone) = match loaded {
+        // A backbone on each device listed: the pass is split across them.
+        let (first, backbone) = match loaded {
             Some((device, backbone)) => (device, Some(backbone)),
             None => (sweep_worker::device(&backbone_device)?, None),
         };
+        let mut devices = vec![first];
+        for name in pass_devices.iter().skip(1) {
+            devices.push(sweep_worker::device(name)?);
+        }
         let progress = |done: usize| obs.features_progress(done);
         let started = std::time::Instant::now();
         let sharing =
@@ -544,7 +554,7 @@ async fn run_sweep(
             &cache,
             workers,
             backbone_batch,
-            &device,
+            &devices,
             &progress,
             backbone,
             &sharing,

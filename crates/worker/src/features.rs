@@ -1,13 +1,15 @@
-//! The backbone pass, computed once: images are decoded and preprocessed by
-//! `workers` threads, batched, run through the frozen backbone and stored in
+//! The backbone pass, computed once: images are decoded and preprocessed on
+//! every core ([`decode_threads`]), batched, run through the frozen backbone
+//! (split across devices when there are several) and stored in
 //! a content-addressed cache that every job of every sweep on the same images,
 //! transform and weights reads instead of running the backbone again.
 
+mod device_memory;
 mod mapped;
 
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use candle_core::{Device, Tensor};
@@ -19,6 +21,8 @@ use crate::memory::{self, human_bytes};
 use crate::preprocess::preprocess;
 use crate::synthetic::synthetic_image;
 use crate::Error;
+
+pub use device_memory::forced_limit as forced_device_memory;
 
 /// Bumped whenever what a cache entry holds, or how it is computed, changes.
 const CACHE_FORMAT: &str = "sweep-features-v3";
@@ -598,15 +602,17 @@ pub fn compute_features(
     progress: Progress<'_>,
 ) -> Result<Features, Error> {
     let key = cache_key(dataset, model)?;
-    let pass = Pass { dataset, model, cache, workers, batch_size, device, progress, backbone: None };
+    let devices = std::slice::from_ref(device);
+    let pass = Pass { dataset, model, cache, workers, batch_size, devices, progress, backbone: None };
     pass.run(key, true)
 }
 
 /// [`compute_features`] for a caller that has hashed every file (the cache
 /// key comes from the data set's [`DataManifest`](crate::DataManifest)) and
 /// checked every image ([`check_images`] or [`skip_bad_images`](crate::skip_bad_images)):
-/// no file is read twice before the pass. A `backbone` already loaded for
-/// `model` on `device` (for the [sanity check](crate::sanity_check)) is
+/// no file is read twice before the pass. The pass is split across
+/// `devices`, a backbone on each. A `backbone` already loaded for `model`
+/// on the first device (for the [sanity check](crate::sanity_check)) is
 /// used rather than loaded again.
 #[allow(clippy::too_many_arguments)]
 pub fn compute_features_keyed(
@@ -616,22 +622,48 @@ pub fn compute_features_keyed(
     cache: &FeatureCache,
     workers: usize,
     batch_size: usize,
-    device: &Device,
+    devices: &[Device],
     progress: Progress<'_>,
     backbone: Option<Backbone>,
 ) -> Result<Features, Error> {
-    let pass = Pass { dataset, model, cache, workers, batch_size, device, progress, backbone };
+    let pass = Pass { dataset, model, cache, workers, batch_size, devices, progress, backbone };
     pass.run(key.to_owned(), false)
 }
 
 /// Refuses a pass whose buffers (the features, the batches in flight) would
 /// not fit in the memory available, naming the data set's folder.
-fn check_memory(dataset: &Dataset, model: &ModelConfig, batch_size: usize, workers: usize) -> Result<(), Error> {
+fn check_memory(
+    dataset: &Dataset,
+    model: &ModelConfig,
+    batch_size: usize,
+    workers: usize,
+    devices: usize,
+) -> Result<(), Error> {
     let what = match dataset.items.first().map(|i| &i.source) {
         Some(Source::File(path)) => path.parent().unwrap_or(path).display().to_string(),
         _ => "synthetic data".to_owned(),
     };
-    memory::check_pass(&what, dataset.items.len(), model, batch_size, workers, memory::available())
+    let decoders = decode_threads(workers);
+    memory::check_pass(&what, dataset.items.len(), model, batch_size, decoders, devices, memory::available())
+}
+
+/// A backbone for each of `devices`: `first`, if given, is the first's.
+fn load_backbones(
+    model: &ModelConfig,
+    devices: &[Device],
+    first: Option<Backbone>,
+) -> Result<Vec<(Backbone, Device)>, Error> {
+    let mut first = first;
+    devices
+        .iter()
+        .map(|device| {
+            let backbone = match first.take() {
+                Some(backbone) => backbone,
+                None => Backbone::load(model, device)?,
+            };
+            Ok((backbone, device.clone()))
+        })
+        .collect()
 }
 
 /// The arguments of a feature pass.
@@ -641,14 +673,14 @@ struct Pass<'a> {
     cache: &'a FeatureCache,
     workers: usize,
     batch_size: usize,
-    device: &'a Device,
+    devices: &'a [Device],
     progress: Progress<'a>,
     backbone: Option<Backbone>,
 }
 
 impl Pass<'_> {
     fn run(self, key: String, check: bool) -> Result<Features, Error> {
-        let Pass { dataset, model, cache, workers, batch_size, device, progress, backbone } = self;
+        let Pass { dataset, model, cache, workers, batch_size, devices, progress, backbone } = self;
         cache.remove_stale_temporaries();
         // A cache entry is mapped, never read into memory: only a pass needs
         // memory of the features' size.
@@ -669,18 +701,17 @@ impl Pass<'_> {
         // before it is known to fit. What would fail only after the pass is
         // found before it: a cache that cannot take the entry, and every bad
         // image (all of them, not the first).
-        check_memory(dataset, model, batch_size, workers)?;
+        check_memory(dataset, model, batch_size, workers, devices.len())?;
         let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
         cache.prepare((n * dim * 4) as u64 + ENTRY_OVERHEAD)?;
         if check {
-            check_images(dataset, workers)?;
+            check_images(dataset, decode_threads(workers))?;
         }
-        let backbone = match backbone {
-            Some(backbone) => backbone,
-            None => Backbone::load(model, device)?,
-        };
-        let data = run_backbone(dataset, model, &backbone, workers, batch_size, device, progress)?;
-        drop(backbone);
+        let forced = device_memory::forced_limit()?;
+        let backbones = load_backbones(model, devices, backbone)?;
+        let threads = decode_threads(workers);
+        let data = run_backbone(dataset, model, &backbones, threads, batch_size, forced, progress)?;
+        drop(backbones);
         cache.store(&key, n, dim, model.feature_dtype, [&data])?;
         tracing::info!(key, images = dataset.items.len(), "features computed and cached");
         // The jobs read the stored entry, mapped: the pass's copy is freed
@@ -707,34 +738,31 @@ pub struct ShardPass<'a> {
     dataset: &'a Dataset,
     model: &'a ModelConfig,
     cache: &'a FeatureCache,
-    backbone: Backbone,
+    backbones: Vec<(Backbone, Device)>,
     workers: usize,
     batch_size: usize,
-    device: &'a Device,
 }
 
 impl<'a> ShardPass<'a> {
     /// Checks that the pass fits in memory and the cache can take the entry
-    /// and its shards (the images are checked by the caller), then loads the
-    /// backbone (unless the caller hands over one it loaded).
+    /// and its shards (the images are checked by the caller), then loads a
+    /// backbone on each of `devices` (but for the first, if the caller hands
+    /// over one it loaded).
     pub fn new(
         dataset: &'a Dataset,
         model: &'a ModelConfig,
         cache: &'a FeatureCache,
         workers: usize,
         batch_size: usize,
-        device: &'a Device,
+        devices: &[Device],
         backbone: Option<Backbone>,
     ) -> Result<ShardPass<'a>, Error> {
-        check_memory(dataset, model, batch_size, workers)?;
+        check_memory(dataset, model, batch_size, workers, devices.len())?;
         cache.remove_stale_temporaries();
         let (n, dim) = (dataset.items.len(), model.arch.feature_dim());
         cache.prepare(2 * ((n * dim * 4) as u64 + ENTRY_OVERHEAD))?;
-        let backbone = match backbone {
-            Some(backbone) => backbone,
-            None => Backbone::load(model, device)?,
-        };
-        Ok(ShardPass { dataset, model, cache, backbone, workers, batch_size, device })
+        let backbones = load_backbones(model, devices, backbone)?;
+        Ok(ShardPass { dataset, model, cache, backbones, workers, batch_size })
     }
 
     /// Computes the features of the data set's images `range` and stores
@@ -753,8 +781,8 @@ impl<'a> ShardPass<'a> {
             items: self.dataset.items[range].to_vec(),
             synthetic: self.dataset.synthetic,
         };
-        let data =
-            run_backbone(&part, self.model, &self.backbone, self.workers, self.batch_size, self.device, progress)?;
+        let (threads, forced) = (decode_threads(self.workers), device_memory::forced_limit()?);
+        let data = run_backbone(&part, self.model, &self.backbones, threads, self.batch_size, forced, progress)?;
         let dim = self.model.arch.feature_dim();
         self.cache.store(&shard_key(key, shard, shards), data.len() / dim, dim, self.model.feature_dtype, [&data])
     }
@@ -814,76 +842,204 @@ pub fn join_shards(
     Ok(Ok(data))
 }
 
+/// The threads that decode images for a backbone pass: `workers` (the
+/// sweep's setting), or every core the pass's compute may use
+/// (`RAYON_NUM_THREADS`, else the CPUs this process may run on) when there
+/// are more: a device fed by fewer decoders waits for them (on a GPU, four
+/// decoders held the pass to 600 images/s against a backbone of 1,300).
+pub fn decode_threads(workers: usize) -> usize {
+    workers.max(candle_core::utils::get_num_threads()).max(1)
+}
+
+/// The backbone pass over `dataset` with `threads` decoders: one loaded
+/// backbone per device, each taking a contiguous run of whole batches, so
+/// every image goes through the backbone in the same batch as in a pass on
+/// one device. `forced`: the device memory a batch may use, in bytes
+/// ([`device_memory`]). The features, in data order.
 fn run_backbone(
     dataset: &Dataset,
     model: &ModelConfig,
-    backbone: &Backbone,
-    workers: usize,
+    backbones: &[(Backbone, Device)],
+    threads: usize,
     batch_size: usize,
-    device: &Device,
+    forced: Option<u64>,
     progress: Progress<'_>,
 ) -> Result<Vec<f32>, Error> {
-    let transform = model.transform();
     let n = dataset.items.len();
-    let dim = backbone.arch().feature_dim();
+    let dim = model.arch.feature_dim();
     let batch_size = batch_size.max(1);
     let batches = n.div_ceil(batch_size);
-    let stop = AtomicBool::new(false);
-    let threads = workers.max(1).min(batches.max(1));
+    let parts = backbones.len().clamp(1, batches.max(1));
+    let per_part = batches.div_ceil(parts) * batch_size;
     let mut out = vec![0f32; n * dim];
-    std::thread::scope(|scope| -> Result<(), Error> {
-        // Decoder `t` prepares batches t, t + threads, t + 2 * threads, ... and
-        // hands each over a channel of capacity 1; the forward pass takes them
-        // round-robin, so in data order with no reorder buffer. Memory stays
-        // flat: at most 2 batches a decoder (one waiting, one being built)
-        // plus the one in the backbone. The first error in data order is the
-        // one reported, whatever the threads' timing.
-        let mut receivers = Vec::with_capacity(threads);
-        for t in 0..threads {
-            let (tx, rx) = mpsc::sync_channel::<Result<Vec<f32>, Error>>(1);
-            receivers.push(rx);
-            let (stop, transform) = (&stop, &transform);
-            scope.spawn(move || {
-                for b in (t..batches).step_by(threads) {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
+    if parts > 1 {
+        tracing::info!(devices = parts, images = n, "the backbone pass is split across devices");
+    }
+    // Progress is the sum of the parts'. A part that fails stops the parts
+    // after it in data order (their errors could only be later ones), so
+    // the error reported is the first in data order, as on one device.
+    let done: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
+    let failed = AtomicUsize::new(usize::MAX);
+    let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = out
+            .chunks_mut(per_part * dim)
+            .zip(backbones)
+            .enumerate()
+            .map(|(part, (out, (backbone, device)))| {
+                let (done, failed) = (&done, &failed);
+                let first = part * per_part;
+                let items = first..(first + per_part).min(n);
+                let decoders = (threads / parts).max(1);
+                let limit = forced;
+                scope.spawn(move || {
+                    let report = |images: usize| {
+                        done[part].store(images, Ordering::Relaxed);
+                        progress(done.iter().map(|d| d.load(Ordering::Relaxed)).sum());
+                    };
+                    let stopped = || failed.load(Ordering::Relaxed) < part;
+                    let pass = DevicePass { dataset, model, backbone, device, decoders, batch_size, limit };
+                    let result = pass.run(items, out, &stopped, &report);
+                    if result.is_err() {
+                        failed.fetch_min(part, Ordering::Relaxed);
                     }
-                    let items = &dataset.items[b * batch_size..((b + 1) * batch_size).min(n)];
-                    let mut pixels = vec![0f32; items.len() * transform.len()];
-                    let result = items.iter().zip(pixels.chunks_mut(transform.len())).try_for_each(|(item, out)| {
-                        decode(dataset, &item.source).map(|img| preprocess(&img, transform, out))
-                    });
-                    let failed = result.is_err();
-                    // A closed channel means the pass stopped: nothing more is wanted.
-                    if tx.send(result.map(|()| pixels)).is_err() || failed {
-                        return;
+                    result
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a device's pass does not panic")).collect()
+    });
+    results.into_iter().collect::<Result<(), Error>>()?;
+    Ok(out)
+}
+
+/// One device's share of a backbone pass.
+struct DevicePass<'a> {
+    dataset: &'a Dataset,
+    model: &'a ModelConfig,
+    backbone: &'a Backbone,
+    device: &'a Device,
+    decoders: usize,
+    batch_size: usize,
+    limit: Option<u64>,
+}
+
+impl DevicePass<'_> {
+    /// The features of the images `range` into `out`, reporting the images
+    /// done; gives up (with `Ok`) when `stopped` says so. A batch the device
+    /// has no memory for is run in halves, and the halved size is kept for
+    /// the rest of the pass (features do not depend on a batch's other
+    /// images: the batch norms are folded into the convolutions).
+    fn run(
+        &self,
+        range: std::ops::Range<usize>,
+        out: &mut [f32],
+        stopped: &(dyn Fn() -> bool + Sync),
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<(), Error> {
+        let DevicePass { dataset, model, backbone, device, decoders, batch_size, limit } = *self;
+        let items = &dataset.items[range];
+        let transform = model.transform();
+        let (n, dim, px) = (items.len(), model.arch.feature_dim(), transform.len());
+        let batches = n.div_ceil(batch_size);
+        let threads = decoders.clamp(1, batches.max(1));
+        let limit = device_memory::Limit::on(device, limit)?;
+        let mut chunk = batch_size;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| -> Result<(), Error> {
+            // Decoder `t` prepares batches t, t + threads, t + 2 * threads, ... and
+            // hands each over a channel of capacity 1; the forward pass takes them
+            // round-robin, so in data order with no reorder buffer. Memory stays
+            // flat: at most 2 batches a decoder (one waiting, one being built)
+            // plus the one in the backbone. The first error in data order is the
+            // one reported, whatever the threads' timing.
+            let mut receivers = Vec::with_capacity(threads);
+            for t in 0..threads {
+                let (tx, rx) = mpsc::sync_channel::<Result<Vec<f32>, Error>>(1);
+                receivers.push(rx);
+                let (stop, transform) = (&stop, &transform);
+                scope.spawn(move || {
+                    for b in (t..batches).step_by(threads) {
+                        if stop.load(Ordering::Relaxed) || stopped() {
+                            return;
+                        }
+                        let items = &items[b * batch_size..((b + 1) * batch_size).min(n)];
+                        let mut pixels = vec![0f32; items.len() * px];
+                        let result = items.iter().zip(pixels.chunks_mut(px)).try_for_each(|(item, out)| {
+                            decode(dataset, &item.source).map(|img| preprocess(&img, transform, out))
+                        });
+                        let failed = result.is_err();
+                        // A closed channel means the pass stopped: nothing more is wanted.
+                        if tx.send(result.map(|()| pixels)).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+            let size = transform.size;
+            let mut forward = |b: usize, pixels: Vec<f32>| -> Result<(), Error> {
+                let count = pixels.len() / px;
+                let out = &mut out[b * batch_size * dim..][..count * dim];
+                let mut start = 0;
+                while start < count {
+                    let take = chunk.min(count - start);
+                    let run = || -> Result<Vec<f32>, Error> {
+                        limit.check(model, take)?;
+                        let xs = Tensor::from_slice(&pixels[start * px..][..take * px], (take, 3, size, size), device)?;
+                        Ok(backbone.forward(&xs)?.flatten_all()?.to_vec1()?)
+                    };
+                    match run() {
+                        Ok(feats) => {
+                            out[start * dim..][..take * dim].copy_from_slice(&feats);
+                            start += take;
+                        }
+                        Err(e) if take > 1 && device_memory::is_out_of_memory(&e) => {
+                            chunk = take / 2;
+                            tracing::warn!(
+                                "{}: out of memory with a backbone batch of {take} images: going on with {chunk}",
+                                device_name(device)
+                            );
+                        }
+                        Err(e) if device_memory::is_out_of_memory(&e) => {
+                            return Err(Error::Device(format!(
+                                "{}: out of memory with a backbone batch of one image ({e}): \
+                                 free the device or use a smaller image_size",
+                                device_name(device)
+                            )))
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
-            });
-        }
-        let mut forward = |b: usize, pixels: Vec<f32>| -> Result<(), Error> {
-            let count = pixels.len() / transform.len();
-            let xs = Tensor::from_vec(pixels, (count, 3, transform.size, transform.size), device)?;
-            let feats: Vec<f32> = backbone.forward(&xs)?.flatten_all()?.to_vec1()?;
-            check_finite(&feats, &dataset.items[b * batch_size..][..count], model.dtype)?;
-            out[b * batch_size * dim..][..count * dim].copy_from_slice(&feats);
-            progress(((b + 1) * batch_size).min(n));
-            Ok(())
-        };
-        let mut result = Ok(());
-        for b in 0..batches {
-            let batch = receivers[b % threads].recv().expect("a decoder sends each of its batches or an error");
-            result = batch.and_then(|pixels| forward(b, pixels));
-            if result.is_err() {
-                // Decoders finish the batch in hand, then find the flag or a closed channel and stop.
-                stop.store(true, Ordering::Relaxed);
-                break;
+                check_finite(out, &items[b * batch_size..][..count], model.dtype)?;
+                progress(((b + 1) * batch_size).min(n));
+                Ok(())
+            };
+            let mut result = Ok(());
+            for b in 0..batches {
+                if stopped() {
+                    break;
+                }
+                let batch = receivers[b % threads].recv().expect("a decoder sends each of its batches or an error");
+                result = batch.and_then(|pixels| forward(b, pixels));
+                if result.is_err() {
+                    // Decoders finish the batch in hand, then find the flag or a closed channel and stop.
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
             }
-        }
-        drop(receivers);
-        result
-    })?;
-    Ok(out)
+            stop.store(true, Ordering::Relaxed);
+            drop(receivers);
+            result
+        })
+    }
+}
+
+/// `cpu`, `cuda:0`: a device as the command line names it.
+fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_owned(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Refuses a batch whose features hold NaN or infinity, naming the first
@@ -957,16 +1113,78 @@ mod tests {
             split_method: crate::SplitMethod::Shuffle,
         })
         .unwrap();
-        let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();
-        let one = run_backbone(&dataset, &model(), &backbone, 1, 2, &Device::Cpu, &no_progress).unwrap();
-        let three = run_backbone(&dataset, &model(), &backbone, 3, 2, &Device::Cpu, &no_progress).unwrap();
+        let backbone = [(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
+        let one = run_backbone(&dataset, &model(), &backbone, 1, 2, None, &no_progress).unwrap();
+        let three = run_backbone(&dataset, &model(), &backbone, 3, 2, None, &no_progress).unwrap();
         assert_eq!(one.len(), 7 * 512);
         assert_eq!(one, three);
         // Each image's features land in its own row: the last image alone gives the last row.
         let last = Dataset { items: dataset.items[6..].to_vec(), ..dataset.clone() };
-        let alone = run_backbone(&last, &model(), &backbone, 1, 2, &Device::Cpu, &no_progress).unwrap();
+        let alone = run_backbone(&last, &model(), &backbone, 1, 2, None, &no_progress).unwrap();
         let row = &one[6 * 512..];
         assert!(row.iter().zip(&alone).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + a.abs())));
+    }
+
+    fn synthetic(images: usize) -> Dataset {
+        let cfg = SyntheticConfig { classes: 3, images, width: 40, height: 36, seed: 1 };
+        crate::load_dataset(&crate::DataConfig {
+            layout: crate::Layout::Synthetic(cfg),
+            valid_fraction: 0.2,
+            split_seed: 0,
+            skip_bad_images: false,
+            split_method: crate::SplitMethod::Shuffle,
+        })
+        .unwrap()
+    }
+
+    /// Issue 17: `--device a,b` splits the pass into runs of whole batches,
+    /// one per device; the features are those of one device, and progress
+    /// counts every image once.
+    #[test]
+    fn devices_split_the_pass_not_its_results() {
+        let dataset = synthetic(11);
+        let one = [(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
+        let alone = run_backbone(&dataset, &model(), &one, 2, 2, None, &no_progress).unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let progress = |done: usize| seen.lock().unwrap().push(done);
+        for devices in [2, 3, 8] {
+            let many: Vec<_> =
+                (0..devices).map(|_| (Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)).collect();
+            seen.lock().unwrap().clear();
+            let split = run_backbone(&dataset, &model(), &many, 2, 2, None, &progress).unwrap();
+            assert_eq!(split, alone, "{devices} devices");
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.iter().max(), Some(&11), "{devices} devices: {seen:?}");
+        }
+        // The first bad image in data order is the one reported, whichever device finds it first.
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = files(dir.path(), 9);
+        std::fs::write(dir.path().join("7.png"), b"not an image").unwrap();
+        std::fs::write(dir.path().join("2.png"), b"not an image").unwrap();
+        let two: Vec<_> = (0..2).map(|_| (Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)).collect();
+        let err = run_backbone(&dataset, &model(), &two, 2, 2, None, &no_progress).unwrap_err();
+        assert!(matches!(&err, Error::Image { path, .. } if path.ends_with("2.png")), "{err}");
+    }
+
+    /// Issue 17: a batch the device has no memory for (here a forced limit of
+    /// 5 images' activations) is run in halves, the halved size kept, and
+    /// the features are those of the whole batches; a limit below one image
+    /// is an error that says so.
+    #[test]
+    fn out_of_memory_halves_the_batch_and_goes_on() {
+        let dataset = synthetic(13);
+        let backbone = [(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
+        let whole = run_backbone(&dataset, &model(), &backbone, 2, 8, None, &no_progress).unwrap();
+        let limit = device_memory::batch_bytes(&model(), 5);
+        let halved = run_backbone(&dataset, &model(), &backbone, 2, 8, Some(limit), &no_progress).unwrap();
+        assert_eq!(halved.len(), whole.len());
+        for (a, b) in halved.iter().zip(&whole) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} against {b}");
+        }
+        let tiny = device_memory::batch_bytes(&model(), 1) - 1;
+        let err = run_backbone(&dataset, &model(), &backbone, 2, 8, Some(tiny), &no_progress).unwrap_err().to_string();
+        assert!(err.starts_with("cpu: out of memory with a backbone batch of one image ("), "{err}");
+        assert!(!err.contains('\n'), "{err}");
     }
 
     /// Issue 17: an entry is stored streamed from its parts and read back
@@ -1123,9 +1341,9 @@ mod tests {
         std::fs::write(dir.path().join("7.png"), b"not an image").unwrap();
         let bytes = std::fs::read(dir.path().join("4.png")).unwrap();
         std::fs::write(dir.path().join("4.png"), &bytes[..bytes.len() / 2]).unwrap();
-        let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();
+        let backbone = [(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
         for workers in [1, 3] {
-            let err = run_backbone(&dataset, &model(), &backbone, workers, 2, &Device::Cpu, &no_progress).unwrap_err();
+            let err = run_backbone(&dataset, &model(), &backbone, workers, 2, None, &no_progress).unwrap_err();
             let message = err.to_string();
             assert!(matches!(&err, Error::Image { path, .. } if path.ends_with("4.png")), "{message}");
             assert!(message.starts_with(&format!("{}: cannot decode image: ", dir.path().join("4.png").display())));
@@ -1138,8 +1356,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dataset = files(dir.path(), 3);
         std::fs::remove_file(dir.path().join("2.png")).unwrap();
-        let backbone = Backbone::load(&model(), &Device::Cpu).unwrap();
-        let err = run_backbone(&dataset, &model(), &backbone, 2, 1, &Device::Cpu, &no_progress).unwrap_err();
+        let backbone = [(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
+        let err = run_backbone(&dataset, &model(), &backbone, 2, 1, None, &no_progress).unwrap_err();
         let message = err.to_string();
         assert!(
             message.starts_with(&format!("{}: cannot decode image: cannot read: ", dir.path().join("2.png").display()))

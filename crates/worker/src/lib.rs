@@ -30,8 +30,8 @@ pub use data::{
 };
 pub use error::Error;
 pub use features::{
-    cached_features, compute_features, compute_features_keyed, decode_image, join_shards, shard_key, CacheOutcome,
-    FeatureCache, FeatureMatrix, FeatureSlice, Features, Progress, ShardPass,
+    cached_features, compute_features, compute_features_keyed, decode_image, decode_threads, forced_device_memory,
+    join_shards, shard_key, CacheOutcome, FeatureCache, FeatureMatrix, FeatureSlice, Features, Progress, ShardPass,
 };
 pub use fingerprint::{DataChanges, DataManifest, ManifestReader};
 pub use image_check::{check_images, skip_bad_images, BadImage, BadImages};

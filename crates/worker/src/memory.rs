@@ -8,10 +8,16 @@ use crate::Error;
 
 /// What a pass over `images` images holds at once: the features (`images` x
 /// the backbone's width, f32) and the decoded batches (two a decoder, one
-/// in the backbone; 3 x `image_size`² f32 an image), in bytes.
-pub(crate) fn pass_bytes(images: usize, model: &ModelConfig, batch: usize, workers: usize) -> (u64, u64) {
+/// in each device's backbone; 3 x `image_size`² f32 an image), in bytes.
+pub(crate) fn pass_bytes(
+    images: usize,
+    model: &ModelConfig,
+    batch: usize,
+    workers: usize,
+    devices: usize,
+) -> (u64, u64) {
     let features = (images as u64).saturating_mul(model.arch.feature_dim() as u64 * 4);
-    let batches = (workers.max(1) as u64).saturating_mul(2).saturating_add(1);
+    let batches = (workers.max(1) as u64).saturating_mul(2).saturating_add(devices.max(1) as u64);
     let batches = batches.saturating_mul(batch.clamp(1, images.max(1)) as u64);
     let decoded = batches.saturating_mul(3 * (model.image_size as u64).pow(2) * 4);
     (features, decoded)
@@ -58,9 +64,10 @@ pub(crate) fn check_pass(
     model: &ModelConfig,
     batch: usize,
     workers: usize,
+    devices: usize,
     available: (u64, &'static str),
 ) -> Result<(), Error> {
-    let (features, decoded) = pass_bytes(images, model, batch, workers);
+    let (features, decoded) = pass_bytes(images, model, batch, workers, devices);
     let needed = features.saturating_add(decoded);
     if needed <= available.0 {
         return Ok(());
@@ -118,9 +125,9 @@ mod tests {
     #[test]
     fn a_pass_larger_than_memory_is_refused_with_the_sizes() {
         let big = model(Arch::Resnet50, 224);
-        assert_eq!(pass_bytes(10_000_000, &big, 32, 2).0, 10_000_000 * 2048 * 4);
-        assert_eq!(pass_bytes(100, &big, 32, 2).1, 5 * 32 * 3 * 224 * 224 * 4);
-        let err = check_pass("synthetic data", 10_000_000, &big, 32, 2, (16 << 30, "available (MemAvailable)"))
+        assert_eq!(pass_bytes(10_000_000, &big, 32, 2, 1).0, 10_000_000 * 2048 * 4);
+        assert_eq!(pass_bytes(100, &big, 32, 2, 1).1, 5 * 32 * 3 * 224 * 224 * 4);
+        let err = check_pass("synthetic data", 10_000_000, &big, 32, 2, 1, (16 << 30, "available (MemAvailable)"))
             .unwrap_err()
             .to_string();
         assert!(
@@ -128,9 +135,9 @@ mod tests {
             "{err}"
         );
         assert!(err.ends_with("more than the 16.0 GiB available (MemAvailable): use fewer or smaller images"), "{err}");
-        check_pass("synthetic data", 200, &big, 32, 2, (1 << 30, "x")).unwrap();
+        check_pass("synthetic data", 200, &big, 32, 2, 1, (1 << 30, "x")).unwrap();
         // A billion images overflow nothing.
-        assert!(check_pass("d", 1_000_000_000, &big, usize::MAX, usize::MAX / 2, (u64::MAX / 2, "x")).is_err());
+        assert!(check_pass("d", 1_000_000_000, &big, usize::MAX, usize::MAX / 2, 1, (u64::MAX / 2, "x")).is_err());
     }
 
     #[test]
