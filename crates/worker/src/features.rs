@@ -844,12 +844,18 @@ pub fn join_shards(
 
 /// The threads that decode images for a backbone pass: `workers` (the
 /// sweep's setting), or every core the pass's compute may use
-/// (`RAYON_NUM_THREADS`, else the CPUs this process may run on) when there
-/// are more: a device fed by fewer decoders waits for them (on a GPU, four
-/// decoders held the pass to 600 images/s against a backbone of 1,300).
+/// (`RAYON_NUM_THREADS`, else the CPUs this process may run on, at most
+/// [`MAX_AUTO_DECODERS`]) when there are more: a device fed by fewer
+/// decoders waits for them (on a GPU, four decoders held the pass to 600
+/// images/s against a backbone of 1,300).
 pub fn decode_threads(workers: usize) -> usize {
-    workers.max(candle_core::utils::get_num_threads()).max(1)
+    workers.max(candle_core::utils::get_num_threads().min(MAX_AUTO_DECODERS)).max(1)
 }
+
+/// The most decoders a pass starts unless `workers` asks for more: at
+/// about 360 of the paper's 500x375 JPEGs a second a core, several times
+/// what one GPU's ResNet-50 takes, with 64 batches in memory.
+const MAX_AUTO_DECODERS: usize = 32;
 
 /// The backbone pass over `dataset` with `threads` decoders: one loaded
 /// backbone per device, each taking a contiguous run of whole batches, so
