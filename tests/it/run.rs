@@ -230,6 +230,18 @@ fn bench_reports_the_share_of_the_cpu_peak() {
         let all = peak["measured_gflops_all_threads"].as_f64().unwrap();
         assert!((share - rate * 8.18 / all).abs() < 1e-9, "{report}");
         assert!(report["head_measured_peak_fraction"].as_f64().unwrap() > 0.0, "{report}");
+        // The f32 kernel alone, where it runs (AVX-512, not `SWEEP_CPU_F32=candle`): its share of the
+        // peak, and the pass's share of it, follow from its rate.
+        match peak["measured_f32_kernel_gflops_all_threads"].as_f64() {
+            Some(kernel) => {
+                assert_eq!(peak["isa"], "avx512", "{peak}");
+                let of_peak = report["backbone_kernel_measured_peak_fraction_f32"].as_f64().unwrap();
+                assert!(of_peak > 0.0 && (of_peak - kernel / all).abs() < 1e-9, "{report}");
+                let of_kernel = report["backbone_share_of_kernel_f32"].as_f64().unwrap();
+                assert!((of_kernel - rate * 8.18 / kernel).abs() < 1e-9, "{report}");
+            }
+            None => assert!(report["backbone_kernel_measured_peak_fraction_f32"].is_null(), "{report}"),
+        }
     }
     assert!(["avx512", "avx2", "sse2"].contains(&peak["isa"].as_str().unwrap()), "{peak}");
     assert!(peak["how"].as_str().unwrap().contains("/proc/cpuinfo"), "{peak}");

@@ -279,6 +279,14 @@ pub fn measured_bf16_gflops(threads: usize) -> Option<f64> {
     best_windows_together(threads, crate::backbone::bf16_peak_gflops)
 }
 
+/// f32 GFLOP/s that `threads` threads sustain together on the f32
+/// backbone's convolution kernel alone (a block of 18 steps in L2, no
+/// gather, no epilogue), each its best of 5 windows of 0.1 s: the ceiling
+/// of the pass's products on this CPU. `None` without AVX-512.
+pub fn measured_f32_kernel_gflops(threads: usize) -> Option<f64> {
+    best_windows_together(threads, crate::backbone::f32_block_gflops)
+}
+
 /// `rate` (GFLOP/s over a window of the seconds it is given) on `threads`
 /// threads at once, each keeping its best of 5 windows of 0.1 s; summed.
 fn best_windows_together(threads: usize, rate: fn(f64) -> Option<f64>) -> Option<f64> {

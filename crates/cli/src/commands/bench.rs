@@ -160,6 +160,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<Outcome> {
         if dtype == "f32" {
             out["backbone_peak_fraction_f32"] = json!(fraction(achieved, threads));
             out["backbone_measured_peak_fraction_f32"] = json!(measured_fraction(achieved, measured[1]));
+            if device.is_cpu() {
+                // What the kernel alone reaches: the pass's products cannot beat it.
+                let kernel = bench::measured_f32_kernel_gflops(threads);
+                out["cpu_peak"]["measured_f32_kernel_gflops_all_threads"] = json!(kernel);
+                out["backbone_kernel_measured_peak_fraction_f32"] =
+                    json!(kernel.and_then(|k| measured_fraction(k, measured[1])));
+                out["backbone_share_of_kernel_f32"] = json!(kernel.map(|k| achieved / k));
+            }
         }
         if dtype == "bf16" && device.is_cpu() {
             // Against what its kernel sustains, measured.

@@ -200,6 +200,13 @@ pub fn bf16_kernel() -> Result<Bf16Kernel, &'static str> {
     cpu_conv::kernel()
 }
 
+/// f32 GFLOP/s that one core's f32 convolution kernel sustains on a block
+/// in L2, for about `seconds` (no gather, no epilogue: the products'
+/// ceiling; see `sweep bench`); `None` without AVX-512.
+pub fn f32_block_gflops(seconds: f64) -> Option<f64> {
+    cpu_conv::f32_block_flops(seconds).map(|f| f / 1e9)
+}
+
 /// bf16 GFLOP/s that one core's [`bf16_kernel`] sustains, measured for
 /// about `seconds` (see `sweep bench`); `None` where [`bf16_on_cpu`] is not.
 pub fn bf16_peak_gflops(seconds: f64) -> Option<f64> {
