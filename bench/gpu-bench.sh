@@ -14,8 +14,12 @@
 # Here:   bash ../shared/gpu/build-cuda.sh -p sweep-cli      (makes gpu-bundle/)
 # There:  OUT=$OUT bash bench/gpu-bench.sh                   (writes $OUT/*)
 #         PARTS="fused" OUT=$OUT bash bench/gpu-bench.sh     (part 1 only; "fused backbone pytorch": all)
-# Budget: about 8 minutes on an H200 (measured: all three parts 286 s, part 1
-# alone 245 s with K = 256 stopped at its limit).
+# Budget: about 8 minutes on an H200 (measured: parts 1-3 286 s, part 1
+# alone 245 s with K = 256 stopped at its limit); part 4 adds three passes
+# of at most 60 s each (not yet run on a GPU; on a CPU, with the `cuda`
+# devices read as `cpu`, it runs as written: halvings logged, features
+# identical). For issue 17's open figures: PARTS="backbone pass".
+# Data: parts 2-4 share $DATA (10,222 generated JPEGs, made by part 2).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/sweep-gpu-bench}"
@@ -91,14 +95,15 @@ fi
 #    plain run's (`cmp` of the cache entries; on a GPU the products may pick
 #    other algorithms for other batch sizes, so a difference is reported, not
 #    fatal), and its pass's images/s are in `sweep status`.
-if part pass && [ -f "$DATA/labels.csv" ]; then
+if part pass; then
+  [ -f "$DATA/labels.csv" ] || limit 60 synth "$WORK/sweep" synth --out "$DATA"
   printf 'name = "pass"\n[data]\nlayout = "kaggle"\nroot = "%s"\nvalid_fraction = 0.1\n[model]\nbackbone = "resnet50"\nweights = "random"\nimage_size = 224\n[train]\nepochs = 1\nbatch_size = 16\nworkers = 2\n' \
     "$DATA" > "$WORK/pass.toml"
   for run in plain short split; do
     rm -rf "$WORK/pass-$run"
     case $run in
       plain) vars=() flags=(--device cuda) ;;
-      short) vars=(SWEEP_DEVICE_MEMORY_MB=1200) flags=(--device cuda) ;;
+      short) vars=(SWEEP_DEVICE_MEMORY_MB=300) flags=(--device cuda) ;;
       split) vars=() flags=(--device cuda:0,cuda:0) ;;
     esac
     limit 60 "pass-$run" env "${vars[@]}" "$WORK/sweep" --db "$WORK/pass-$run/s.db" -v run "$WORK/pass.toml" \
