@@ -135,6 +135,19 @@ fn cuda_without_cuda_support_says_so() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("`cuda` asked for, but this binary was built without CUDA support"), "{err}");
+    // Anywhere in a list, and before anything is registered (issue 17: each device takes part of the pass).
+    for (devices, want) in [
+        ("cpu,cuda:1", "`cuda:1` asked for, but this binary was built without CUDA support"),
+        ("cpu,,cpu", "unknown device ``: expected cpu, cuda or cuda:N"),
+        ("cpu,cuda:x", "bad device `cuda:x`: expected cuda:N"),
+    ] {
+        let db = env.path(&format!("{devices}.db"));
+        let out = env.sweep(&["--db", db.to_str().unwrap(), "run", file.to_str().unwrap(), "--device", devices]);
+        assert_eq!(out.status.code(), Some(1), "{devices}");
+        let err = stderr(&out);
+        assert!(err.contains(want) && err.trim().lines().count() == 1, "{devices}: {err}");
+        assert!(!db.exists(), "{devices}: a sweep was registered");
+    }
 }
 
 #[test]

@@ -372,7 +372,11 @@ async fn run_sweep(
     resuming: Option<(&str, &Path)>,
 ) -> Result<RunSummary, Error> {
     let mut jobs = spec.jobs(opts.max_jobs)?;
-    // A bad forced device memory (tests and benchmarks of the out-of-memory path).
+    // A device name this binary cannot run on, or a bad forced device
+    // memory (tests and benchmarks of the out-of-memory path).
+    for name in &opts.devices {
+        sweep_worker::check_device(name)?;
+    }
     sweep_worker::forced_device_memory()?;
     // What fails at once is found before anything is registered, so a
     // missing data folder, a bad labels file, a broken image or a weights

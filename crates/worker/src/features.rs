@@ -875,7 +875,13 @@ fn run_backbone(
     let dim = model.arch.feature_dim();
     let batch_size = batch_size.max(1);
     let batches = n.div_ceil(batch_size);
-    let parts = backbones.len().clamp(1, batches.max(1));
+    if backbones.is_empty() {
+        return Err(Error::Device("no device given for the backbone pass".to_owned()));
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let parts = backbones.len().min(batches);
     let per_part = batches.div_ceil(parts) * batch_size;
     let mut out = vec![0f32; n * dim];
     if parts > 1 {
@@ -1162,6 +1168,8 @@ mod tests {
             let seen = seen.lock().unwrap();
             assert_eq!(seen.iter().max(), Some(&11), "{devices} devices: {seen:?}");
         }
+        let none = Dataset { items: Vec::new(), ..dataset.clone() };
+        assert!(run_backbone(&none, &model(), &one, 2, 2, None, &no_progress).unwrap().is_empty());
         // The first bad image in data order is the one reported, whichever device finds it first.
         let dir = tempfile::tempdir().unwrap();
         let dataset = files(dir.path(), 9);

@@ -52,8 +52,17 @@ pub use train::{train_with, HeadKernel, Hooks};
 
 /// Picks a Candle device from a name: `cpu`, `cuda` or `cuda:N`.
 pub fn device(name: &str) -> Result<candle_core::Device, Error> {
+    match check_device(name)? {
+        None => Ok(candle_core::Device::Cpu),
+        Some(ordinal) => candle_core::Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("{name}: {e}"))),
+    }
+}
+
+/// Whether `name` names a device this binary can run on, without opening
+/// it: `None` for the CPU, the ordinal of a CUDA device.
+pub fn check_device(name: &str) -> Result<Option<usize>, Error> {
     match name {
-        "cpu" => Ok(candle_core::Device::Cpu),
+        "cpu" => Ok(None),
         cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
             let ordinal = match cuda.strip_prefix("cuda:") {
                 None => 0,
@@ -64,7 +73,7 @@ pub fn device(name: &str) -> Result<candle_core::Device, Error> {
                     "`{name}` asked for, but this binary was built without CUDA support (rebuild with --features cuda)"
                 )));
             }
-            candle_core::Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("{name}: {e}")))
+            Ok(Some(ordinal))
         }
         other => Err(Error::Device(format!("unknown device `{other}`: expected cpu, cuda or cuda:N"))),
     }
