@@ -80,16 +80,21 @@ fn a_device_out_of_memory_halves_the_backbone_batch_and_goes_on() {
     let file = sweep_file(&env);
     let (_, plain) = run(&env, &file, "plain.db", &[], &[]);
     // 1 MiB holds the activations of 5 of these 32-pixel images: 32 -> 16 -> 8 -> 4.
-    let (log, short) = run(&env, &file, "short.db", &[], &[("SWEEP_DEVICE_MEMORY_MB", "1")]);
-    let halvings: Vec<&str> = log.lines().filter(|l| l.contains("out of memory with a backbone batch")).collect();
-    let expected = [(32, 16), (16, 8), (8, 4)];
-    assert_eq!(halvings.len(), expected.len(), "{log}");
-    for (line, (from, to)) in halvings.iter().zip(expected) {
-        assert!(
-            line.contains(&format!("cpu: out of memory with a backbone batch of {from} images: going on with {to}"))
-        );
+    // A pass in two shards (of 64 images) halves once: the device keeps what it learnt.
+    for (db, flags) in [("short.db", &[][..]), ("sharded.db", &["--shard-images", "64"][..])] {
+        let (log, short) = run(&env, &file, db, flags, &[("SWEEP_DEVICE_MEMORY_MB", "1")]);
+        let halvings: Vec<&str> = log.lines().filter(|l| l.contains("out of memory with a backbone batch")).collect();
+        let expected = [(32, 16), (16, 8), (8, 4)];
+        assert_eq!(halvings.len(), expected.len(), "{db}: {log}");
+        for (line, (from, to)) in halvings.iter().zip(expected) {
+            let want = format!("cpu: out of memory with a backbone batch of {from} images: going on with {to}");
+            assert!(line.contains(&want), "{db}: {line}");
+        }
+        if !flags.is_empty() {
+            assert!(log.contains("feature shards joined into the cache entry"), "{log}");
+        }
+        same(db, &short, &plain);
     }
-    same("results", &short, &plain);
 
     // A limit that is not a number is refused before anything is registered.
     let db = env.path("bad.db");

@@ -647,12 +647,23 @@ fn check_memory(
     memory::check_pass(&what, dataset.items.len(), model, batch_size, decoders, devices, memory::available())
 }
 
+/// A backbone loaded on a device, and the largest backbone batch the
+/// device has been found to hold (`usize::MAX` until one ran out of
+/// memory): kept for every pass it makes, so a sharded pass halves once.
+struct OnDevice {
+    backbone: Backbone,
+    device: Device,
+    fits: AtomicUsize,
+}
+
+impl OnDevice {
+    fn new(backbone: Backbone, device: Device) -> OnDevice {
+        OnDevice { backbone, device, fits: AtomicUsize::new(usize::MAX) }
+    }
+}
+
 /// A backbone for each of `devices`: `first`, if given, is the first's.
-fn load_backbones(
-    model: &ModelConfig,
-    devices: &[Device],
-    first: Option<Backbone>,
-) -> Result<Vec<(Backbone, Device)>, Error> {
+fn load_backbones(model: &ModelConfig, devices: &[Device], first: Option<Backbone>) -> Result<Vec<OnDevice>, Error> {
     let mut first = first;
     devices
         .iter()
@@ -661,7 +672,7 @@ fn load_backbones(
                 Some(backbone) => backbone,
                 None => Backbone::load(model, device)?,
             };
-            Ok((backbone, device.clone()))
+            Ok(OnDevice::new(backbone, device.clone()))
         })
         .collect()
 }
@@ -738,7 +749,7 @@ pub struct ShardPass<'a> {
     dataset: &'a Dataset,
     model: &'a ModelConfig,
     cache: &'a FeatureCache,
-    backbones: Vec<(Backbone, Device)>,
+    backbones: Vec<OnDevice>,
     workers: usize,
     batch_size: usize,
 }
@@ -865,7 +876,7 @@ const MAX_AUTO_DECODERS: usize = 32;
 fn run_backbone(
     dataset: &Dataset,
     model: &ModelConfig,
-    backbones: &[(Backbone, Device)],
+    backbones: &[OnDevice],
     threads: usize,
     batch_size: usize,
     forced: Option<u64>,
@@ -897,7 +908,7 @@ fn run_backbone(
             .chunks_mut(per_part * dim)
             .zip(backbones)
             .enumerate()
-            .map(|(part, (out, (backbone, device)))| {
+            .map(|(part, (out, on))| {
                 let (done, failed) = (&done, &failed);
                 let first = part * per_part;
                 let items = first..(first + per_part).min(n);
@@ -909,7 +920,7 @@ fn run_backbone(
                         progress(done.iter().map(|d| d.load(Ordering::Relaxed)).sum());
                     };
                     let stopped = || failed.load(Ordering::Relaxed) < part;
-                    let pass = DevicePass { dataset, model, backbone, device, decoders, batch_size, limit };
+                    let pass = DevicePass { dataset, model, on, decoders, batch_size, limit };
                     let result = pass.run(items, out, &stopped, &report);
                     if result.is_err() {
                         failed.fetch_min(part, Ordering::Relaxed);
@@ -928,8 +939,7 @@ fn run_backbone(
 struct DevicePass<'a> {
     dataset: &'a Dataset,
     model: &'a ModelConfig,
-    backbone: &'a Backbone,
-    device: &'a Device,
+    on: &'a OnDevice,
     decoders: usize,
     batch_size: usize,
     limit: Option<u64>,
@@ -939,8 +949,9 @@ impl DevicePass<'_> {
     /// The features of the images `range` into `out`, reporting the images
     /// done; gives up (with `Ok`) when `stopped` says so. A batch the device
     /// has no memory for is run in halves, and the halved size is kept for
-    /// the rest of the pass (features do not depend on a batch's other
-    /// images: the batch norms are folded into the convolutions).
+    /// the rest of the pass and the device's later passes (features do not
+    /// depend on a batch's other images: the batch norms are folded into
+    /// the convolutions).
     fn run(
         &self,
         range: std::ops::Range<usize>,
@@ -948,14 +959,15 @@ impl DevicePass<'_> {
         stopped: &(dyn Fn() -> bool + Sync),
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<(), Error> {
-        let DevicePass { dataset, model, backbone, device, decoders, batch_size, limit } = *self;
+        let DevicePass { dataset, model, on, decoders, batch_size, limit } = *self;
+        let (backbone, device) = (&on.backbone, &on.device);
         let items = &dataset.items[range];
         let transform = model.transform();
         let (n, dim, px) = (items.len(), model.arch.feature_dim(), transform.len());
         let batches = n.div_ceil(batch_size);
         let threads = decoders.clamp(1, batches.max(1));
         let limit = device_memory::Limit::on(device, limit)?;
-        let mut chunk = batch_size;
+        let mut chunk = batch_size.min(on.fits.load(Ordering::Relaxed));
         let stop = AtomicBool::new(false);
         std::thread::scope(|scope| -> Result<(), Error> {
             // Decoder `t` prepares batches t, t + threads, t + 2 * threads, ... and
@@ -1006,6 +1018,7 @@ impl DevicePass<'_> {
                         }
                         Err(e) if take > 1 && device_memory::is_out_of_memory(&e) => {
                             chunk = take / 2;
+                            on.fits.fetch_min(chunk, Ordering::Relaxed);
                             tracing::warn!(
                                 "{}: out of memory with a backbone batch of {take} images: going on with {chunk}",
                                 device_name(device)
@@ -1125,7 +1138,7 @@ mod tests {
             split_method: crate::SplitMethod::Shuffle,
         })
         .unwrap();
-        let backbone = [(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
+        let backbone = [OnDevice::new(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
         let one = run_backbone(&dataset, &model(), &backbone, 1, 2, None, &no_progress).unwrap();
         let three = run_backbone(&dataset, &model(), &backbone, 3, 2, None, &no_progress).unwrap();
         assert_eq!(one.len(), 7 * 512);
@@ -1155,13 +1168,14 @@ mod tests {
     #[test]
     fn devices_split_the_pass_not_its_results() {
         let dataset = synthetic(11);
-        let one = [(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
+        let one = [OnDevice::new(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
         let alone = run_backbone(&dataset, &model(), &one, 2, 2, None, &no_progress).unwrap();
         let seen = std::sync::Mutex::new(Vec::new());
         let progress = |done: usize| seen.lock().unwrap().push(done);
         for devices in [2, 3, 8] {
-            let many: Vec<_> =
-                (0..devices).map(|_| (Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)).collect();
+            let many: Vec<_> = (0..devices)
+                .map(|_| OnDevice::new(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu))
+                .collect();
             seen.lock().unwrap().clear();
             let split = run_backbone(&dataset, &model(), &many, 2, 2, None, &progress).unwrap();
             assert_eq!(split, alone, "{devices} devices");
@@ -1175,7 +1189,8 @@ mod tests {
         let dataset = files(dir.path(), 9);
         std::fs::write(dir.path().join("7.png"), b"not an image").unwrap();
         std::fs::write(dir.path().join("2.png"), b"not an image").unwrap();
-        let two: Vec<_> = (0..2).map(|_| (Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)).collect();
+        let two: Vec<_> =
+            (0..2).map(|_| OnDevice::new(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)).collect();
         let err = run_backbone(&dataset, &model(), &two, 2, 2, None, &no_progress).unwrap_err();
         assert!(matches!(&err, Error::Image { path, .. } if path.ends_with("2.png")), "{err}");
     }
@@ -1187,10 +1202,13 @@ mod tests {
     #[test]
     fn out_of_memory_halves_the_batch_and_goes_on() {
         let dataset = synthetic(13);
-        let backbone = [(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
+        let backbone = [OnDevice::new(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
         let whole = run_backbone(&dataset, &model(), &backbone, 2, 8, None, &no_progress).unwrap();
         let limit = device_memory::batch_bytes(&model(), 5);
+        assert_eq!(backbone[0].fits.load(Ordering::Relaxed), usize::MAX);
         let halved = run_backbone(&dataset, &model(), &backbone, 2, 8, Some(limit), &no_progress).unwrap();
+        // The device's next pass (a sharded pass's next shard) starts at the halved size.
+        assert_eq!(backbone[0].fits.load(Ordering::Relaxed), 4);
         assert_eq!(halved.len(), whole.len());
         for (a, b) in halved.iter().zip(&whole) {
             assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} against {b}");
@@ -1355,7 +1373,7 @@ mod tests {
         std::fs::write(dir.path().join("7.png"), b"not an image").unwrap();
         let bytes = std::fs::read(dir.path().join("4.png")).unwrap();
         std::fs::write(dir.path().join("4.png"), &bytes[..bytes.len() / 2]).unwrap();
-        let backbone = [(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
+        let backbone = [OnDevice::new(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
         for workers in [1, 3] {
             let err = run_backbone(&dataset, &model(), &backbone, workers, 2, None, &no_progress).unwrap_err();
             let message = err.to_string();
@@ -1370,7 +1388,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dataset = files(dir.path(), 3);
         std::fs::remove_file(dir.path().join("2.png")).unwrap();
-        let backbone = [(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
+        let backbone = [OnDevice::new(Backbone::load(&model(), &Device::Cpu).unwrap(), Device::Cpu)];
         let err = run_backbone(&dataset, &model(), &backbone, 2, 1, None, &no_progress).unwrap_err();
         let message = err.to_string();
         assert!(
