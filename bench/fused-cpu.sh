@@ -20,12 +20,9 @@ work=${1:-/tmp/fused-cpu}
 runs=${2:-3}
 epochs=${3:-2}
 mkdir -p "$work"
-if [ ! -e "$work/cache.done" ]; then
-    sed -e 's/^trials = 256/trials = 1/' -e 's/^epochs = 14/epochs = 1/' -e 's/^name = .*/name = "features"/' \
-        bench/search-256.toml > "$work/features.toml"
-    "$sweep" --db "$work/features.db" -q run "$work/features.toml" --cache-dir "$work/cache" > /dev/null
-    touch "$work/cache.done"
-fi
+# The backbone pass once, untimed.
+source bench/search-features.sh
+search_features "$sweep" "$work"
 declare -A walls
 for run in $(seq 1 "$runs"); do
     for k in ${KS:-1 8 64 256}; do

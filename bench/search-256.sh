@@ -16,13 +16,9 @@ parallel=${3:-$(nproc)}
 mkdir -p "$work"
 rm -f "$work"/run-*.db*
 
-if [ ! -e "$work/cache.done" ]; then
-    # The backbone pass once: a sweep of the same data and model with one job.
-    sed -e 's/^trials = 256/trials = 1/' -e 's/^epochs = 14/epochs = 1/' -e 's/^name = .*/name = "features"/' \
-        bench/search-256.toml > "$work/features.toml"
-    "$sweep" --db "$work/features.db" -q run "$work/features.toml" --cache-dir "$work/cache" > /dev/null
-    touch "$work/cache.done"
-fi
+# The backbone pass once, untimed.
+source bench/search-features.sh
+search_features "$sweep" "$work"
 
 declare -A walls
 for run in $(seq 1 "$runs"); do

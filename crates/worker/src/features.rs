@@ -913,14 +913,13 @@ fn run_backbone(
                 let first = part * per_part;
                 let items = first..(first + per_part).min(n);
                 let decoders = (threads / parts).max(1);
-                let limit = forced;
                 scope.spawn(move || {
                     let report = |images: usize| {
                         done[part].store(images, Ordering::Relaxed);
                         progress(done.iter().map(|d| d.load(Ordering::Relaxed)).sum());
                     };
                     let stopped = || failed.load(Ordering::Relaxed) < part;
-                    let pass = DevicePass { dataset, model, on, decoders, batch_size, limit };
+                    let pass = DevicePass { dataset, model, on, decoders, batch_size, limit: forced };
                     let result = pass.run(items, out, &stopped, &report);
                     if result.is_err() {
                         failed.fetch_min(part, Ordering::Relaxed);
