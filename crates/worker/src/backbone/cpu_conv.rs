@@ -501,16 +501,17 @@ impl Job<'_> {
         // weights only on a kernel `kernel()` found: AVX-512 BF16 too, and
         // for `Amx` the tiles and their state granted.
         unsafe {
-            match &self.weights.data {
-                Panels::F32(weights) => self.rows_f32(weights, first, out),
-                Panels::Bf16(weights) => self.rows_on(weights, first, out),
+            match (&self.weights.data, self.kernel) {
+                (Panels::F32(weights), _) => self.rows_pointed::<f32>(weights, first, out),
+                (Panels::Bf16(weights), Some(Kernel::Avx512Bf16)) => self.rows_pointed::<u16>(weights, first, out),
+                (Panels::Bf16(weights), _) => self.rows_on(weights, first, out),
             }
         }
     }
 
-    /// [`Job::rows`] on bf16 weights: for each chunk of rows, their
-    /// patches gathered once and kept in L2 while every panel of the
-    /// weights passes over them.
+    /// [`Job::rows`] on the AMX tiles: for each chunk of rows, their
+    /// patches gathered once into the tiles' layout and kept in L2 while
+    /// every panel of the weights passes over them.
     #[target_feature(enable = "avx512f,avx512vl,avx512bw")]
     unsafe fn rows_on(&self, weights: &[u16], first: usize, mut out: Out<'_>) {
         let (n, k_padded) = (self.weights.n, self.weights.k_padded);
@@ -519,12 +520,10 @@ impl Job<'_> {
         let chunk = chunk_rows(k_padded * 2);
         let mut patches = vec![0u16; chunk.min(rows.next_multiple_of(BLOCK)) * k_padded];
         let mut sums = Sums([0.0; BLOCK * BLOCK]);
-        let amx = self.kernel == Some(Kernel::Amx);
-        if amx {
-            let config = TileConfig::new();
-            // SAFETY: a valid palette-1 configuration of 8 tiles.
-            std::arch::asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
-        }
+        debug_assert_eq!(self.kernel, Some(Kernel::Amx));
+        let config = TileConfig::new();
+        // SAFETY: a valid palette-1 configuration of 8 tiles.
+        std::arch::asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
         let mut start = 0;
         while start < rows {
             let len = chunk.min(rows - start);
@@ -541,45 +540,37 @@ impl Job<'_> {
                     let a = patches[r * k_padded..].as_ptr();
                     // SAFETY: `a` is 32 rows of patches packed as `gather`
                     // packs them, `panel` 32 columns of weights, both
-                    // `steps` × 32 deep; the tiles configured for `Amx`;
-                    // AVX-512 BF16 for the bf16 kernels (`kernel()`).
-                    match self.kernel {
-                        Some(Kernel::Amx) => block(a, panel, steps, &mut sums),
-                        Some(Kernel::Avx512Bf16) => block_dots(a, panel, steps, &mut sums),
-                        None => unreachable!("bf16 weights have a bf16 kernel"),
-                    }
+                    // `steps` × 32 deep; the tiles configured above.
+                    block(a, panel, steps, &mut sums);
                     self.finish(&sums, row0 + r, start + r, valid, n0, &mut out);
                 }
             }
             start += len;
         }
-        if amx {
-            std::arch::asm!("tilerelease", options(nostack, nomem));
-        }
+        std::arch::asm!("tilerelease", options(nostack, nomem));
     }
 
-    /// [`Job::rows`] on f32 weights, with [`block_f32`]: each block of
-    /// rows as a table of pointers, one for each row and step of the inner
-    /// dimension, to that row's 32 values of the step. Where the
-    /// activations are f32 and the channels whole steps (every
-    /// convolution of a ResNet but its stem), a step is 32 channels of one
-    /// pixel, so the pointers point into the activations themselves (into
-    /// zeros where the kernel overhangs the image) and the patches are
-    /// never copied; else into patches gathered as for the bf16 kernels.
+    /// [`Job::rows`] on f32 weights ([`block_f32`]) or on AVX-512 BF16
+    /// ([`block_dots`]): each block of rows as a table of pointers, one for
+    /// each row and step of the inner dimension, to that row's 32 values of
+    /// the step. Where the activations are in the weights' dtype and the
+    /// channels whole steps (every convolution of a ResNet but its stem,
+    /// and in bf16 but those reading the f32 residual stream), a step is 32
+    /// channels of one pixel, so the pointers point into the activations
+    /// themselves (into zeros where the kernel overhangs the image) and the
+    /// patches are never copied; else into patches gathered as for the
+    /// tiles.
     #[target_feature(enable = "avx512f,avx512vl,avx512bw")]
-    unsafe fn rows_f32(&self, weights: &[f32], first: usize, mut out: Out<'_>) {
+    unsafe fn rows_pointed<T: Element>(&self, weights: &[T], first: usize, mut out: Out<'_>) {
         let (n, k_padded) = (self.weights.n, self.weights.k_padded);
         let steps = k_padded / BLOCK;
         let rows = out.len() / n;
-        let direct = match self.src {
-            Src::F32(src) if self.c.is_multiple_of(BLOCK) => Some(src),
-            _ => None,
-        };
-        let chunk = chunk_rows(k_padded * 4);
+        let direct = T::values(self.src).filter(|_| self.c.is_multiple_of(BLOCK));
+        let chunk = chunk_rows(k_padded * size_of::<T>());
         let blocks = chunk.min(rows.next_multiple_of(BLOCK)) / BLOCK;
-        let mut patches = vec![0f32; if direct.is_some() { 0 } else { blocks * BLOCK * k_padded }];
-        let zeros = vec![0f32; if direct.is_some() { self.c } else { 0 }];
-        let mut at = vec![[std::ptr::null::<f32>(); DOT_ROWS]; blocks * BLOCK / DOT_ROWS * steps];
+        let mut patches = vec![T::default(); if direct.is_some() { 0 } else { blocks * BLOCK * k_padded }];
+        let zeros = vec![T::default(); if direct.is_some() { self.c } else { 0 }];
+        let mut at = vec![[std::ptr::null::<T>(); DOT_ROWS]; blocks * BLOCK / DOT_ROWS * steps];
         let mut sums = Sums([0.0; BLOCK * BLOCK]);
         let mut start = 0;
         while start < rows {
@@ -590,7 +581,7 @@ impl Job<'_> {
                 Some(src) => self.point(src, &zeros, row0, len, &mut at),
                 None => {
                     let patches = &mut patches[..padded * k_padded];
-                    self.gather(row0, len, PatchesMut::F32(patches));
+                    self.gather(row0, len, T::patches(patches));
                     point_packed(patches, steps, &mut at);
                 }
             }
@@ -608,8 +599,9 @@ impl Job<'_> {
                     self.prefetch(row0 + r, start + r, valid, n0, &out);
                     // SAFETY: every pointer of `groups` is to 32 values of
                     // `src`, `zeros` or `patches`, all alive here; `panel`
-                    // is 32 columns `steps` × 32 deep.
-                    block_f32(groups, panel, steps, &mut sums);
+                    // is 32 columns `steps` × 32 deep; AVX-512 BF16 for
+                    // bf16 weights (`rows`).
+                    T::block(groups, panel, steps, &mut sums);
                     self.finish(&sums, row0 + r, start + r, valid, n0, &mut out);
                 }
             }
@@ -622,7 +614,7 @@ impl Job<'_> {
     /// to a whole block at zeros: step `(ky · k + kx) · C / 32 + j` of a row
     /// is channels `32j..32j + 32` of the pixel under kernel position
     /// `(ky, kx)`, as the weights order the inner dimension.
-    fn point(&self, src: &[f32], zeros: &[f32], row0: usize, len: usize, at: &mut [[*const f32; DOT_ROWS]]) {
+    fn point<T>(&self, src: &[T], zeros: &[T], row0: usize, len: usize, at: &mut [[*const T; DOT_ROWS]]) {
         let Geometry { k, stride, pad } = self.geometry;
         let (c, per_pixel) = (self.c, self.c / BLOCK);
         let steps = k * k * per_pixel;
@@ -867,49 +859,106 @@ unsafe fn block(a: *const u16, b: *const u16, steps: usize, sums: &mut Sums) {
 /// beside them in the 32 registers.
 const DOT_ROWS: usize = 8;
 
-/// [`block`] on AVX-512 BF16: for each pair of the inner dimension, the 32
-/// columns' pairs of weights (two vectors, as the panel holds them) times
-/// each row's pair broadcast, `vdpbf16ps` adding both products to the f32
-/// sums.
+/// [`block_f32`] on AVX-512 BF16: the same table of pointers, each to 32
+/// bf16 values (16 pairs of the inner dimension), and the weights' panel
+/// as [`PackedWeights::new`] packs it (1024 values a step).
 ///
 /// # Safety
-/// AVX-512F and AVX-512 BF16 on the CPU; `a` and `b` readable for `steps`
-/// × 2048 bytes.
+/// As [`block_f32`]; AVX-512 BF16 on the CPU.
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn block_dots(a: *const u16, b: *const u16, steps: usize, sums: &mut Sums) {
+unsafe fn block_dots(at: &[[*const u16; DOT_ROWS]], b: *const u16, steps: usize, sums: &mut Sums) {
+    debug_assert!(at.len().is_multiple_of(steps) && at.len() <= BLOCK / DOT_ROWS * steps);
+    for s0 in (0..steps).step_by(DEPTH) {
+        let s1 = (s0 + DEPTH).min(steps);
+        for (group, at) in at.chunks_exact(steps).enumerate() {
+            let sums = sums.0[group * DOT_ROWS * BLOCK..].as_mut_ptr();
+            rows_dots(&at[s0..s1], b.add(s0 * BLOCK * BLOCK), sums, s0 > 0);
+        }
+    }
+}
+
+/// [`rows_fma`] on AVX-512 BF16: for each pair of the inner dimension, the
+/// 32 columns' pairs of weights (two vectors, as the panel holds them)
+/// times each row's pair broadcast, `vdpbf16ps` adding both products to
+/// the f32 sums.
+///
+/// # Safety
+/// As [`block_dots`]; `sums` writable for 8 rows of 32.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+unsafe fn rows_dots(at: &[[*const u16; DOT_ROWS]], b: *const u16, sums: *mut f32, add: bool) {
     use std::arch::x86_64::*;
-    // One step is 32 of the inner dimension: 32 rows x 32 of the patches,
-    // 16 pairs x 32 columns of the weights (1024 values each). A step's
-    // weights (2 KiB) stay in L1 while each group of rows passes over
-    // them; the groups' sums wait in `sums` between steps.
-    const STEP: usize = BLOCK * BLOCK;
-    for step in 0..steps {
-        let b = b.add(step * STEP);
-        for rows in (0..BLOCK).step_by(DOT_ROWS) {
-            let a = a.add(step * STEP + rows * BLOCK);
-            let sum = sums.0[rows * BLOCK..].as_mut_ptr();
-            let mut acc = [[_mm512_setzero_ps(); 2]; DOT_ROWS];
-            if step > 0 {
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    acc[0] = _mm512_loadu_ps(sum.add(r * BLOCK));
-                    acc[1] = _mm512_loadu_ps(sum.add(r * BLOCK + 16));
-                }
-            }
-            for pair in 0..BLOCK / 2 {
-                let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(pair * 2 * BLOCK).cast()));
-                let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(pair * 2 * BLOCK + BLOCK).cast()));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = a.add(r * BLOCK + 2 * pair).cast::<i32>().read_unaligned();
-                    let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(x));
-                    acc[0] = _mm512_dpbf16_ps(acc[0], x, w0);
-                    acc[1] = _mm512_dpbf16_ps(acc[1], x, w1);
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                _mm512_storeu_ps(sum.add(r * BLOCK), acc[0]);
-                _mm512_storeu_ps(sum.add(r * BLOCK + 16), acc[1]);
+    let mut acc = [[_mm512_setzero_ps(); 2]; DOT_ROWS];
+    if add {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            acc[0] = _mm512_loadu_ps(sums.add(r * BLOCK));
+            acc[1] = _mm512_loadu_ps(sums.add(r * BLOCK + 16));
+        }
+    }
+    for (step, rows) in at.iter().enumerate() {
+        let b = b.add(step * BLOCK * BLOCK);
+        for pair in 0..BLOCK / 2 {
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(pair * 2 * BLOCK).cast()));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(pair * 2 * BLOCK + BLOCK).cast()));
+            for (row, acc) in rows.iter().zip(&mut acc) {
+                let x = row.add(2 * pair).cast::<i32>().read_unaligned();
+                let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(x));
+                acc[0] = _mm512_dpbf16_ps(acc[0], x, w0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], x, w1);
             }
         }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        _mm512_storeu_ps(sums.add(r * BLOCK), acc[0]);
+        _mm512_storeu_ps(sums.add(r * BLOCK + 16), acc[1]);
+    }
+}
+
+/// What the pointer kernels read: f32 values ([`block_f32`]) or bf16 bits
+/// ([`block_dots`]).
+trait Element: Copy + Default {
+    /// The activations, when they are in this dtype.
+    fn values(src: Src<'_>) -> Option<&[Self]>;
+    /// Where [`Job::gather`] writes patches of this dtype.
+    fn patches(v: &mut [Self]) -> PatchesMut<'_>;
+    /// One 32x32 block of sums, as [`block_f32`].
+    ///
+    /// # Safety
+    /// As [`block_f32`]; for bf16, AVX-512 BF16 on the CPU.
+    unsafe fn block(at: &[[*const Self; DOT_ROWS]], b: *const Self, steps: usize, sums: &mut Sums);
+}
+
+impl Element for f32 {
+    fn values(src: Src<'_>) -> Option<&[f32]> {
+        match src {
+            Src::F32(v) => Some(v),
+            Src::Bf16(_) => None,
+        }
+    }
+
+    fn patches(v: &mut [f32]) -> PatchesMut<'_> {
+        PatchesMut::F32(v)
+    }
+
+    unsafe fn block(at: &[[*const f32; DOT_ROWS]], b: *const f32, steps: usize, sums: &mut Sums) {
+        block_f32(at, b, steps, sums)
+    }
+}
+
+impl Element for u16 {
+    fn values(src: Src<'_>) -> Option<&[u16]> {
+        match src {
+            Src::Bf16(v) => Some(v),
+            Src::F32(_) => None,
+        }
+    }
+
+    fn patches(v: &mut [u16]) -> PatchesMut<'_> {
+        PatchesMut::Bf16(v)
+    }
+
+    unsafe fn block(at: &[[*const u16; DOT_ROWS]], b: *const u16, steps: usize, sums: &mut Sums) {
+        block_dots(at, b, steps, sums)
     }
 }
 
@@ -982,7 +1031,7 @@ fn chunk_rows(row_bytes: usize) -> usize {
 }
 
 /// [`Job::point`] for patches packed as [`Job::gather`] packs them.
-fn point_packed(patches: &[f32], steps: usize, at: &mut [[*const f32; DOT_ROWS]]) {
+fn point_packed<T>(patches: &[T], steps: usize, at: &mut [[*const T; DOT_ROWS]]) {
     for row in 0..patches.len() / (steps * BLOCK) {
         let (block, in_block) = (row / BLOCK, row % BLOCK);
         for step in 0..steps {
