@@ -5,15 +5,15 @@
 //!
 //! In f32 ([`f32_available`]): AVX-512F multiply-adds that read the patches
 //! where they are, in the activations (implicit im2col: a step of the inner
-//! dimension is 32 channels of one pixel; the stem's 3 channels, and bf16
-//! inputs, are gathered first). In bf16, the patches are gathered a block
-//! of rows at a time into the tiles' layout (im2col fused into the
-//! product). In bf16 (`dtype = "bf16"`), the best kernel the CPU has ([`Kernel`]): Intel's AMX tiles
+//! dimension is 32 channels of one pixel; the stem's 3 channels, and inputs
+//! in the other dtype, are gathered first). In bf16 (`dtype = "bf16"`), the
+//! best kernel the CPU has ([`Kernel`]): Intel's AMX tiles
 //! (`tdpbf16ps`), or AVX-512 BF16's dot products (`vdpbf16ps`: AMD Zen 4
 //! and later, Intel Cooper Lake). In bf16 the activations and the folded
 //! weights are rounded to bf16 (round to nearest even) as they enter a
 //! product; every sum, the bias, the residual stream and the features stay
-//! f32.
+//! f32. The dot products read bf16 activations in place as f32 does; the
+//! tiles gather the patches a block of rows at a time into their layout.
 //!
 //! `unsafe` is confined here: the AMX instructions (inline assembly: Rust
 //! has no stable AMX intrinsics), AVX-512 intrinsics behind run-time
